@@ -1,0 +1,75 @@
+"""The ``evomm`` command line. Each subcommand lives in its own module in this package and
+exposes ``add_parser(subparsers)``, which registers the subcommand and sets ``func``.
+
+Errors that users cause (:class:`~evomm.errors.EvommError`) are printed as one clear message
+(exit status 2), without a traceback; ``EVOMM_DEBUG=1`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from evomm import __version__
+from evomm.errors import EvommError
+
+#: Subcommand modules, in ``--help`` order.
+COMMANDS = (
+    "demo",
+    "zoo",
+    "merge",
+    "plan",
+    "evolve",
+    "front",
+    "export",
+    "plugins",
+    "tasks",
+    "new_task",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evomm",
+        description="Evolutionary model merging: breed new models out of existing ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"evomm {__version__}")
+    parser.add_argument(
+        "--plugins-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="load one-file plugins (*.py) from DIR as well (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"evomm.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"evomm.cli.{name}":
+                continue  # not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        result = args.func(args)
+    except EvommError as exc:
+        if os.environ.get("EVOMM_DEBUG"):
+            raise
+        print(f"evomm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evomm: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

@@ -1,0 +1,49 @@
+"""The one exception hierarchy of evomm.
+
+Every error a user can cause (bad YAML, a missing tensor, an unknown operator, a hub name while
+offline) is raised as a subclass of :class:`EvommError`, never as ``AssertionError`` or a bare
+``RuntimeError``. Messages say *what* was wrong (the key or the file), *what* was received and
+*how to fix it*; the CLI prints them without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EvommError(Exception):
+    """Base class of every error evomm raises on purpose."""
+
+
+class ConfigError(EvommError):
+    """A recipe, YAML file or command-line value is malformed or out of range."""
+
+
+class RegistryError(EvommError):
+    """A name is unknown to, or registered twice in, a :class:`evomm.registry.Registry`."""
+
+
+class PluginError(EvommError):
+    """A plugin failed to load or implements a hook that does not exist."""
+
+
+class CheckpointError(EvommError):
+    """A checkpoint cannot be opened or read: missing files or tensors, refused pickle files."""
+
+
+class IncompatibleModelsError(EvommError):
+    """Parents cannot be merged together: different architecture, shapes or vocabulary."""
+
+
+class MergeError(EvommError):
+    """A merge operator received inputs it cannot combine."""
+
+
+class TaskError(EvommError):
+    """A fitness task is misconfigured or its data cannot be loaded."""
+
+
+class OfflineError(EvommError):
+    """A hub name was given while ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` is set."""
+
+
+class SearchError(EvommError):
+    """The evolutionary search cannot start or resume."""

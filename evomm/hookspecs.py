@@ -1,0 +1,124 @@
+"""Every ``evomm_*`` hook, in one file. Implement them in a plugin with ``@evomm.hookimpl``.
+
+Plugins are found through the entry-point group ``evomm`` (built-in plugins too), or as one-file
+plugins in a ``--plugins-dir``. Misspelt hook implementations are errors (``check_pending``).
+docs/hooks.md has one section per hook, with an example.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from evomm.adapters import ModelAdapter
+    from evomm.operators import MergeOperator
+    from evomm.records import CandidateRecord, RunInfo
+    from evomm.registry import Registry
+    from evomm.tasks import Task
+
+PROJECT = "evomm"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------------------
+# registration hooks: called once, when the plugin manager is created
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def evomm_register_model_adapters(registry: Registry[type[ModelAdapter]]) -> None:
+    """Add model adapters (:class:`evomm.adapters.ModelAdapter` subclasses) to ``registry``.
+
+    Called once per plugin manager, before any model is opened.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_model_adapters(registry):
+            registry.add(HFCausalLMAdapter)
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def evomm_register_merge_operators(registry: Registry[type[MergeOperator]]) -> None:
+    """Add merge operators (:class:`evomm.operators.MergeOperator` subclasses) to ``registry``.
+
+    Called once per plugin manager, before a recipe is validated.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_merge_operators(registry):
+            registry.add(TiesOperator)
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def evomm_register_tasks(registry: Registry[type[Task]]) -> None:
+    """Add fitness tasks (:class:`evomm.tasks.Task` subclasses) to ``registry``.
+
+    Called once per plugin manager, before a recipe's objectives are resolved.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_tasks(registry):
+            registry.add(JaMathTask)
+
+    .. versionadded:: 0.1
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# lifecycle hooks: called by the evolution loop; return values are ignored
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def evomm_candidate_evaluated(run: RunInfo, record: CandidateRecord) -> None:
+    """Called after each candidate is evaluated and its record is flushed to the archive.
+
+    Example::
+
+        @hookimpl
+        def evomm_candidate_evaluated(run, record):
+            print(record.id, record.objectives)
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def evomm_generation_end(run: RunInfo, generation: int, front: list[CandidateRecord]) -> None:
+    """Called when a generation is complete and the algorithm state is checkpointed;
+    ``front`` is the current Pareto front (non-dominated archived candidates).
+
+    Example::
+
+        @hookimpl
+        def evomm_generation_end(run, generation, front):
+            print(f"generation {generation}: {len(front)} on the front")
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def evomm_run_end(run: RunInfo, front: list[CandidateRecord], reason: str) -> None:
+    """Called once when a run stops; ``reason`` is ``"budget"``, ``"interrupted"`` or ``"error"``.
+
+    Example::
+
+        @hookimpl
+        def evomm_run_end(run, front, reason):
+            (run.run_dir / "DONE").write_text(reason)
+
+    .. versionadded:: 0.1
+    """

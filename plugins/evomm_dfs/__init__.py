@@ -1,0 +1,1 @@
+"""Data-flow-space merging: evolved layer paths with scaling."""

@@ -1,0 +1,1 @@
+"""LLaVA-style VLM adapter (LlavaForConditionalGeneration, LlavaNext)."""

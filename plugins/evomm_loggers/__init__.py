@@ -1,0 +1,1 @@
+"""Loggers built on the lifecycle hooks (CSV)."""

@@ -1,0 +1,1 @@
+"""The toy zoo's fitness tasks."""
