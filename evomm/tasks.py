@@ -1,0 +1,146 @@
+"""The fitness-task interface. Tasks themselves are plugins (``tasks/``).
+
+A task declares its name, modality and metrics, loads its examples with ``datasets`` (a local
+file or directory, or a hub dataset for users who are online), queries a
+:class:`~evomm.handle.ModelHandle` and scores the answers. Tasks never touch weights or
+architectures. ``limit``, ``seed`` and ``subset`` let the evolution score cheaply first.
+
+Example (a one-file plugin)::
+
+    from evomm import hookimpl
+    from evomm.tasks import MetricSpec, Task, TaskResult
+
+    class Echo(Task):
+        name = "echo"
+        description = "repeat a word"
+        modality = "text"
+        metrics = (MetricSpec("accuracy", higher_is_better=True),)
+
+        def load(self):
+            import datasets
+            return datasets.Dataset.from_list([{"prompt": "Say hi: ", "answer": "hi"}])
+
+        def score(self, handle, examples):
+            outs = handle.generate([e["prompt"] for e in examples], max_new_tokens=4)
+            acc = sum(o.strip() == e["answer"] for o, e in zip(outs, examples)) / len(examples)
+            return TaskResult({"accuracy": acc}, n=len(examples))
+
+    @hookimpl
+    def evomm_register_tasks(registry):
+        registry.add(Echo)
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from evomm.errors import TaskError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from evomm.handle import ModelHandle
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a task reports."""
+
+    name: str
+    higher_is_better: bool = True
+    description: str = ""
+
+
+@dataclass
+class TaskResult:
+    """Scores of one model on one task.
+
+    Attributes:
+        metrics: metric name -> value.
+        n: number of examples scored.
+        details: optional per-example records (predictions, references, scores).
+    """
+
+    metrics: dict[str, float]
+    n: int
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Task(ABC):
+    """Base class of fitness tasks.
+
+    Class attributes:
+        name: registry name used in recipes.
+        description: one line for ``evomm tasks``.
+        modality: ``"text"``, ``"image+text"`` or ``"image"`` (classification).
+        metrics: the metrics :meth:`score` reports; the first is the default objective.
+        default_data: where :meth:`load` reads when the recipe gives no ``data`` (a hub id or
+            a description of the default local location).
+
+    Args:
+        data: a local file/directory or a hub dataset id; ``None`` uses ``default_data``.
+        split: which split to score.
+        limit: score at most this many examples (after shuffling with ``seed`` when set).
+        seed: seed for the subset choice.
+        options: task-specific options from the recipe (prompt template, max_new_tokens...).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    modality: ClassVar[str] = "text"
+    metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    default_data: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        data: str | None = None,
+        *,
+        split: str = "test",
+        limit: int | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> None:
+        self.data = data if data is not None else self.default_data
+        self.split = split
+        self.limit = limit
+        self.seed = seed
+        self.options = options
+        self._examples: datasets.Dataset | None = None
+
+    @property
+    def primary_metric(self) -> str:
+        if not self.metrics:
+            raise TaskError(f"task {self.name!r} declares no metrics")
+        return self.metrics[0].name
+
+    @abstractmethod
+    def load(self) -> datasets.Dataset:
+        """Load all examples of ``self.split`` (before ``limit``)."""
+
+    @abstractmethod
+    def score(self, handle: ModelHandle, examples: Sequence[dict[str, Any]]) -> TaskResult:
+        """Query ``handle`` on ``examples`` and return the metrics."""
+
+    def examples(self, subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """The examples to score: ``limit``/``seed`` applied, then ``subset`` (indices into them)."""
+        if self._examples is None:
+            self._examples = self.load()
+        rows = list(range(len(self._examples)))
+        if self.seed is not None:
+            random.Random(self.seed).shuffle(rows)
+        if self.limit is not None:
+            rows = rows[: self.limit]
+        if subset is not None:
+            rows = [rows[i] for i in subset]
+        return [self._examples[i] for i in rows]
+
+    def evaluate(self, handle: ModelHandle, subset: Sequence[int] | None = None) -> TaskResult:
+        """Score ``handle`` on this task (optionally only on ``subset``)."""
+        examples = self.examples(subset)
+        if not examples:
+            raise TaskError(f"task {self.name!r} has no examples to score (data={self.data!r})")
+        return self.score(handle, examples)
