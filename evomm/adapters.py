@@ -145,7 +145,7 @@ class Checkpoint(ABC):
                 f"it has {len(self.layout)} tensors, e.g. {list(self.layout)[:3]}"
             ) from None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release open files (optional)."""
 
 
