@@ -1,0 +1,257 @@
+"""Build, cache and describe a toy zoo.
+
+A zoo is a directory::
+
+    <zoo>/zoo.json                     recipe, seeds, curves, wall times, scores
+    <zoo>/tokenizer/                   AutoTokenizer.from_pretrained-loadable
+    <zoo>/models/{base,ja,math}/       LlamaForCausalLM checkpoints (safetensors + tokenizer)
+    <zoo>/models/{vlm,clip_*}/         the vision half (:mod:`evomm.zoo.vlm`, :mod:`evomm.zoo.clip`)
+    <zoo>/data/<task>/{train,dev,test}.jsonl
+
+It is built into a temporary sibling directory and renamed into place at the end, so a crash
+never leaves a half-built zoo where :func:`build_zoo` would reuse it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evomm.errors import ConfigError
+from evomm.zoo.recipe import RECIPE_VERSION, SCALES, TextRecipe, text_recipe
+from evomm.zoo.textdata import TEXT_TASKS, task_rows
+
+TEXT_MODELS: tuple[str, ...] = ("base", "ja", "math")
+
+#: ``module:function`` building the vision half; it is called as
+#: ``fn(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict`` after the text half is
+#: in ``zoo_dir``, and returns a fragment merged into ``zoo.json`` (keys ``recipe``, ``models``,
+#: ``scores``, ``wall_s``, ``curves``, each a dict keyed by the vision part's names).
+VISION_BUILDER = "evomm.zoo.vlm:build_vision"
+
+
+def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
+    """The cache directory of a zoo: ``$EVOMM_CACHE/zoo/<scale>-v<version>-s<seed>``.
+
+    ``$EVOMM_CACHE`` defaults to ``~/.cache/evomm``.
+
+    Example:
+        >>> default_zoo_dir("demo").name
+        'demo-v1-s0'
+    """
+    if scale not in SCALES:
+        raise ConfigError(f"unknown zoo scale {scale!r}; use one of {', '.join(SCALES)}")
+    root = Path(os.environ.get("EVOMM_CACHE") or Path.home() / ".cache" / "evomm")
+    return root / "zoo" / f"{scale}-v{RECIPE_VERSION}-s{seed}"
+
+
+def read_zoo_json(zoo: Path) -> dict[str, Any] | None:
+    """``zoo.json`` of a zoo directory, or ``None`` when absent or unreadable."""
+    try:
+        return json.loads((Path(zoo) / "zoo.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(zoo: Path, scale: str, seed: int, parts: Sequence[str]) -> bool:
+    """Whether ``zoo`` holds a complete build of this recipe version, scale, seed and parts."""
+    info = read_zoo_json(zoo)
+    return bool(
+        info
+        and info.get("complete")
+        and info.get("recipe_version") == RECIPE_VERSION
+        and info.get("scale") == scale
+        and info.get("seed") == seed
+        and set(parts) <= set(info.get("parts", []))
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_text_data(zoo: Path, recipe: TextRecipe, seed: int) -> None:
+    """Write ``<zoo>/data/<task>/<split>.jsonl`` for the three text tasks."""
+    for task in TEXT_TASKS:
+        for split, n in recipe.split_sizes.items():
+            write_jsonl(zoo / "data" / task / f"{split}.jsonl", task_rows(task, split, n, seed))
+
+
+def _finetune_job(base_dir: str, out_dir: str, cfg: Any, desc: str, progress: bool) -> dict:
+    import torch
+
+    from evomm.zoo.text import finetune
+
+    torch.set_num_threads(1)
+    _, log = finetune(Path(base_dir), Path(out_dir), cfg, desc=desc, progress=progress)
+    return log
+
+
+def _train_parents(zoo: Path, recipe: TextRecipe, progress: bool) -> dict[str, dict]:
+    base = str(zoo / "models" / "base")
+    jobs = {"ja": recipe.ja, "math": recipe.math}
+    if recipe.workers <= 1:
+        return {k: _finetune_job(base, str(zoo / "models" / k), cfg, k, progress) for k, cfg in jobs.items()}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(2, recipe.workers), mp_context=mp.get_context("spawn")) as ex:
+        futs = {k: ex.submit(_finetune_job, base, str(zoo / "models" / k), cfg, k, progress) for k, cfg in jobs.items()}
+        return {k: f.result() for k, f in futs.items()}
+
+
+def score_text_models(zoo: Path, models: Sequence[str] = TEXT_MODELS, split: str = "test") -> dict:
+    """Strict/loose scores of ``<zoo>/models/<m>`` on every text task's ``split``.
+
+    Returns:
+        ``{model: {task: score_outputs(...)}}``.
+    """
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from evomm.zoo.generate import greedy_generate
+    from evomm.zoo.scoring import MAX_NEW_TOKENS, score_outputs
+
+    data = {t: read_jsonl(zoo / "data" / t / f"{split}.jsonl") for t in TEXT_TASKS}
+    scores: dict[str, dict] = {}
+    for m in models:
+        model = LlamaForCausalLM.from_pretrained(str(zoo / "models" / m))
+        tok = AutoTokenizer.from_pretrained(str(zoo / "models" / m))
+        scores[m] = {}
+        for t, rows in data.items():
+            outs = greedy_generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=MAX_NEW_TOKENS)
+            scores[m][t] = score_outputs(t, outs, rows)
+    return scores
+
+
+def build_text(zoo: Path, scale: str, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Build the text half (tokenizer, data, base, ja, math, scores) into ``zoo``.
+
+    Returns:
+        The text part of ``zoo.json``.
+    """
+    import torch
+
+    from evomm.zoo.text import train_base
+    from evomm.zoo.tokenizer import build_tokenizer
+
+    torch.set_num_threads(1)
+    recipe = text_recipe(scale, seed)
+    wall: dict[str, float] = {}
+    t0 = time.perf_counter()
+    tok = build_tokenizer()
+    tok.save_pretrained(str(zoo / "tokenizer"))
+    write_text_data(zoo, recipe, seed)
+    wall["data"] = round(time.perf_counter() - t0, 2)
+    _, base_log = train_base(tok, zoo / "models" / "base", recipe.base, recipe.arch, progress=progress)
+    wall["base"] = base_log["wall_s"]
+    t0 = time.perf_counter()
+    logs = _train_parents(zoo, recipe, progress)
+    wall["parents"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    scores = score_text_models(zoo)
+    wall["scores"] = round(time.perf_counter() - t0, 2)
+    return {
+        "recipe": {"text": recipe.to_dict()},
+        "models": {m: {"path": f"models/{m}", "kind": "llama"} for m in TEXT_MODELS},
+        "curves": {"base": base_log["curve"], **{k: v["curve"] for k, v in logs.items()}},
+        "wall_s": {"text_" + k: v for k, v in wall.items()}
+        | {"text_ja": logs["ja"]["wall_s"], "text_math": logs["math"]["wall_s"]},
+        "scores": scores,
+        "tasks": {t: f"data/{t}" for t in TEXT_TASKS},
+    }
+
+
+def _vision_builder():
+    mod_name, fn_name = VISION_BUILDER.split(":")
+    try:
+        return getattr(importlib.import_module(mod_name), fn_name)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
+def _merge(info: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(info.get(key), dict):
+            info[key].update(value)
+        else:
+            info[key] = value
+
+
+def build_zoo(
+    scale: str = "demo",
+    out: Path | str | None = None,
+    seed: int = 0,
+    force: bool = False,
+    parts: Sequence[str] = ("text", "vision"),
+    progress: bool = True,
+) -> Path:
+    """Build the toy zoo (or reuse a complete one with the same recipe version and seed).
+
+    Args:
+        scale: ``"micro"`` (tests, < 60 s) or ``"demo"`` (the demo, < 5 min on 2 cores).
+        out: target directory (default :func:`default_zoo_dir`).
+        seed: the seed of everything (data, initialisation, training order).
+        force: rebuild even when a complete zoo is there.
+        parts: ``"text"`` and/or ``"vision"`` (the vision half needs the text half).
+        progress: show progress bars.
+
+    Returns:
+        The zoo directory.
+
+    Example:
+        >>> # zoo = build_zoo("micro", out="/tmp/zoo")  # about half a minute
+    """
+    parts = tuple(parts)
+    unknown = set(parts) - {"text", "vision"}
+    if unknown or "text" not in parts:
+        raise ConfigError(f"zoo parts {parts!r}: use ('text',) or ('text', 'vision')")
+    out = Path(out) if out is not None else default_zoo_dir(scale, seed)
+    # A part whose builder is not installed cannot be built: do not rebuild forever for it.
+    wanted = [p for p in parts if p != "vision" or _vision_builder() is not None]
+    if not force and is_complete(out, scale, seed, wanted):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"scale": scale, "seed": seed, "recipe_version": RECIPE_VERSION}
+        _merge(info, build_text(tmp, scale, seed, progress))
+        built = ["text"]
+        if "vision" in parts:
+            builder = _vision_builder()
+            if builder is None:
+                info["vision"] = f"not available ({VISION_BUILDER} is not installed)"
+            else:
+                _merge(info, builder(tmp, scale, seed, progress))
+                built.append("vision")
+        info["parts"] = built
+        info["wall_s"]["total"] = round(time.perf_counter() - t0, 2)
+        info["complete"] = True
+        (tmp / "zoo.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def ensure_zoo(scale: str = "demo", seed: int = 0) -> Path:
+    """The cached zoo of ``scale``/``seed``, built first when missing (text and vision parts)."""
+    return build_zoo(scale, seed=seed)
