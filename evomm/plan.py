@@ -1,7 +1,6 @@
 """A merge plan: a frozen, hashable description of a merge, with no tensors in it.
 
-Built from a recipe and the parents' layouts (see :func:`build_plan`, added by the merge
-pipeline), printed by ``evomm plan``, executed by :mod:`evomm.execute`, and keyed on by the
+Built from a recipe and the parents' layouts by :func:`build_plan`, printed by ``evomm plan``, executed by :mod:`evomm.execute`, and keyed on by the
 evolution loop's cache (:meth:`MergePlan.digest`). Plans make dry runs and unit tests without
 weights possible.
 """
@@ -10,11 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from evomm.adapters import ModelRef
-from evomm.layout import ModuleKind
+from evomm.adapters import Checkpoint, ModelRef
+from evomm.errors import CheckpointError, ConfigError, IncompatibleModelsError
+from evomm.layout import DONOR_ONLY_KINDS, ModuleKind, TensorInfo
+from evomm.params import ParamSpec, resolve_value
+
+if TYPE_CHECKING:
+    from evomm.plugins import Plugins
+    from evomm.recipe import MergeRecipe
 
 Params = tuple[tuple[str, float], ...]
 
@@ -92,3 +98,126 @@ def tensor_seed(plan_seed: int, name: str) -> int:
     """Per-tensor seed: a stable hash of the plan seed and the canonical name (63 bits)."""
     h = hashlib.sha256(f"{plan_seed}:{name}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# building a plan from a recipe
+# ---------------------------------------------------------------------------------------------
+
+
+def _resolve(
+    spec: ParamSpec, candidates: Sequence[tuple[Any, str]], info: TensorInfo, num_layers: int, who: str
+) -> float:
+    """First non-None resolution among ``candidates`` (value, key path), else the default."""
+    for value, where in candidates:
+        if value is None:
+            continue
+        v = resolve_value(value, info, num_layers, where)
+        if v is not None:
+            return spec.check(v, where)
+    if spec.default is None:
+        keys = " or ".join(w for _, w in candidates)
+        raise ConfigError(
+            f"{keys}: no value of the required parameter {spec.name!r} applies to tensor "
+            f"{info.name!r}{who}; add an entry without `filter` (or `filter: '*'`) as a fallback"
+        )
+    return float(spec.default)
+
+
+def _check_parent(ck: Checkpoint, alias: str, info: TensorInfo) -> None:
+    theirs = ck.layout.get(info.name)
+    if theirs is None:
+        raise CheckpointError(
+            f"tensor {info.name!r} is missing from model {alias!r} ({ck.ref.path}) but the donor has "
+            f"it; the models do not share an architecture (model {alias!r} has {len(ck.layout)} "
+            f"tensors, e.g. {list(ck.layout)[:3]})"
+        )
+    if tuple(theirs.shape) != tuple(info.shape):
+        raise IncompatibleModelsError(
+            f"tensor {info.name!r} has shape {tuple(theirs.shape)} in model {alias!r} "
+            f"({ck.ref.path}) but {tuple(info.shape)} in the donor; the models do not share an "
+            "architecture size"
+        )
+
+
+def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugins: Plugins) -> MergePlan:
+    """Turn a recipe and the parents' layouts into a :class:`MergePlan` (reads no tensor).
+
+    Every parameter is resolved per tensor (gradients across layers, ``{filter, value}`` by
+    module kind or name; per-model values fall back to the top-level ``parameters:``, then to the
+    operator's default, as in mergekit). The output has the donor's tensors, in its order.
+    Tensors of :data:`~evomm.layout.DONOR_ONLY_KINDS` that some parent lacks (a VLM's vision
+    tower) are copied from the donor.
+
+    Args:
+        recipe: a validated recipe.
+        checkpoints: alias -> opened checkpoint, for every model of the recipe (see
+            :func:`evomm.execute.open_models`).
+        plugins: registries (for the operator's parameter declarations).
+
+    Returns:
+        The frozen plan.
+
+    Raises:
+        ConfigError: unknown operator or parameter, out-of-range value, missing required value.
+        CheckpointError: a parent lacks a tensor the donor has (names model and tensor).
+        IncompatibleModelsError: a parent's tensor has another shape.
+
+    Example:
+        >>> recipe = load_recipe("merge.yaml")                            # doctest: +SKIP
+        >>> plan = build_plan(recipe, open_models(recipe, plugins), plugins)  # doctest: +SKIP
+    """
+    from evomm.recipe import check_recipe
+
+    op = check_recipe(recipe, plugins)
+    aliases = recipe.aliases()
+    refs = recipe.refs()
+    base_ref = recipe.base_ref()
+    donor = recipe.donor()
+    sources = recipe.source_indices(op)
+    needed = [aliases[i] for i in sources] + ([base_ref.name] if base_ref else [])
+    missing = [a for a in [*needed, donor] if a not in checkpoints]
+    if missing:
+        raise ConfigError(f"build_plan: no opened checkpoint for model(s) {missing}; open them with open_models")
+    donor_ck = checkpoints[donor]
+    num_layers = donor_ck.num_layers
+    glob = recipe.parameters or {}
+    per_model = [(recipe.models[i].parameters or {}, i) for i in sources]
+    steps: list[TensorStep] = []
+    for name, info in donor_ck.layout.items():
+        if info.kind in DONOR_ONLY_KINDS and any(name not in checkpoints[a].layout for a in needed):
+            steps.append(TensorStep(name, info.kind, info.layer, "copy", source=donor))
+            continue
+        for a in needed:
+            _check_parent(checkpoints[a], a, info)
+        g = tuple(
+            (s.name, _resolve(s, [(glob.get(s.name), f"parameters.{s.name}")], info, num_layers, ""))
+            for s in sorted(op.global_params(), key=lambda s: s.name)
+        )
+        mp = tuple(
+            tuple(
+                (
+                    s.name,
+                    _resolve(
+                        s,
+                        [(params.get(s.name), f"models[{i}].parameters.{s.name}"),
+                         (glob.get(s.name), f"parameters.{s.name}")],
+                        info, num_layers, f" of model {aliases[i]!r}",
+                    ),
+                )
+                for s in sorted(op.model_params(), key=lambda s: s.name)
+            )
+            for params, i in per_model
+        )
+        steps.append(TensorStep(name, info.kind, info.layer, "merge", None, g, mp))
+    return MergePlan(
+        operator=op.name,
+        models=tuple(refs[i] for i in sources),
+        base=base_ref,
+        donor=donor,
+        dtype=recipe.dtype,
+        out_dtype=recipe.out_dtype,
+        seed=recipe.seed,
+        steps=tuple(steps),
+        meta=(("recipe_name", recipe.name or ""),),
+    )

@@ -1,0 +1,399 @@
+"""Merge recipes: the YAML a user writes, validated with pydantic (a superset of mergekit's format).
+
+A recipe names an operator, the models and their parameters::
+
+    merge_method: dare_ties          # or `operator:`; any registered merge operator
+    base_model: ./models/base        # path, hub id, or the `name` of an entry below
+    models:
+      - model: ./models/ja
+        name: ja                     # optional alias (default: the directory name)
+        parameters: {weight: 0.5, density: [0.2, 0.8]}   # numbers, gradients, {filter, value} lists
+      - model: ./models/math
+        parameters: {weight: 0.5, density: 0.5}
+    parameters: {normalize: 1}       # global parameters (and fallbacks for per-model ones)
+    dtype: float32                   # compute dtype (default float32)
+    out_dtype: bfloat16              # stored dtype of the output (default: the donor's)
+    tokenizer_source: base           # donor of config + tokenizer: base | <alias or model path>
+    seed: 0                          # DARE/DELLA randomness
+
+mergekit keys evomm does not support (``slices``, ``modules``, ``tokenizer``, ``chat_template``,
+``tokenizer_source: union``) are refused with a clear :class:`~evomm.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evomm.adapters import ModelRef
+from evomm.errors import ConfigError, RegistryError
+from evomm.params import ParamScope, ParamSpec
+
+if TYPE_CHECKING:
+    from evomm.operators import MergeOperator
+    from evomm.plugins import Plugins
+
+#: Accepted dtype names -> torch dtype names.
+DTYPES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "fp64": "float64",
+}
+
+#: mergekit keys evomm refuses, with the reason.
+UNSUPPORTED_KEYS = {
+    "slices": "layer slicing (frankenmerges) is not supported; use `models:` (every layer of every "
+    "model), or evomm's data-flow-space search for layer stacking",
+    "modules": "per-module definitions are not supported; use `models:` with `{filter, value}` "
+    "parameters",
+    "tokenizer": "tokenizer surgery is not supported; use `tokenizer_source: base` or a model alias "
+    "with models that share one vocabulary",
+    "chat_template": "`chat_template` is not supported; the donor's chat template is copied as is",
+}
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _did_you_mean(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=2)
+    return f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+class ModelEntry(BaseModel):
+    """One entry of ``models:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="local directory or hub id (org/name)")
+    name: str | None = Field(None, description="alias used by tokenizer_source and errors")
+    adapter: str | None = Field(None, description="model adapter name; default: detected")
+    revision: str | None = Field(None, description="hub revision")
+    parameters: dict[str, Any] | None = Field(None, description="per-model operator parameters")
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+class MergeRecipe(BaseModel):
+    """A validated merge recipe (see module docstring). Build with :func:`load_recipe` or
+    :meth:`MergeRecipe.from_dict`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    merge_method: str = Field(validation_alias=AliasChoices("merge_method", "operator"))
+    models: list[ModelEntry] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: dict[str, Any] | None = None
+    dtype: str = "float32"
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    seed: int = 0
+    name: str | None = Field(None, description="a label for the merged model (free text)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a recipe must be a mapping of keys, got {type(data).__name__}")
+        for key, why in UNSUPPORTED_KEYS.items():
+            if key in data:
+                raise ConfigError(f"recipe key `{key}`: {why}")
+        if "merge_method" in data and "operator" in data:
+            raise ConfigError("give either `merge_method` or `operator` (they are the same key), not both")
+        data = dict(data)
+        for key in ("dtype", "out_dtype"):
+            value = data.get(key)
+            if value is not None:
+                if str(value) not in DTYPES:
+                    raise ConfigError(
+                        f"{key}: {value!r} is not a dtype evomm merges in; use one of "
+                        f"{sorted(set(DTYPES.values()))}"
+                    )
+                data[key] = DTYPES[str(value)]
+        if data.get("tokenizer_source") == "union":
+            raise ConfigError(f"tokenizer_source: 'union' — {UNSUPPORTED_KEYS['tokenizer']}")
+        return data
+
+    @model_validator(mode="after")
+    def _check_names(self) -> MergeRecipe:
+        explicit = [m.name for m in self.models if m.name]
+        dup = {a for a in explicit if explicit.count(a) > 1}
+        if dup:
+            raise ConfigError(f"models: the name(s) {sorted(dup)} are used twice; give each model its own name")
+        if self.tokenizer_source not in (None, "base"):
+            self._match(self.tokenizer_source, "tokenizer_source")
+        if self.tokenizer_source == "base" and self.base_model is None:
+            raise ConfigError("tokenizer_source: 'base' needs a `base_model`; name a model alias instead")
+        return self
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "recipe") -> MergeRecipe:
+        """Validate ``data`` (parsed YAML); errors name the key path, the value and the fix.
+
+        Raises:
+            ConfigError: with messages such as ``recipe: models[1].paramters: unknown key``.
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: " + "; ".join(_explain(e) for e in exc.errors())) from None
+
+    # ------------------------------------------------------------------ model aliases
+
+    def aliases(self) -> list[str]:
+        """The alias of each entry of ``models`` (explicit ``name`` or the directory name)."""
+        out: list[str] = []
+        taken = {m.name for m in self.models if m.name}
+        for m in self.models:
+            if m.name:
+                out.append(m.name)
+                continue
+            base = Path(m.model.rstrip("/\\")).name or m.model
+            alias, k = base, 2
+            while alias in out or alias in taken:
+                alias, k = f"{base}-{k}", k + 1
+            out.append(alias)
+        return out
+
+    def _match(self, ref: str, key: str) -> int | None:
+        """Index of the entry whose alias or model path is ``ref``; None when none matches."""
+        aliases = self.aliases()
+        for i, (m, a) in enumerate(zip(self.models, aliases)):
+            if ref in (a, m.model) or Path(ref).expanduser().resolve() == Path(m.model).expanduser().resolve():
+                return i
+        if key == "tokenizer_source":
+            if self.base_model is not None and ref == self.base_model:
+                return None
+            raise ConfigError(
+                f"tokenizer_source: {ref!r} names no model;{_did_you_mean(ref, aliases)} use 'base' or "
+                f"one of {aliases}"
+            )
+        return None
+
+    def base_index(self) -> int | None:
+        """Index in ``models`` of the base model when it is listed there too (mergekit style)."""
+        return None if self.base_model is None else self._match(self.base_model, "base_model")
+
+    def base_ref(self) -> ModelRef | None:
+        """The base model as a :class:`ModelRef`, or ``None``."""
+        if self.base_model is None:
+            return None
+        i = self.base_index()
+        if i is not None:
+            return self.refs()[i]
+        alias = "base" if "base" not in self.aliases() else "base_model"
+        return ModelRef(alias, self.base_model)
+
+    def refs(self) -> list[ModelRef]:
+        """One :class:`ModelRef` per entry of ``models``, in order."""
+        return [
+            ModelRef(a, m.model, m.adapter, m.revision, m.trust_remote_code, m.allow_pickle)
+            for m, a in zip(self.models, self.aliases())
+        ]
+
+    def all_refs(self) -> list[ModelRef]:
+        """Every model the recipe needs: the entries of ``models`` plus a base listed only there."""
+        refs = self.refs()
+        base = self.base_ref()
+        if base is not None and base.name not in {r.name for r in refs}:
+            refs.append(base)
+        return refs
+
+    def donor(self) -> str:
+        """Alias of the model whose config and tokenizer the output takes (``tokenizer_source``;
+        default: the base model, else the first model)."""
+        base = self.base_ref()
+        src = self.tokenizer_source
+        if src is None or src == "base":
+            return base.name if base is not None else self.aliases()[0]
+        i = self._match(src, "tokenizer_source")
+        return self.aliases()[i] if i is not None else base.name  # type: ignore[union-attr]
+
+    def source_indices(self, operator: type[MergeOperator]) -> list[int]:
+        """Entries of ``models`` the operator combines: all of them, except the base model for
+        operators that take a base separately (task-vector methods), as mergekit does."""
+        bi = self.base_index()
+        return [i for i in range(len(self.models)) if not (operator.requires_base and i == bi)]
+
+    def with_overrides(self, *, dtype: str | None = None, allow_pickle: bool = False) -> MergeRecipe:
+        """A copy with a new compute dtype and/or ``allow_pickle`` on every model (CLI flags)."""
+        data = self.model_dump(by_alias=False)
+        if dtype is not None:
+            data["dtype"] = dtype
+        if allow_pickle:
+            for m in data["models"]:
+                m["allow_pickle"] = True
+        return MergeRecipe.from_dict(data, source="command line")
+
+
+def _explain(err: Mapping[str, Any]) -> str:
+    where = _loc(err.get("loc", ()))
+    if err.get("type") == "extra_forbidden":
+        key = str(err["loc"][-1]) if err.get("loc") else "?"
+        parent = err["loc"][:-1]
+        fields = (
+            ModelEntry.model_fields if parent and parent[0] == "models" else MergeRecipe.model_fields
+        )
+        names = list(fields) + (["operator"] if not parent else [])
+        return f"{where}: unknown key{_did_you_mean(key, names)} known keys: {', '.join(names)}"
+    if err.get("type") == "missing":
+        return f"{where}: this key is required"
+    return f"{where}: {err.get('msg')} (got {err.get('input')!r})"
+
+
+def load_recipe(path: str | Path, plugins: Plugins | None = None) -> MergeRecipe:
+    """Read and validate a recipe YAML file (evomm or mergekit format).
+
+    Relative model paths that do not exist from the current directory but do from the recipe's
+    directory are rewritten to the latter.
+
+    Args:
+        path: the YAML file.
+        plugins: when given, parameters are checked against the operator's declarations
+            (:func:`check_recipe`).
+
+    Raises:
+        ConfigError: missing file, malformed YAML (with line and column), invalid keys or values.
+
+    Example:
+        >>> recipe = load_recipe("configs/merge-linear.yaml")           # doctest: +SKIP
+        >>> recipe.merge_method, recipe.aliases()                       # doctest: +SKIP
+        ('linear', ['a', 'b'])
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}{at}: malformed YAML: {problem}; check indentation and quoting there") from None
+    if isinstance(data, Mapping):
+        data = dict(data)
+        for entry in data.get("models") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+                entry["model"] = _relative_to(entry["model"], p.parent)
+        if isinstance(data.get("base_model"), str):
+            data["base_model"] = _relative_to(data["base_model"], p.parent)
+    recipe = MergeRecipe.from_dict(data, source=str(p))
+    if plugins is not None:
+        check_recipe(recipe, plugins)
+    return recipe
+
+
+def _relative_to(model: str, recipe_dir: Path) -> str:
+    candidate = recipe_dir / model
+    if not Path(model).is_absolute() and not Path(model).exists() and candidate.exists():
+        return str(candidate)
+    return model
+
+
+# ---------------------------------------------------------------------- parameter validation
+
+
+def get_operator(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
+    """The operator class a recipe names (ConfigError with did-you-mean when unknown)."""
+    try:
+        return plugins.operators.get(recipe.merge_method)
+    except RegistryError as exc:
+        raise ConfigError(f"merge_method: {exc}") from None
+
+
+def _check_value(spec: ParamSpec, value: Any, where: str) -> None:
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        spec.check(value, where)
+    elif isinstance(value, Mapping):
+        _check_value(spec, [value], where)
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            if isinstance(v, Mapping):
+                unknown = set(v) - {"filter", "value"}
+                if unknown or "value" not in v:
+                    raise ConfigError(
+                        f"{where}[{i}]: a filter entry is `{{filter: <kind or name part>, value: ...}}`, "
+                        f"got {dict(v)!r}"
+                    )
+                if v.get("filter") is not None and not isinstance(v["filter"], str):
+                    raise ConfigError(f"{where}[{i}].filter: must be a string, got {v['filter']!r}")
+                _check_value(spec, v["value"], f"{where}[{i}].value")
+            elif isinstance(v, (int, float)):
+                spec.check(v, f"{where}[{i}]")
+            else:
+                raise ConfigError(f"{where}[{i}]: expected a number or a {{filter, value}} entry, got {v!r}")
+    else:
+        raise ConfigError(
+            f"{where}: expected a number, a list of numbers (a gradient across layers) or a list of "
+            f"{{filter, value}} entries, got {value!r}"
+        )
+
+
+def _check_section(
+    params: Mapping[str, Any] | None, op: type[MergeOperator], where: str, per_model: bool
+) -> None:
+    declared = {s.name: s for s in op.params}
+    for key, value in (params or {}).items():
+        spec = declared.get(key)
+        if spec is None:
+            names = sorted(declared)
+            raise ConfigError(
+                f"{where}.{key}: {op.name!r} has no parameter {key!r};{_did_you_mean(key, names)} "
+                f"its parameters are: {', '.join(names) or '(none)'}"
+            )
+        if per_model and spec.scope is ParamScope.GLOBAL:
+            raise ConfigError(
+                f"{where}.{key}: {key!r} is a global parameter of {op.name!r}; move it to the "
+                "top-level `parameters:`"
+            )
+        _check_value(spec, value, f"{where}.{key}")
+
+
+def check_recipe(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
+    """Check a recipe against its operator's declared parameters; return the operator class.
+
+    Checks: the operator exists; every parameter name is declared (did-you-mean otherwise) and
+    in scope; every value is in range; required parameters are given; the number of models and
+    the base model fit the operator.
+
+    Raises:
+        ConfigError: naming the key path, e.g. ``models[1].parameters.density``.
+    """
+    op = get_operator(recipe, plugins)
+    _check_section(recipe.parameters, op, "parameters", per_model=False)
+    sources = recipe.source_indices(op)
+    for i, m in enumerate(recipe.models):
+        _check_section(m.parameters, op, f"models[{i}].parameters", per_model=True)
+    glob = recipe.parameters or {}
+    for spec in op.params:
+        if spec.default is not None or spec.name in glob:
+            continue
+        if spec.scope is ParamScope.GLOBAL:
+            raise ConfigError(f"parameters.{spec.name}: required by {op.name!r} (no default); add it")
+        for i in sources:
+            if spec.name not in (recipe.models[i].parameters or {}):
+                raise ConfigError(
+                    f"models[{i}].parameters.{spec.name}: required by {op.name!r} (no default); give it "
+                    f"for model {recipe.aliases()[i]!r} or once under the top-level `parameters:`"
+                )
+    if op.requires_base and recipe.base_model is None:
+        raise ConfigError(f"base_model: {op.name!r} needs a base model (task vectors are model - base); add one")
+    n = len(sources)
+    if n < op.min_models or (op.max_models is not None and n > op.max_models):
+        limit = f"{op.min_models}..{op.max_models if op.max_models is not None else 'any'}"
+        raise ConfigError(
+            f"models: {op.name!r} takes {limit} source models (besides the base), the recipe gives {n}"
+        )
+    return op

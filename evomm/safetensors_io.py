@@ -1,0 +1,232 @@
+"""Lazy reading and sharded writing of safetensors checkpoints (Hugging Face layout).
+
+:class:`SafetensorsIndex` opens a directory holding either one ``model.safetensors`` file or a
+sharded set described by ``model.safetensors.index.json`` and reads one tensor at a time (the
+files are memory-mapped by :func:`safetensors.safe_open`; nothing is read until asked for).
+:class:`ShardedSafetensorsWriter` writes tensors into HF-style shards
+(``model-00001-of-00003.safetensors`` + ``model.safetensors.index.json``).
+
+Example:
+    >>> idx = SafetensorsIndex("path/to/model")                       # doctest: +SKIP
+    >>> idx.names()[:1], idx.shape("model.embed_tokens.weight")        # doctest: +SKIP
+    (['model.embed_tokens.weight'], (32000, 4096))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from evomm.adapters import CheckpointWriter
+from evomm.errors import CheckpointError
+
+#: File names of a Hugging Face safetensors checkpoint.
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+# safetensors dtype codes -> torch dtype names (the header stores the codes).
+_ST_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of one safetensors file (shapes, dtypes) without reading any tensor.
+
+    Written by hand because ``safe_open`` exposes shapes only through ``get_slice`` per tensor;
+    the header is 8 bytes of length followed by JSON (format spec of safetensors).
+    """
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > 100 * 2**20:
+                raise ValueError(f"implausible header length {n}")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read safetensors file {path}: {exc}; is it complete?") from exc
+    header.pop("__metadata__", None)
+    return header
+
+
+class SafetensorsIndex:
+    """Lazy, read-one-tensor-at-a-time access to a safetensors checkpoint directory.
+
+    Args:
+        directory: a directory with ``model.safetensors.index.json`` (sharded) or
+            ``model.safetensors``; failing both, the only ``*.safetensors`` file in it.
+
+    Raises:
+        CheckpointError: no safetensors file, a shard named by the index is missing, or a
+            file is unreadable.
+
+    Example:
+        >>> idx = SafetensorsIndex("tiny-llama")                        # doctest: +SKIP
+        >>> t = idx.read("model.norm.weight")                           # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._file_of: dict[str, Path] = {}
+        self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._handles: dict[Path, Any] = {}
+        index = self.directory / INDEX_FILE
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
+            files = list(dict.fromkeys(weight_map.values()))
+        elif (self.directory / SINGLE_FILE).is_file():
+            files = [SINGLE_FILE]
+        else:
+            found = sorted(p.name for p in self.directory.glob("*.safetensors"))
+            if len(found) != 1:
+                raise CheckpointError(
+                    f"no {SINGLE_FILE} or {INDEX_FILE} in {self.directory} "
+                    f"(found {found or 'no *.safetensors files'}); point to a Hugging Face "
+                    "checkpoint directory saved with safetensors"
+                )
+            files = found
+        for fname in files:
+            path = self.directory / fname
+            if not path.is_file():
+                raise CheckpointError(f"shard {fname} named by {index} is missing from {self.directory}")
+            for name, entry in _read_header(path).items():
+                self._file_of[name] = path
+                self._meta[name] = (tuple(entry["shape"]), _ST_DTYPES.get(entry["dtype"], entry["dtype"]))
+
+    def names(self) -> list[str]:
+        """Stored tensor names, in file order."""
+        return list(self._file_of)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._file_of
+
+    def __len__(self) -> int:
+        return len(self._file_of)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._meta[self._check(name)][0]
+
+    def dtype(self, name: str) -> str:
+        """Stored dtype as a torch dtype name (``"bfloat16"``)."""
+        return self._meta[self._check(name)][1]
+
+    def nbytes(self) -> int:
+        """Total bytes of all tensors (from the headers)."""
+        total = 0
+        for shape, dtype in self._meta.values():
+            n = 1
+            for d in shape:
+                n *= d
+            total += n * getattr(torch, dtype).itemsize
+        return total
+
+    def _check(self, name: str) -> str:
+        if name not in self._file_of:
+            raise CheckpointError(
+                f"tensor {name!r} is not in the checkpoint at {self.directory} "
+                f"({len(self._file_of)} tensors, e.g. {self.names()[:3]})"
+            )
+        return name
+
+    def read(self, name: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor, in its stored dtype)."""
+        path = self._file_of[self._check(name)]
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = self._handles[path] = safe_open(str(path), framework="pt", device="cpu")
+        return handle.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._file_of)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class ShardedSafetensorsWriter(CheckpointWriter):
+    """Writes tensors into Hugging Face-style safetensors shards plus an index.
+
+    Tensors are buffered until ``max_shard_bytes`` would be exceeded, then written as one shard
+    (so peak memory is about one shard). At :meth:`close` shards are renamed to
+    ``model-0000i-of-0000n.safetensors`` and ``model.safetensors.index.json`` is written; a
+    checkpoint that fits one shard is written as ``model.safetensors`` without an index, as
+    ``save_pretrained`` does.
+
+    Args:
+        out_dir: the directory to write into (created if missing).
+        max_shard_bytes: shard size limit (a single larger tensor gets a shard of its own).
+        metadata: string metadata for every file header (default ``{"format": "pt"}``).
+
+    Example:
+        >>> w = ShardedSafetensorsWriter(tmp_dir, max_shard_bytes=2**30)   # doctest: +SKIP
+        >>> w.write("model.norm.weight", torch.ones(8)); w.close()       # doctest: +SKIP
+    """
+
+    def __init__(
+        self, out_dir: str | Path, max_shard_bytes: int = 5 * 2**30, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.max_shard_bytes = int(max_shard_bytes)
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._buffer: dict[str, torch.Tensor] = {}
+        self._buffer_bytes = 0
+        self._shards: list[tuple[Path, list[str]]] = []
+        self._total = 0
+        self._closed = False
+
+    def write(self, stored_name: str, tensor: torch.Tensor) -> None:
+        """Add one tensor; it is copied to a contiguous CPU tensor and may be flushed."""
+        if self._closed:
+            raise CheckpointError(f"writer for {self.out_dir} is closed; cannot write {stored_name!r}")
+        if stored_name in self._buffer or any(stored_name in names for _, names in self._shards):
+            raise CheckpointError(f"tensor {stored_name!r} written twice to {self.out_dir}")
+        t = tensor.detach().to("cpu").contiguous()
+        n = _nbytes(t)
+        if self._buffer and self._buffer_bytes + n > self.max_shard_bytes:
+            self._flush()
+        self._buffer[stored_name] = t
+        self._buffer_bytes += n
+        self._total += n
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        path = self.out_dir / f".shard-{len(self._shards):05d}.safetensors"
+        save_file(self._buffer, str(path), metadata=self.metadata)
+        self._shards.append((path, list(self._buffer)))
+        self._buffer = {}
+        self._buffer_bytes = 0
+
+    def close(self) -> None:
+        """Write the last shard, give shards their final names and write the index."""
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        n = len(self._shards)
+        if n == 1:
+            os.replace(self._shards[0][0], self.out_dir / SINGLE_FILE)
+            return
+        weight_map: dict[str, str] = {}
+        for i, (path, names) in enumerate(self._shards):
+            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            os.replace(path, self.out_dir / final)
+            weight_map.update(dict.fromkeys(names, final))
+        index = {"metadata": {"total_size": self._total}, "weight_map": weight_map}
+        (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
