@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ class CandidateRecord:
             when maximised).
         timings: seconds per phase (``merge``, ``evaluate``...).
         extra: anything else (which subset cheap-first evaluation used, ...).
+        stage: the search stage that produced it (``ps``, ``dfs``...).
+        genes: gene name -> native value (the readable form of ``genome``).
+        evaluation: ``"full"`` (every example of every task) or ``"subset"`` (cheap-first
+            only; such a record cannot be on the front).
     """
 
     id: str
@@ -48,3 +52,22 @@ class CandidateRecord:
     objectives: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stage: str = ""
+    genes: dict[str, float] = field(default_factory=dict)
+    evaluation: str = "full"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (one line of ``archive.jsonl``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
+        """Inverse of :meth:`to_json`; unknown keys go to ``extra`` (newer archives load)."""
+        known = {f.name for f in fields(cls)}
+        rec = cls(**{k: v for k, v in data.items() if k in known})
+        rec.extra.update({k: v for k, v in data.items() if k not in known})
+        return rec
+
+    @property
+    def is_parent(self) -> bool:
+        return self.id.startswith("parent:")

@@ -197,6 +197,8 @@ class StageContext:
         previous: one entry per finished earlier stage: ``name``, ``kind``, ``candidate``
             (id), ``model_dir`` (its exported child, usable as a parent path), ``recipe``.
         dtype: compute dtype name for in-memory models.
+        recipe: the whole evolve recipe (:class:`evomm.evolve_recipe.EvolveRecipe`): parents,
+            base model, seed; the stage config is passed to the factory separately.
     """
 
     plugins: Plugins
@@ -204,14 +206,15 @@ class StageContext:
     recipe_dir: Path = Path(".")
     previous: list[dict[str, Any]] = field(default_factory=list)
     dtype: str = "float32"
+    recipe: Any = None
 
 
-#: A factory: (stage config, context) -> space. The stage config is the validated stage model
-#: (e.g. :class:`evomm.evolve_recipe.EvolveRecipe` for the single-stage case).
+#: A factory: (stage config, context) -> space. The stage config is the validated
+#: :class:`evomm.evolve_recipe.Stage` (``kind``, ``merge``, ``options``, ``parents``...).
 SpaceFactory = Callable[[Any, StageContext], SearchSpace]
 
 _SPACE_KINDS: dict[str, SpaceFactory] = {}
-_BUILTIN_KINDS = {"params": ("evomm.genome", "build_parameter_space")}
+_BUILTIN_KINDS = {"params": ("evomm.ps_space", "build_parameter_space")}
 
 
 def register_space_kind(kind: str, factory: SpaceFactory) -> None:

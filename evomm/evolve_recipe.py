@@ -1,0 +1,326 @@
+"""The evolve recipe: parents, what to evolve, objectives, algorithm, budget (``evomm evolve``).
+
+A recipe is YAML validated by pydantic; every error names the key path, the value received and
+the fix. Example (``configs/demo.yaml`` is a complete one)::
+
+    seed: 0
+    parents:
+      - {name: ja, path: zoo/models/ja, adapter: hf-causal-lm}
+      - {name: math, path: zoo/models/math}
+    base_model: {name: base, path: zoo/models/base}
+    merge:
+      method: task_arithmetic
+      tokenizer_source: base
+      parameters:
+        weight: {evolve: {low: -0.5, high: 1.5}, granularity: per_layer}
+        normalize: 0
+    objectives:
+      - {name: ja_math, task: toy_ja_math, metric: strict}
+      - {name: ja, task: toy_ja_skill, constraint: ">= 0.2"}
+    tasks:
+      toy_ja_math: {data: zoo/data/ja_math, split: dev, limit: 100}
+    algorithm: {name: nsga2, pop_size: 12}
+    budget: {generations: 8}
+    cheap_first: {subset: 24}
+
+A parameter is either fixed (a number, a gradient list or ``{filter, value}`` entries, passed to
+the merge unchanged) or evolved: ``{evolve: {low, high} | true, granularity: ..., kinds: [...]}``.
+Granularities: ``global`` (one value for the whole model; for a per-model parameter that is one
+value per parent, ``per_model`` is a synonym), ``per_layer`` (one value per block plus one for the
+tensors outside the block stack), ``{per_layer_group: N}`` (blocks in groups of N),
+``{gradient: K}`` (K control points interpolated across the blocks, mergekit's gradient).
+``kinds: [attention, mlp]`` splits each of those values by module kind. ``shared: true`` makes a
+per-model parameter use one gene for every parent.
+
+Several stages (``stages: [...]``; e.g. parameter space then data-flow space) share parents,
+objectives and tasks; the single-stage form above is shorthand for one ``params`` stage.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomm.errors import ConfigError
+
+ALGORITHMS = ("nsga2", "nsga3", "moead", "cmaes", "de", "ga", "random")
+_CONSTRAINT_RE = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """A model: alias, local path or hub id, adapter (auto-detected when omitted)."""
+
+    name: str
+    path: str
+    adapter: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class Bounds(_Strict):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if not self.low < self.high:
+            raise ValueError(f"evolve bounds need low < high, got low={self.low}, high={self.high}")
+        return self
+
+
+Granularity = Union[
+    Literal["global", "per_model", "per_layer"],
+    dict[Literal["per_layer_group", "gradient"], int],
+]
+
+
+class Evolved(_Strict):
+    """An evolved parameter: bounds (``true`` = the operator's declared range) and granularity."""
+
+    evolve: Union[Bounds, Literal[True]]
+    granularity: Granularity = "global"
+    kinds: list[str] | None = None
+    shared: bool = False
+    init: float | None = None
+
+    @field_validator("granularity")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            if len(v) != 1:
+                raise ValueError("granularity takes one of per_layer_group: N or gradient: K")
+            (key, n), = v.items()
+            if n < 1 or (key == "gradient" and n < 2):
+                raise ValueError(f"{key} must be >= {2 if key == 'gradient' else 1}, got {n}")
+        return v
+
+
+ParamEntry = Union[Evolved, float, list[Any]]
+
+
+class MergeTemplate(_Strict):
+    """The operator template of a parameter-space stage."""
+
+    method: str
+    parameters: dict[str, ParamEntry] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="fixed per-parent overrides: {alias: {param: value}}"
+    )
+    tokenizer_source: str | None = None
+    dtype: str | None = None
+    out_dtype: str | None = None
+
+
+class Objective(_Strict):
+    """One objective: a task's metric, or a weighted suite of tasks, and its direction."""
+
+    name: str
+    task: str | None = None
+    metric: str | None = None
+    suite: dict[str, float] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    constraint: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Objective:
+        if (self.task is None) == (self.suite is None):
+            raise ValueError(f"objective {self.name!r} needs exactly one of `task` or `suite`")
+        if self.constraint is not None and not _CONSTRAINT_RE.match(self.constraint):
+            raise ValueError(
+                f"constraint {self.constraint!r} is not of the form '>= 0.5' (operators >=, <=, >, <)"
+            )
+        return self
+
+    def constraint_parts(self) -> tuple[str, float] | None:
+        if self.constraint is None:
+            return None
+        m = _CONSTRAINT_RE.match(self.constraint)
+        assert m is not None  # validated above
+        return m.group(1), float(m.group(2))
+
+
+class TaskOptions(BaseModel):
+    """Options passed to a task (``data``, ``split``, ``limit``, ``seed`` and task-specific ones)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    data: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    seed: int | None = None
+
+
+class Algorithm(_Strict):
+    name: Literal["nsga2", "nsga3", "moead", "cmaes", "de", "ga", "random"] = "nsga2"
+    pop_size: int = Field(16, ge=2)
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for the pymoo algorithm"
+    )
+
+
+class Budget(_Strict):
+    generations: int | None = Field(10, ge=1)
+    evaluations: int | None = Field(None, ge=1)
+    wall_time: float | None = Field(None, gt=0, description="seconds")
+
+
+class CheapFirst(_Strict):
+    """Score on ``subset`` examples first; the full task only if the candidate could enter the
+    front (optimistic by ``margin`` in each objective)."""
+
+    subset: int = Field(ge=1)
+    margin: float = Field(0.05, ge=0)
+
+
+class Stage(_Strict):
+    """One search stage. ``kind: params`` uses ``merge``; other kinds read ``options``."""
+
+    name: str = "ps"
+    kind: str = "params"
+    parents: list[str] | None = Field(
+        None, description="aliases of the parents for this stage; '@previous' is the previous "
+        "stage's picked child (default: all parents, with the previous child first)"
+    )
+    merge: MergeTemplate | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    algorithm: Algorithm = Field(default_factory=Algorithm)
+    budget: Budget = Field(default_factory=Budget)
+    pick: str = "knee"
+
+    @model_validator(mode="after")
+    def _params_need_merge(self) -> Stage:
+        if self.kind == "params" and self.merge is None:
+            raise ValueError(f"stage {self.name!r} of kind 'params' needs a `merge:` template")
+        return self
+
+
+class EvolveRecipe(_Strict):
+    """A complete evolve recipe (see module docstring)."""
+
+    name: str = "evolve"
+    seed: int = 0
+    dtype: str = "float32"
+    parents: list[ModelSpec] = Field(min_length=1)
+    base_model: ModelSpec | None = None
+    objectives: list[Objective] = Field(min_length=1)
+    tasks: dict[str, TaskOptions] = Field(default_factory=dict)
+    cheap_first: CheapFirst | None = None
+    score_parents: bool = True
+    stages: list[Stage] = Field(default_factory=list)
+    # single-stage shorthand
+    merge: MergeTemplate | None = None
+    algorithm: Algorithm | None = None
+    budget: Budget | None = None
+
+    @model_validator(mode="after")
+    def _stages(self) -> EvolveRecipe:
+        if self.stages and (self.merge or self.algorithm or self.budget):
+            raise ValueError("give either `stages:` or the single-stage keys merge/algorithm/budget, not both")
+        if not self.stages:
+            if self.merge is None:
+                raise ValueError("a recipe needs `merge:` (or a list of `stages:`)")
+            stage = Stage(
+                merge=self.merge,
+                algorithm=self.algorithm or Algorithm(),
+                budget=self.budget or Budget(),
+            )
+            object.__setattr__(self, "stages", [stage])
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be unique, got {names}")
+        aliases = [p.name for p in self.parents] + ([self.base_model.name] if self.base_model else [])
+        if len(set(aliases)) != len(aliases):
+            raise ValueError(f"model aliases must be unique, got {aliases}")
+        for st in self.stages:
+            if st.algorithm.name == "cmaes" and len(self.objectives) != 1:
+                raise ValueError(
+                    f"stage {st.name!r}: cmaes optimises one objective, the recipe has "
+                    f"{len(self.objectives)}; use nsga2/nsga3/moead or keep one objective"
+                )
+        return self
+
+    def resolve_paths(self, recipe_dir: Path) -> EvolveRecipe:
+        """A copy whose relative model and data paths are made absolute from ``recipe_dir``."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None:
+                return None
+            q = Path(p).expanduser()
+            cand = q if q.is_absolute() else (recipe_dir / q)
+            return str(cand.resolve()) if cand.exists() else p
+
+        data = self.model_dump(mode="python")
+        for m in data["parents"] + ([data["base_model"]] if data["base_model"] else []):
+            m["path"] = fix(m["path"])
+        for opts in data["tasks"].values():
+            opts["data"] = fix(opts.get("data"))
+        data["merge"] = data["algorithm"] = data["budget"] = None
+        return EvolveRecipe.model_validate(data)
+
+    def model(self, alias: str) -> ModelSpec:
+        for m in [*self.parents, *([self.base_model] if self.base_model else [])]:
+            if m.name == alias:
+                return m
+        raise ConfigError(f"model alias {alias!r} is not among the recipe's parents or base_model")
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "Evolved")))
+
+
+def parse_recipe(data: Any, source: str = "<recipe>") -> EvolveRecipe:
+    """Validate a recipe mapping; errors name the key path, the value and the fix.
+
+    Example:
+        >>> parse_recipe({"parents": [{"name": "a", "path": "x"}], "merge": {"method": "linear"},
+        ...               "objectives": [{"name": "o", "task": "t"}]}).stages[0].kind
+        'params'
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: an evolve recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return EvolveRecipe.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        seen: set[str] = set()
+        for err in exc.errors():
+            where = _loc(err) or "(top level)"
+            if where in seen:
+                continue
+            seen.add(where)
+            value = err.get("input")
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see docs/evolution.md for the keys)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            lines.append(f"  {where}: {msg} (got {value!r})" if err["type"] != "missing" else f"  {where}: {msg}")
+        raise ConfigError(f"{source}: invalid evolve recipe:\n" + "\n".join(lines)) from None
+
+
+def load_evolve_recipe(path: str | Path) -> EvolveRecipe:
+    """Read and validate an evolve recipe YAML; relative paths resolve from its directory.
+
+    Raises:
+        ConfigError: missing file, bad YAML or an invalid key (the message names it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"evolve recipe {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_recipe(data, str(p)).resolve_paths(p.parent.resolve())
+
+
+def is_evolve_recipe(data: Any) -> bool:
+    """Whether a parsed YAML mapping is an evolve recipe (has ``objectives``), not a merge recipe."""
+    return isinstance(data, dict) and "objectives" in data

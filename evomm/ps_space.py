@@ -1,0 +1,181 @@
+"""The parameter-space search space: evolve the parameters of a merge operator.
+
+Genes come from :func:`evomm.genome.derive_genome`; a point decodes into an ordinary merge
+recipe (:class:`evomm.recipe.MergeRecipe`, mergekit-compatible) and its :class:`MergePlan`,
+whose digest is the cache key. Candidates are merged in memory into one preloaded model
+(:class:`evomm.execute.InMemoryMerger`; the parents are read once) and exported through the
+adapter with :func:`evomm.execute.merge_to_dir`, so the exported ``merge.yaml`` reproduces the
+child bit for bit with ``evomm merge``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evomm.errors import ConfigError
+from evomm.evolve_recipe import EvolveRecipe, ModelSpec, Stage
+from evomm.execute import InMemoryMerger, merge_to_dir, open_models
+from evomm.genome import Genome, apply_genome, derive_genome
+from evomm.handle import ModelHandle
+from evomm.plan import MergePlan, build_plan
+from evomm.recipe import DTYPES, MergeRecipe
+from evomm.space import SearchSpace, StageContext
+
+PREVIOUS = "@previous"
+
+
+@dataclass(frozen=True)
+class PSCandidate:
+    """A parameter-space candidate: the merge recipe (as JSON) and its plan."""
+
+    plan: MergePlan = field(compare=False)
+    recipe_json: str
+    plan_digest: str
+
+    def digest(self) -> str:
+        return self.plan_digest
+
+    def to_recipe(self) -> dict[str, Any]:
+        return json.loads(self.recipe_json)
+
+
+def stage_parents(recipe: EvolveRecipe, stage: Stage, ctx: StageContext) -> list[ModelSpec]:
+    """The parents of a stage: ``stage.parents`` (aliases; ``@previous`` = the previous stage's
+    child), default all recipe parents with the previous child (if any) first."""
+    prev: ModelSpec | None = None
+    if ctx.previous:
+        p = ctx.previous[-1]
+        prev = ModelSpec(name=f"{p['name']}_child", path=str(p["model_dir"]))
+    if stage.parents is None:
+        return ([prev] if prev else []) + list(recipe.parents)
+    out = []
+    for alias in stage.parents:
+        if alias == PREVIOUS:
+            if prev is None:
+                raise ConfigError(f"stages.{stage.name}.parents: '@previous' in the first stage names no model")
+            out.append(prev)
+        else:
+            out.append(recipe.model(alias))
+    return out
+
+
+class ParameterSpace(SearchSpace):
+    """Search over an operator template's evolved parameters (kind ``params``).
+
+    Args:
+        recipe: the evolve recipe (parents, base model, dtype, seed).
+        stage: the stage (its ``merge`` template).
+        ctx: plugins and earlier stages.
+    """
+
+    kind = "params"
+
+    def __init__(self, recipe: EvolveRecipe, stage: Stage, ctx: StageContext) -> None:
+        assert stage.merge is not None  # the recipe validator guarantees it
+        self.recipe, self.stage, self.ctx, self.template = recipe, stage, ctx, stage.merge
+        self.plugins = ctx.plugins
+        self.operator = self.plugins.operators.get(self.template.method)
+        self.parents = stage_parents(recipe, stage, ctx)
+        self.aliases = [p.name for p in self.parents]
+        self.base = recipe.base_model
+        self.dtype = self.template.dtype or recipe.dtype
+        # a first recipe (every gene at 0.5) only to learn the donor and open the models
+        probe = self._merge_recipe({}, {a: {} for a in self.aliases})
+        self.checkpoints = open_models(probe, self.plugins)
+        self.donor = probe.donor()
+        ck = self.checkpoints[self.donor]
+        self.genome: Genome = derive_genome(self.template, self.operator, self.aliases, ck.layout, ck.num_layers)
+        self.genes = self.genome.genes
+        self._merger: InMemoryMerger | None = None
+
+    # -- recipes ----------------------------------------------------------------------------------
+    def _merge_recipe(self, glob: dict[str, Any], per: dict[str, dict[str, Any]]) -> MergeRecipe:
+        return MergeRecipe.from_dict(self._recipe_dict(glob, per), source="evolve recipe (decoded)")
+
+    def _recipe_dict(self, glob: dict[str, Any], per: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        models = []
+        for p in self.parents:
+            entry: dict[str, Any] = {"model": p.path, "name": p.name}
+            if per.get(p.name):
+                entry["parameters"] = per[p.name]
+            if p.adapter:
+                entry["adapter"] = p.adapter
+            models.append(entry)
+        d: dict[str, Any] = {"merge_method": self.template.method, "models": models}
+        if self.base is not None:
+            d["base_model"] = self.base.path
+        if glob:
+            d["parameters"] = glob
+        d["dtype"] = self.dtype
+        if self.template.out_dtype:
+            d["out_dtype"] = self.template.out_dtype
+        if self.template.tokenizer_source:
+            src = self.template.tokenizer_source
+            if self.base is not None and src == self.base.name:
+                src = "base"
+            d["tokenizer_source"] = src
+        d["seed"] = self.recipe.seed
+        return d
+
+    def recipe_for(self, x: np.ndarray) -> dict[str, Any]:
+        """The merge recipe (mergekit-style dict) of unit point ``x``."""
+        glob, per = apply_genome(self.template, self.operator, self.genome, x, self.aliases)
+        return self._recipe_dict(glob, per)
+
+    def decode(self, x: np.ndarray) -> PSCandidate:
+        d = self.recipe_for(x)
+        plan = build_plan(MergeRecipe.from_dict(d, source="evolve recipe (decoded)"), self.checkpoints, self.plugins)
+        return PSCandidate(plan, json.dumps(d, sort_keys=True), plan.digest())
+
+    # -- models -----------------------------------------------------------------------------------
+    def _torch_dtype(self) -> torch.dtype:
+        return getattr(torch, DTYPES.get(self.dtype, self.dtype))
+
+    def materialize(self, candidate: Any) -> ModelHandle:
+        if self._merger is None:
+            self._merger = InMemoryMerger(self.checkpoints, self.donor, self.plugins, self._torch_dtype())
+        model = self._merger.apply(candidate.plan)
+        model.eval()
+        return self.checkpoints[self.donor].handle(model)
+
+    def references(self) -> list[str]:
+        return [*self.aliases, *([self.base.name] if self.base is not None else [])]
+
+    def _alias_of(self, name: str) -> str:
+        if self.base is not None and name == self.base.name:
+            # the base model's alias inside the merge recipe ("base" unless a parent took it)
+            for alias in self.checkpoints:
+                if alias not in self.aliases:
+                    return alias
+        return name
+
+    def materialize_reference(self, name: str) -> ModelHandle:
+        ck = self.checkpoints[self._alias_of(name)]
+        model = ck.load_model(dtype=self._torch_dtype())
+        model.eval()
+        return ck.handle(model)
+
+    def export(self, candidate: Any, out_dir: Path) -> None:
+        merge_to_dir(candidate.plan, self.checkpoints, out_dir, self.plugins, progress=False, overwrite=True)
+
+    def lineage(self) -> list[dict[str, Any]]:
+        return [dict(p) | {"model_dir": str(p["model_dir"])} for p in self.ctx.previous]
+
+    def describe(self) -> str:
+        return f"params: {self.template.method} over {', '.join(self.aliases)}, {self.dim} genes"
+
+    def close(self) -> None:
+        self._merger = None
+        for ck in self.checkpoints.values():
+            ck.close()
+
+
+def build_parameter_space(stage: Stage, ctx: StageContext) -> ParameterSpace:
+    """Space factory for stage kind ``params`` (see :func:`evomm.space.space_factory`)."""
+    return ParameterSpace(ctx.recipe, stage, ctx)

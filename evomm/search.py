@@ -1,0 +1,354 @@
+"""The ask/tell loop over pymoo: caching, cheap-first evaluation, archive, checkpoints.
+
+pymoo supplies the algorithms; this loop owns everything else. Per generation it asks the
+algorithm for a population, decodes each point with the :class:`~evomm.space.SearchSpace`,
+looks the candidate's digest up in the archive (identical plans are never evaluated twice),
+evaluates the rest (optionally cheap-first: a subset, then the full tasks only for candidates
+that could enter the front), appends each record to ``archive.jsonl`` (fsynced), tells pymoo the
+objective values (sign-flipped in :mod:`evomm.objectives`), and checkpoints the algorithm.
+
+Resume: the checkpoint holds the algorithm as it was after the last complete generation
+(pickled with cloudpickle, its random generators included); the candidates of the generation
+in flight are asked again, identically, and those already archived are cache hits. So a resumed
+run evaluates at most the candidates in flight at the crash and ends with the same front as an
+uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+from pymoo.core.problem import Problem
+from pymoo.termination.max_gen import MaximumGenerationTermination
+from tqdm.auto import tqdm
+
+from evomm.archive import Archive
+from evomm.errors import SearchError
+from evomm.evolve_recipe import Algorithm, Budget, CheapFirst
+from evomm.front import ObjectiveInfo, pareto_front
+from evomm.objectives import ObjectiveSet, minimize_matrix
+from evomm.records import CandidateRecord, RunInfo
+from evomm.space import SearchSpace
+
+CHECKPOINT_NAME = "checkpoint.pkl"
+_SINGLE = ("cmaes", "de", "ga")
+
+
+class RandomSearch:
+    """The random-search baseline: ``pop_size`` uniform points per generation (seeded)."""
+
+    def __init__(self, pop_size: int) -> None:
+        self.pop_size = pop_size
+        self.n_gen = 0
+        self.rng: np.random.Generator | None = None
+        self.dim = 0
+
+    def setup(self, problem: Problem, seed: int, **_: Any) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.dim = problem.n_var
+
+    def ask_x(self) -> np.ndarray:
+        assert self.rng is not None
+        return self.rng.random((self.pop_size, self.dim))
+
+    def tell_f(self, X: np.ndarray, F: np.ndarray, G: np.ndarray | None) -> None:
+        self.n_gen += 1
+
+
+def make_algorithm(cfg: Algorithm, space: SearchSpace, n_obj: int, seed: int) -> Any:
+    """A pymoo algorithm (or :class:`RandomSearch`) for ``cfg``.
+
+    Raises:
+        SearchError: a single-objective algorithm with several objectives, or bad settings.
+    """
+    name, n, kw = cfg.name, cfg.pop_size, dict(cfg.settings)
+    if name in _SINGLE and n_obj != 1:
+        raise SearchError(
+            f"algorithm.name: {name!r} optimises one objective but the recipe has {n_obj}; "
+            "use nsga2, nsga3, moead or random, or keep one objective"
+        )
+    try:
+        if name == "random":
+            return RandomSearch(n)
+        if name == "nsga2":
+            from pymoo.algorithms.moo.nsga2 import NSGA2
+
+            return NSGA2(pop_size=n, **kw)
+        if name in ("nsga3", "moead"):
+            from pymoo.util.ref_dirs import get_reference_directions
+
+            ref = get_reference_directions("energy", max(n_obj, 2), n, seed=seed)[:, :n_obj] if n_obj > 1 \
+                else np.ones((1, 1))
+            if name == "nsga3":
+                from pymoo.algorithms.moo.nsga3 import NSGA3
+
+                return NSGA3(ref, pop_size=n, **kw)
+            from pymoo.algorithms.moo.moead import ParallelMOEAD
+
+            kw.setdefault("n_neighbors", max(2, min(15, n // 2)))
+            return ParallelMOEAD(ref, **kw)
+        if name == "cmaes":
+            from pymoo.algorithms.soo.nonconvex.cmaes import CMAES
+
+            kw.setdefault("sigma", 1 / 6)  # the paper's setting, in unit-cube coordinates
+            return CMAES(x0=space.initial_point(), popsize=n, **kw)
+        if name == "de":
+            from pymoo.algorithms.soo.nonconvex.de import DE
+
+            return DE(pop_size=n, **kw)
+        from pymoo.algorithms.soo.nonconvex.ga import GA
+
+        return GA(pop_size=n, **kw)
+    except TypeError as exc:
+        raise SearchError(f"algorithm.settings: {exc} (settings are pymoo {name} keyword arguments)") from None
+
+
+@dataclass
+class StageResult:
+    """What a finished (or stopped) stage produced."""
+
+    stage: str
+    front: list[CandidateRecord]
+    parents: list[CandidateRecord]
+    reason: str
+    generations: int
+    evaluations: int
+
+
+@dataclass
+class _State:
+    algorithm: Any
+    generation: int = 0
+    elapsed: float = 0.0
+    np_state: Any = None
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EvolutionLoop:
+    """One stage's search.
+
+    Args:
+        space: what is searched.
+        objectives: the objectives (tasks bound).
+        algorithm, budget: the stage's settings.
+        run: run info passed to hooks; ``run.run_dir`` holds the archive.
+        archive: the run's archive (shared by stages).
+        stage: stage name (records and checkpoints are kept per stage).
+        hook: the plugin manager's ``hook`` (lifecycle hooks), or ``None``.
+        cheap_first: subset-first settings, or ``None``.
+        score_parents: score the space's reference models first (shown beside the front).
+        progress: show a tqdm bar.
+        on_evaluated: test hook called after each *evaluation* (not cache hits).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: ObjectiveSet,
+        algorithm: Algorithm,
+        budget: Budget,
+        run: RunInfo,
+        archive: Archive,
+        stage: str = "ps",
+        hook: Any = None,
+        cheap_first: CheapFirst | None = None,
+        score_parents: bool = True,
+        progress: bool = True,
+        on_evaluated: Callable[[CandidateRecord], None] | None = None,
+    ) -> None:
+        self.space, self.objs, self.alg_cfg, self.budget = space, objectives, algorithm, budget
+        self.run, self.archive, self.stage, self.hook = run, archive, stage, hook
+        self.cheap, self.score_parents, self.progress = cheap_first, score_parents, progress
+        self.on_evaluated = on_evaluated
+        self.stage_dir = Path(run.run_dir) / "stages" / stage
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        self.infos = [ObjectiveInfo(o.name, o.direction, c) for o, c in
+                      zip(objectives.objectives, [i["constraint"] for i in objectives.info()])]
+        self.evaluated_now = 0
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path:
+        return self.stage_dir / CHECKPOINT_NAME
+
+    def _save(self, state: _State) -> None:
+        tmp = self._checkpoint_path().with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            cloudpickle.dump(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._checkpoint_path())
+
+    def _load_or_start(self) -> _State:
+        path = self._checkpoint_path()
+        if path.exists():
+            try:
+                with path.open("rb") as fh:
+                    return cloudpickle.load(fh)
+            except Exception as exc:  # a checkpoint from another pymoo version, or corrupt
+                raise SearchError(
+                    f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}; "
+                    "delete it to restart the stage from generation 0 (the archive is kept as a cache)"
+                ) from None
+        n_constr = self.objs.n_constraints
+        problem = Problem(n_var=self.space.dim, n_obj=len(self.objs.names), n_ieq_constr=n_constr,
+                          xl=0.0, xu=1.0)
+        alg = make_algorithm(self.alg_cfg, self.space, len(self.objs.names), self.run.seed)
+        alg.setup(problem, termination=MaximumGenerationTermination(10**9), seed=self.run.seed, verbose=False)
+        return _State(alg, np_state=np.random.RandomState(self.run.seed).get_state())
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _children(self) -> list[CandidateRecord]:
+        return self.archive.stage_records(self.stage)
+
+    def _next_id(self) -> str:
+        n = sum(1 for r in self.archive.records if not r.is_parent)
+        return f"c{n + 1:05d}"
+
+    def _could_enter_front(self, values: dict[str, float]) -> bool:
+        margin = self.cheap.margin if self.cheap else 0.0
+        optimistic = {o.name: values[o.name] + (margin if o.maximize else -margin) for o in self.infos}
+        front = pareto_front(self._children(), self.infos)
+        if not front:
+            return True
+        f = minimize_matrix([optimistic], self.infos)[0]
+        F = minimize_matrix([r.objectives for r in front], self.infos)
+        dominated = ((F <= f).all(axis=1) & (F < f).any(axis=1)).any()
+        return not bool(dominated)
+
+    def _record(self, cid: str, gen: int, x: np.ndarray | None, digest: str, handle_fn: Callable[[], Any]) -> CandidateRecord:
+        t0 = time.perf_counter()
+        handle = handle_fn()
+        timings = {"merge": time.perf_counter() - t0}
+        evaluation, extra = "full", {}
+        if self.cheap and x is not None:
+            t1 = time.perf_counter()
+            metrics, _ = self.objs.evaluate(handle, subset=self.cheap.subset)
+            timings["evaluate_subset"] = time.perf_counter() - t1
+            extra["subset"] = self.cheap.subset
+            if not self._could_enter_front(self.objs.values(metrics)):
+                evaluation = "subset"
+        if evaluation == "full":
+            t1 = time.perf_counter()
+            metrics, per_task = self.objs.evaluate(handle)
+            timings["evaluate"] = time.perf_counter() - t1
+            timings.update({f"task:{k}": v for k, v in per_task.items()})
+        values = self.objs.values(metrics)
+        extra["feasible"] = self.objs.feasible(values)
+        rec = CandidateRecord(
+            id=cid, generation=gen, genome=[] if x is None else [float(v) for v in x],
+            plan_hash=digest, metrics=metrics, objectives=values, timings=timings, extra=extra,
+            stage=self.stage, genes={} if x is None else self.space.native(x), evaluation=evaluation,
+        )
+        self.archive.append(rec)
+        self.evaluated_now += 1
+        if self.hook is not None:
+            self.hook.evomm_candidate_evaluated(run=self.run, record=rec)
+        if self.on_evaluated is not None:
+            self.on_evaluated(rec)
+        return rec
+
+    def _evaluate(self, x: np.ndarray, gen: int) -> CandidateRecord:
+        cand = self.space.decode(x)
+        digest = cand.digest()
+        cached = self.archive.get(digest, self.stage)
+        if cached is not None:
+            return cached
+        return self._record(self._next_id(), gen, x, digest, lambda: self.space.materialize(cand))
+
+    def score_references(self) -> list[CandidateRecord]:
+        """Score (or read from the archive) the space's reference models."""
+        out = []
+        for name in self.space.references():
+            key = f"parent:{name}"
+            rec = self.archive.get(key, self.stage)
+            if rec is None:
+                rec = self._record(key, -1, None, key, lambda n=name: self.space.materialize_reference(n))
+            out.append(rec)
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _budget_left(self, state: _State, t_start: float) -> bool:
+        b = self.budget
+        if b.generations is not None and state.generation >= b.generations:
+            return False
+        if b.evaluations is not None and len(self._children()) >= b.evaluations:
+            return False
+        if b.wall_time is not None and state.elapsed + (time.perf_counter() - t_start) >= b.wall_time:
+            return False
+        return True
+
+    def _ask(self, state: _State) -> tuple[np.ndarray, Any]:
+        alg = state.algorithm
+        if isinstance(alg, RandomSearch):
+            return alg.ask_x(), None
+        pop = alg.ask()
+        return np.atleast_2d(pop.get("X")), pop
+
+    def _tell(self, state: _State, X: np.ndarray, pop: Any, F: np.ndarray, G: np.ndarray) -> None:
+        alg = state.algorithm
+        if isinstance(alg, RandomSearch):
+            alg.tell_f(X, F, G)
+            return
+        pop.set("F", F)
+        if G.shape[1]:
+            pop.set("G", G)
+        alg.tell(infills=pop)
+
+    def run_stage(self) -> StageResult:
+        """Run (or resume) the stage until its budget is spent or Ctrl-C; returns the front."""
+        state = self._load_or_start()
+        parents = self.score_references() if self.score_parents else []
+        t_start = time.perf_counter()
+        reason = "budget"
+        total = self.budget.generations
+        bar = tqdm(total=total, initial=min(state.generation, total or 0), desc=f"evolve[{self.stage}]",
+                   unit="gen", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while not state.done and self._budget_left(state, t_start):
+                outer = np.random.get_state()  # isolate the algorithm's use of numpy's global RNG
+                np.random.set_state(state.np_state)
+                X, pop = self._ask(state)
+                state.np_state = np.random.get_state()
+                np.random.set_state(outer)
+                recs = []
+                for x in X:
+                    recs.append(self._evaluate(x, state.generation))
+                    bar.set_postfix_str(self._postfix(), refresh=True)
+                F = minimize_matrix([r.objectives for r in recs], self.infos)
+                G = np.stack([self.objs.constraint_values(r.objectives) for r in recs])
+                outer = np.random.get_state()
+                np.random.set_state(state.np_state)
+                self._tell(state, X, pop, F, G)
+                state.np_state = np.random.get_state()
+                np.random.set_state(outer)
+                state.generation += 1
+                state.elapsed += time.perf_counter() - t_start
+                t_start = time.perf_counter()
+                self._save(state)
+                bar.update(1)
+                if self.hook is not None:
+                    self.hook.evomm_generation_end(run=self.run, generation=state.generation,
+                                                   front=pareto_front(self._children(), self.infos))
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            bar.close()
+        return StageResult(self.stage, pareto_front(self._children(), self.infos), parents, reason,
+                           state.generation, len(self._children()))
+
+    def _postfix(self) -> str:
+        front = pareto_front(self._children(), self.infos)
+        best = []
+        for o in self.infos:
+            vals = [r.objectives[o.name] for r in front]
+            if vals:
+                best.append(f"{o.name}={(max if o.maximize else min)(vals):.3g}")
+        return f"done={len(self._children())} " + " ".join(best)
