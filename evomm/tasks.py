@@ -63,11 +63,13 @@ class TaskResult:
         metrics: metric name -> value.
         n: number of examples scored.
         details: optional per-example records (predictions, references, scores).
+        seconds: wall time of the evaluation (set by :func:`evomm.evaluation.evaluate_tasks`).
     """
 
     metrics: dict[str, float]
     n: int
     details: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 class Task(ABC):
@@ -80,13 +82,19 @@ class Task(ABC):
         metrics: the metrics :meth:`score` reports; the first is the default objective.
         default_data: where :meth:`load` reads when the recipe gives no ``data`` (a hub id or
             a description of the default local location).
+        default_config: the hub dataset configuration used with ``default_data`` (``"ja"``).
+        default_split: the split scored when the recipe gives none (``"test"``).
+        requires: handle capabilities the task uses (``{"generate"}``, ``{"classify"}``...);
+            checked before scoring.
 
     Args:
         data: a local file/directory or a hub dataset id; ``None`` uses ``default_data``.
-        split: which split to score.
+        split: which split to score (default: ``default_split``).
         limit: score at most this many examples (after shuffling with ``seed`` when set).
         seed: seed for the subset choice.
-        options: task-specific options from the recipe (prompt template, max_new_tokens...).
+        options: task-specific options from the recipe (prompt template, max_new_tokens...);
+            ``config`` (hub configuration) and ``format`` (force a ``datasets`` builder for local
+            data) are read by the default :meth:`load`.
     """
 
     name: ClassVar[str]
@@ -94,18 +102,23 @@ class Task(ABC):
     modality: ClassVar[str] = "text"
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     default_data: ClassVar[str | None] = None
+    default_config: ClassVar[str | None] = None
+    default_split: ClassVar[str] = "test"
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
         data: str | None = None,
         *,
-        split: str = "test",
+        split: str | None = None,
         limit: int | None = None,
         seed: int | None = None,
         **options: Any,
     ) -> None:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise TaskError(f"task {self.name!r}: limit={limit!r}; use a positive integer or leave it unset")
         self.data = data if data is not None else self.default_data
-        self.split = split
+        self.split = split if split is not None else self.default_split
         self.limit = limit
         self.seed = seed
         self.options = options
@@ -117,9 +130,29 @@ class Task(ABC):
             raise TaskError(f"task {self.name!r} declares no metrics")
         return self.metrics[0].name
 
-    @abstractmethod
+    @property
+    def config(self) -> str | None:
+        """The hub dataset configuration: the ``config`` option, else ``default_config`` when
+        ``data`` is the default source."""
+        if "config" in self.options:
+            return self.options["config"]
+        return self.default_config if self.data == self.default_data else None
+
+    def describe_data(self) -> str:
+        """Where the examples come from, for ``evomm tasks`` (``hub juletxara/mgsm (ja)``)."""
+        from evomm.data import describe_source
+
+        return describe_source(self.data, self.config) + f" [{self.split}]"
+
     def load(self) -> datasets.Dataset:
-        """Load all examples of ``self.split`` (before ``limit``)."""
+        """Load all examples of ``self.split`` (before ``limit``).
+
+        The default reads ``self.data`` with :func:`evomm.data.load_examples` (a local
+        file/directory or a hub id, with ``config``); override it to build or reshape examples.
+        """
+        from evomm.data import load_examples
+
+        return load_examples(self.data, split=self.split, config=self.config, format=self.options.get("format"))
 
     @abstractmethod
     def score(self, handle: ModelHandle, examples: Sequence[dict[str, Any]]) -> TaskResult:
@@ -135,6 +168,12 @@ class Task(ABC):
         if self.limit is not None:
             rows = rows[: self.limit]
         if subset is not None:
+            bad = [i for i in subset if not -len(rows) <= i < len(rows)]
+            if bad:
+                raise TaskError(
+                    f"task {self.name!r}: subset indices {bad[:5]} are out of range for "
+                    f"{len(rows)} examples (after limit={self.limit}); use indices below {len(rows)}"
+                )
             rows = [rows[i] for i in subset]
         return [self._examples[i] for i in rows]
 
