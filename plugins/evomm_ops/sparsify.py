@@ -1,0 +1,273 @@
+"""Sparsification of task vectors: magnitude top-k (TIES), random drop (DARE), outlier-aware
+magnitude window (Model Breadcrumbs) and magnitude-ranked random drop (DELLA's MagPrune).
+
+All functions work **in place** on a scratch delta tensor the caller owns (never on a model's
+weights) and follow mergekit 0.1.5's ``sparsify.py`` conventions exactly:
+
+* ``density >= 1`` returns the tensor untouched (no rescaling either);
+* magnitude top-k keeps ``k = max(1, int(density * numel))`` entries (``density <= 0`` gives zeros);
+* breadcrumbs keeps the ascending-magnitude ranks ``[n_bot, n_bot + int(density * numel))`` with
+  ``n_bot = max(0, numel - int(density * numel) - int(gamma * numel))``;
+* ``rescale`` matches the **L1 norm** of the masked delta to the original (mergekit's
+  ``RescaleNorm.l1``; skipped when either norm is below 1e-7). For DARE this equals the paper's
+  ``1/density`` in expectation; for DELLA it replaces the paper's per-entry ``1/p_i``.
+
+Speed: mergekit ranks magnitudes with a full ``argsort`` per tensor. We only need the value at
+one rank, which a selection finds in O(n): :func:`kth_smallest` narrows the rank with a fixed,
+strided sample (no randomness) and runs ``torch.kthvalue`` on the few candidates in the bracket;
+it falls back to ``torch.kthvalue`` on the whole tensor when the bracket misses (never wrong,
+only slower). torch has no partial-sort primitive that does this, hence the hand-written code.
+
+Ties: magnitudes are ranked by (magnitude, flat index), so when several entries share the
+threshold magnitude, exactly the requested count is kept and, among equal magnitudes, the entry
+with the larger flat index ranks higher (is kept first by top-k). mergekit's unstable argsort
+breaks such ties arbitrarily; without ties the kept sets are identical.
+
+Randomness (DARE, DELLA) comes only from the ``torch.Generator`` the caller passes, seeded from
+``TensorContext.seed``, so a merge is reproducible bit for bit on the same device type.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Below this many elements ``torch.kthvalue`` on the whole tensor is as fast as sampling.
+_SAMPLE_MIN_NUMEL = 1 << 18
+#: Size of the strided sample used to bracket a rank.
+_SAMPLE_SIZE = 1 << 16
+#: Resolution of DARE's keep probability: masks are drawn from 16-bit random integers (four per
+#: 64-bit draw, ~4x faster than ``torch.rand``), so ``density`` is realised as
+#: ``round(density * 65536) / 65536`` (an error below 8e-6, invisible after L1 rescaling).
+_DARE_LEVELS = 1 << 16
+_RESCALE_EPS = 1e-7
+
+
+def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
+    """The ``rank``-th smallest entry (1-based) of a flat tensor, without sorting it.
+
+    Args:
+        values: 1-D tensor (magnitudes).
+        rank: 1 <= rank <= numel.
+
+    Returns:
+        A 0-dim tensor equal to ``torch.kthvalue(values, rank).values``.
+
+    Example:
+        >>> float(kth_smallest(torch.tensor([3.0, 1.0, 2.0]), 2))
+        2.0
+    """
+    n = values.numel()
+    if n < _SAMPLE_MIN_NUMEL:
+        return torch.kthvalue(values, rank).values
+    # An odd stride visits every column of power-of-two-wide matrices, so the sample is not
+    # biased towards a few (possibly outlier) columns.
+    step = (n // _SAMPLE_SIZE) | 1
+    sample = values[::step].contiguous()
+    s = sample.numel()
+    q = rank / n
+    margin = 4.0 * math.sqrt(s * q * (1.0 - q)) + 8.0
+    lo_rank = math.floor(q * s - margin)
+    hi_rank = math.ceil(q * s + margin)
+    lo = torch.kthvalue(sample, lo_rank).values if lo_rank >= 1 else None
+    hi = torch.kthvalue(sample, hi_rank).values if hi_rank <= s else None
+    below = int((values < lo).count_nonzero()) if lo is not None else 0
+    if lo is not None and hi is not None:
+        inside = (values >= lo).logical_and_(values <= hi)
+    elif lo is not None:
+        inside = values >= lo
+    elif hi is not None:
+        inside = values <= hi
+    else:
+        return torch.kthvalue(values, rank).values
+    candidates = values[inside]
+    if below < rank <= below + candidates.numel():
+        return torch.kthvalue(candidates, rank - below).values
+    return torch.kthvalue(values, rank).values
+
+
+def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Boolean mask of the entries whose ascending rank is in ``[lo, hi)``.
+
+    Ranks order entries by (magnitude, flat index), so exactly ``hi - lo`` entries are set.
+
+    Args:
+        mag: 1-D tensor of magnitudes.
+        lo, hi: rank window, 0-based, clipped to ``[0, numel]``.
+
+    Returns:
+        A bool tensor shaped like ``mag``.
+
+    Example:
+        >>> rank_window_mask(torch.tensor([5.0, 1.0, 3.0, 3.0]), 2, 4).tolist()
+        [True, False, False, True]
+    """
+    n = mag.numel()
+    lo, hi = max(lo, 0), min(hi, n)
+    if hi <= lo:
+        return torch.zeros_like(mag, dtype=torch.bool)
+    if lo == 0 and hi == n:
+        return torch.ones_like(mag, dtype=torch.bool)
+    v_lo = kth_smallest(mag, lo + 1) if lo > 0 else None
+    v_hi = kth_smallest(mag, hi) if hi < n else None
+    if v_lo is not None and v_hi is not None:
+        mask = (mag >= v_lo).logical_and_(mag <= v_hi)
+    elif v_lo is not None:
+        mask = mag >= v_lo
+    else:
+        mask = mag <= v_hi
+    if int(mask.count_nonzero()) == hi - lo:  # no ties across a boundary: the common case
+        return mask
+    return _fix_boundary_ties(mag, mask, lo, hi, v_lo, v_hi)
+
+
+def _fix_boundary_ties(
+    mag: torch.Tensor,
+    mask: torch.Tensor,
+    lo: int,
+    hi: int,
+    v_lo: torch.Tensor | None,
+    v_hi: torch.Tensor | None,
+) -> torch.Tensor:
+    """Keep only the boundary-tied entries whose (magnitude, index) rank is inside the window."""
+    for v in {float(x) for x in (v_lo, v_hi) if x is not None}:
+        tied = (mag == v).nonzero().squeeze(1)  # ascending flat index = ascending rank
+        first_rank = int((mag < v).count_nonzero())
+        keep_from = max(0, lo - first_rank)
+        keep_to = min(tied.numel(), hi - first_rank)
+        mask[tied] = False
+        if keep_to > keep_from:
+            mask[tied[keep_from:keep_to]] = True
+    return mask
+
+
+def _apply(delta: torch.Tensor, mask: torch.Tensor, mag: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """``delta *= mask``, then (if ``rescale``) match the L1 norm as mergekit's RescaleNorm.l1."""
+    if rescale:
+        before = mag.sum()
+        after = mag.mul_(mask.view_as(mag)).sum()
+    delta.mul_(mask.view_as(delta))
+    if rescale and before >= _RESCALE_EPS and after >= _RESCALE_EPS:
+        delta.mul_(before / after)
+    return delta
+
+
+def magnitude_(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """TIES trimming: keep the ``max(1, int(density*n))`` largest magnitudes, zero the rest.
+
+    Example:
+        >>> magnitude_(torch.tensor([0.1, -3.0, 2.0, -0.5]), 0.5).tolist()
+        [0.0, -3.0, 2.0, -0.0]
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    if density <= 0 or n == 0:
+        return delta.zero_()
+    k = max(1, int(density * n))
+    mag = delta.abs().view(-1)
+    return _apply(delta, rank_window_mask(mag, n - k, n), mag, rescale)
+
+
+def magnitude_outliers_(
+    delta: torch.Tensor, density: float, gamma: float, rescale: bool = False
+) -> torch.Tensor:
+    """Model Breadcrumbs: drop the ``gamma`` fraction of largest magnitudes and the smallest ones,
+    keeping ``int(density*n)`` entries (mergekit's ``magnitude_outliers``).
+
+    Example:
+        >>> magnitude_outliers_(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).tolist()
+        [0.0, 0.0, 2.0, 3.0]
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    target = int(density * n)
+    n_top = int(gamma * n)
+    n_bot = max(0, n - target - n_top)
+    mag = delta.abs().view(-1)
+    return _apply(delta, rank_window_mask(mag, n_bot, n_bot + target), mag, rescale)
+
+
+def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Bernoulli(density) keep mask drawn from 16-bit random integers.
+
+    Args:
+        shape: mask shape.
+        density: keep probability.
+        generator: the per-tensor generator (``TensorContext.seed``).
+        device: where to draw.
+
+    Returns:
+        A bool tensor; each entry True with probability ``round(density*65536)/65536``.
+
+    Example:
+        >>> m = dare_mask(torch.Size([1000]), 0.3, torch.Generator().manual_seed(0), torch.device("cpu"))
+        >>> 200 < int(m.sum()) < 400
+        True
+    """
+    n = math.prod(shape)
+    # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)
+    halves = words.view(torch.int16)[:n]
+    threshold = round(density * _DARE_LEVELS) - (_DARE_LEVELS // 2)  # int16 is offset by -32768
+    return (halves < threshold).view(shape)
+
+
+def random_(
+    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True
+) -> torch.Tensor:
+    """DARE: drop each entry with probability ``1 - density``; rescale to the original L1 norm.
+
+    Example:
+        >>> d = random_(torch.ones(8), 0.5, torch.Generator().manual_seed(1))
+        >>> float(d.sum())  # L1 norm kept
+        8.0
+    """
+    if density >= 1:
+        return delta
+    mask = dare_mask(delta.shape, density, generator, delta.device)
+    mag = delta.abs() if rescale else delta
+    return _apply(delta, mask, mag, rescale)
+
+
+def della_magprune_(
+    delta: torch.Tensor,
+    density: float,
+    epsilon: float,
+    generator: torch.Generator,
+    rescale: bool = True,
+) -> torch.Tensor:
+    """DELLA MagPrune: keep probabilities rise linearly with magnitude rank, within each row.
+
+    Along dim 1 (1-D tensors are one row), the entry of ascending rank ``r`` among ``c`` is kept
+    with probability ``density - epsilon + 2 * epsilon * r / (c - 1)`` (mergekit's convention;
+    a single-column row uses ``density``). Probabilities are clamped into [0, 1] where mergekit
+    raises instead, so every genome is a valid recipe.
+
+    Example:
+        >>> d = della_magprune_(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
+        >>> d.shape
+        torch.Size([8])
+    """
+    if density >= 1:
+        return delta
+    if density <= 0 or delta.numel() == 0:
+        return delta.zero_()
+    mag = delta.abs()
+    rows = mag.unsqueeze(0) if mag.dim() < 2 else mag
+    cols = rows.shape[1]
+    order = torch.sort(rows, dim=1, stable=True).indices
+    pos_shape = [1] * rows.dim()
+    pos_shape[1] = cols
+    if cols > 1:
+        ramp = torch.arange(cols, device=delta.device, dtype=torch.float32) / (cols - 1)
+    else:
+        ramp = torch.full((1,), 0.5, device=delta.device)
+    probs = ((density - epsilon) + ramp * (2 * epsilon)).clamp_(0, 1).view(pos_shape)
+    draws = torch.rand(rows.shape, generator=generator, device=delta.device, dtype=torch.float32)
+    keep_sorted = draws < probs
+    mask = torch.empty_like(keep_sorted).scatter_(1, order, keep_sorted)
+    return _apply(delta, mask.view_as(delta), mag, rescale)

@@ -1,0 +1,188 @@
+"""Generalized task arithmetic: task arithmetic, TIES, DARE (TIES / linear), Model Breadcrumbs
+(plain / TIES) and DELLA (TIES / linear), as one algorithm with two switches, like mergekit 0.1.5's
+``GeneralizedTaskArithmeticMerge``:
+
+1. task vectors ``d_i = model_i - base``, sparsified per model (``density``; method-specific);
+2. weighted: ``d_i *= weight_i``;
+3. with sign consensus (TIES-style methods): the elected sign is the sign of ``sum_i d_i``
+   (zero counts as positive), and only entries whose weighted delta has that sign (and is not
+   zero) contribute: ``mixed = sum_i d_i [agree_i]``, ``divisor = sum_i weight_i [agree_i]``
+   (divisor 0 -> 1). Without consensus: ``mixed = sum_i d_i``, ``divisor = sum_i weight_i``
+   (``|divisor| < 1e-8`` -> 1);
+4. ``normalize``: ``mixed /= divisor`` (TIES' disjoint mean when weights are 1);
+5. ``lambda``: ``mixed *= lambda``; result ``base + mixed``.
+
+mergekit conventions followed exactly (and checked against its output by
+tests/test_mergekit_golden.py): parameter names and defaults, ``normalize`` defaulting to True
+only for ``ties`` and ``della``, ``rescale`` defaulting to True for the DARE and DELLA methods and
+meaning L1-norm matching (see :mod:`evomm_ops.sparsify`), sign election on the *weighted* deltas,
+normalisation by the weights of the agreeing models only, ``lambda`` applied after normalisation,
+and the order of floating-point operations (float32 results are bit-identical for
+``task_arithmetic``). Differences: bf16/fp16 inputs are computed in float32 and rounded once
+(mergekit computes in bf16); ``int8_mask`` is accepted and has no effect (our masks are bool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+
+from evomm.operators import MergeOperator, TensorContext
+from evomm.params import ParamSpec
+from evomm_ops import sparsify
+from evomm_ops._common import G, M, bool_spec, check_inputs, density_spec, weight_spec, work_dtype
+
+_LAMBDA = ParamSpec("lambda", G, 0.0, 3.0, 1.0, "scale of the merged task vector")
+_GAMMA = ParamSpec("gamma", M, 0.0, 0.5, 0.01, "fraction of largest-magnitude entries dropped")
+_EPSILON = ParamSpec("epsilon", M, 0.0, 0.5, 0.15, "spread of DELLA's keep probabilities")
+
+
+def _params(normalize: bool, rescale: bool, sparsifies: bool, extra: tuple[ParamSpec, ...] = ()) -> tuple[ParamSpec, ...]:
+    density = density_spec()
+    if not sparsifies:  # accepted for mergekit recipes, but has no effect: never evolved
+        density = ParamSpec("density", M, 0.0, 1.0, 1.0, "ignored by this method", evolvable=False)
+    return (
+        bool_spec("int8_mask", False, "accepted for mergekit compatibility; no effect"),
+        bool_spec("normalize", normalize, "divide by the sum of (agreeing) weights"),
+        bool_spec("rescale", rescale, "after dropping, restore each task vector's L1 norm"),
+        _LAMBDA,
+        weight_spec(),
+        density,
+        *extra,
+    )
+
+
+class GeneralizedTaskArithmetic(MergeOperator):
+    """Base class of the task-vector methods; subclasses only set the class attributes."""
+
+    requires_base = True
+    min_models = 1
+    #: sign election (TIES) on or off.
+    consensus: ClassVar[bool] = False
+    #: ``None``, ``"magnitude"``, ``"random"``, ``"magnitude_outliers"``, ``"della_magprune"``.
+    sparsification: ClassVar[str | None] = None
+
+    def merge(
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        global_params: Mapping[str, float],
+        model_params: Sequence[Mapping[str, float]],
+        ctx: TensorContext,
+    ) -> torch.Tensor:
+        """Merge one tensor (see the module docstring for the algorithm).
+
+        Example:
+            >>> from evomm.layout import ModuleKind
+            >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
+            >>> TaskArithmetic().merge([torch.ones(2)], torch.zeros(2), {}, [{"weight": 0.5}], ctx)
+            tensor([0.5000, 0.5000])
+        """
+        g, per = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
+        assert base is not None  # check_inputs raised otherwise (requires_base)
+        wd = work_dtype(base.dtype)
+        base_w = base.to(wd)
+        generator = None
+        if self.sparsification in ("random", "della_magprune"):
+            generator = torch.Generator(device=base.device).manual_seed(ctx.seed)
+        rescale = bool(g["rescale"])
+        deltas = []
+        for t, p in zip(tensors, per):
+            d = torch.sub(t, base_w) if t.dtype == wd else t.to(wd).sub_(base_w)
+            self._sparsify(d, p, rescale, generator)
+            d.mul_(p["weight"])
+            deltas.append(d)
+        weights = torch.tensor([p["weight"] for p in per], dtype=wd, device=base.device)
+        if self.consensus:
+            mixed, divisor = _consensus_sum(deltas, weights)
+            divisor.masked_fill_(divisor == 0, 1)
+        else:
+            mixed = deltas[0]
+            for d in deltas[1:]:
+                mixed.add_(d)
+            divisor = weights.sum()
+            if divisor.abs() < 1e-8:
+                divisor = torch.ones_like(divisor)
+        del deltas
+        if g["normalize"]:
+            mixed.div_(divisor)
+        if g["lambda"] != 1:
+            mixed.mul_(g["lambda"])
+        return mixed.add_(base_w).to(base.dtype)
+
+    def _sparsify(
+        self, d: torch.Tensor, p: Mapping[str, float], rescale: bool, gen: torch.Generator | None
+    ) -> None:
+        method = self.sparsification
+        if method == "magnitude":
+            sparsify.magnitude_(d, p["density"], rescale)
+        elif method == "random":
+            assert gen is not None
+            sparsify.random_(d, p["density"], gen, rescale)
+        elif method == "magnitude_outliers":
+            sparsify.magnitude_outliers_(d, p["density"], p["gamma"], rescale)
+        elif method == "della_magprune":
+            assert gen is not None
+            sparsify.della_magprune_(d, p["density"], p["epsilon"], gen, rescale)
+
+
+def _consensus_sum(deltas: list[torch.Tensor], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIES sign election and disjoint sums; consumes ``deltas`` (they are overwritten)."""
+    elected = deltas[0].clone()
+    for d in deltas[1:]:
+        elected.add_(d)
+    # elected sign as +-1 (zero sum counts as positive, as mergekit's `>= 0`)
+    sign = (elected >= 0).to(elected.dtype).mul_(2).sub_(1)
+    del elected
+    mixed = divisor = None
+    for i, d in enumerate(deltas):
+        agree = torch.mul(d, sign).gt_(0)  # same sign as elected and non-zero
+        d.mul_(agree)
+        w = agree.to(d.dtype).mul_(weights[i])
+        if mixed is None:
+            mixed, divisor = d, w
+        else:
+            mixed.add_(d)
+            divisor.add_(w)
+        deltas[i] = None  # type: ignore[call-overload]  # release as we go
+    assert mixed is not None and divisor is not None
+    return mixed, divisor
+
+
+def _spec(name: str, description: str, paper: str, consensus: bool, sparsification: str | None,
+          normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()) -> type[GeneralizedTaskArithmetic]:
+    attrs = {
+        "name": name,
+        "description": description,
+        "paper": paper,
+        "consensus": consensus,
+        "sparsification": sparsification,
+        "params": _params(normalize, rescale, sparsification is not None, extra),
+        "__doc__": f"{description} ({paper}); mergekit defaults normalize={normalize}, rescale={rescale}.",
+        "__module__": __name__,
+    }
+    cls_name = "".join(part.capitalize() for part in name.split("_"))
+    return type(cls_name, (GeneralizedTaskArithmetic,), attrs)  # type: ignore[return-value]
+
+
+_TA, _TIES = "https://arxiv.org/abs/2212.04089", "https://arxiv.org/abs/2306.01708"
+_DARE, _BC, _DELLA = "https://arxiv.org/abs/2311.03099", "https://arxiv.org/abs/2312.06795", "https://arxiv.org/abs/2406.11617"
+
+TaskArithmetic = _spec("task_arithmetic", "sum of weighted task vectors", _TA, False, None, False, False)
+Ties = _spec("ties", "TIES: trim to top-k magnitudes, elect sign, disjoint mean", _TIES, True, "magnitude", True, False)
+DareTies = _spec("dare_ties", "DARE random drop + TIES sign election", _DARE, True, "random", False, True)
+DareLinear = _spec("dare_linear", "DARE random drop, weighted sum", _DARE, False, "random", False, True)
+Breadcrumbs = _spec("breadcrumbs", "Model Breadcrumbs: drop outliers and small entries", _BC, False,
+                    "magnitude_outliers", False, False, (_GAMMA,))
+BreadcrumbsTies = _spec("breadcrumbs_ties", "Model Breadcrumbs + TIES sign election", _BC, True,
+                        "magnitude_outliers", False, False, (_GAMMA,))
+Della = _spec("della", "DELLA: magnitude-ranked random drop + TIES sign election", _DELLA, True,
+              "della_magprune", True, True, (_EPSILON,))
+DellaLinear = _spec("della_linear", "DELLA magnitude-ranked random drop, weighted sum", _DELLA, False,
+                    "della_magprune", False, True, (_EPSILON,))
+
+OPERATORS: tuple[type[MergeOperator], ...] = (
+    TaskArithmetic, Ties, DareTies, DareLinear, Breadcrumbs, BreadcrumbsTies, Della, DellaLinear,
+)
