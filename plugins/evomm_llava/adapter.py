@@ -1,0 +1,402 @@
+"""The ``llava`` model adapter: LLaVA-style VLMs (``LlavaForConditionalGeneration``,
+``LlavaNextForConditionalGeneration``) whose language model can be merged with plain LLMs.
+
+The language model's tensors are exposed under the plain causal-LM canonical names
+(``model.layers.{i}...``), so a recipe can combine a VLM with text-only parents opened by the
+``hf-causal-lm`` adapter, as EvoVLM-JP did; the vision tower and the projector are
+:data:`~evomm.layout.DONOR_ONLY_KINDS` and are copied unchanged from the VLM (the donor).
+Stored layouts and canonical names are described in :mod:`evomm_llava.names`.
+
+Example::
+
+    from evomm.adapters import ModelRef
+    from evomm_llava.adapter import LlavaAdapter
+
+    vlm = LlavaAdapter().open(ModelRef("vlm", "path/to/llava"))
+    vlm.layout["model.layers.0.mlp.up_proj.weight"].stored_name
+    # 'model.language_model.layers.0.mlp.up_proj.weight' (or 'language_model.model.layers...')
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# the pickle reader is shared with the causal-LM adapter (same files, same safety rules)
+from evomm_hf.adapter import PICKLE_FILES, _PickleIndex, read_config
+
+from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
+from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
+from evomm.hub import resolve_model_dir
+from evomm.layout import ModuleKind, TensorInfo
+from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex, ShardedSafetensorsWriter
+from evomm_llava.names import canonical_name, classify, is_language_model
+
+#: ``config.json`` ``model_type`` values this adapter opens, with their transformers classes.
+SUPPORTED: dict[str, str] = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+}
+
+#: Non-weight files copied from the VLM donor on save (``config.json`` is rewritten instead).
+METADATA_FILES = (
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+
+#: Buffers that some (older) checkpoints store but that are not weights.
+_BUFFERS = ("rotary_emb.inv_freq", "embeddings.position_ids")
+
+_ORDER = {ModuleKind.VISION: 0, ModuleKind.PROJECTOR: 1}
+
+
+def _sort_key(info: TensorInfo) -> tuple[int, int, int]:
+    """Vision tower, projector, then the language model (embedding, blocks, norm, head)."""
+    if info.kind in _ORDER:
+        return (_ORDER[info.kind], 0, 0)
+    if info.kind is ModuleKind.EMBEDDING:
+        return (2, 0, 0)
+    if info.layer is not None:
+        return (3, info.layer, 0)
+    return (4, 1 if info.kind is ModuleKind.HEAD else 0, 0)
+
+
+class LlavaCheckpoint(Checkpoint):
+    """A lazily opened LLaVA / LLaVA-NeXT checkpoint (see module docstring).
+
+    Args:
+        ref: the model reference.
+        directory: its local directory (``resolve_model_dir(ref)``).
+    """
+
+    def __init__(self, ref: ModelRef, directory: Path) -> None:
+        self.ref = ref
+        self.directory = directory
+        self.config = read_config(directory)
+        self.model_type = str(self.config.get("model_type", ""))
+        if self.model_type not in SUPPORTED:
+            raise CheckpointError(
+                f"model {ref.name!r} ({directory}) has model_type {self.model_type!r}; the llava adapter "
+                f"opens {sorted(SUPPORTED)} — name another adapter with `adapter:` in the recipe"
+            )
+        self._hf_config: Any = None
+        self._processor: Any = None
+        self._out_keys: dict[str, str] | None = None
+        self._index = self._open_index(ref, directory)
+        self._layout = self._build_layout()
+
+    @staticmethod
+    def _open_index(ref: ModelRef, directory: Path) -> Any:
+        if (directory / INDEX_FILE).is_file() or any(directory.glob("*.safetensors")):
+            return SafetensorsIndex(directory)
+        if any((directory / f).is_file() for f in PICKLE_FILES):
+            if not ref.allow_pickle:
+                raise CheckpointError(
+                    f"model {ref.name!r} ({ref.path}) has only pickle weights (pytorch_model*.bin), which "
+                    "can run arbitrary code when loaded; convert it to safetensors, or accept the risk "
+                    "with `allow_pickle: true` on this model in the recipe"
+                )
+            return _PickleIndex(directory)
+        raise CheckpointError(
+            f"model {ref.name!r}: no weights in {directory} (expected {SINGLE_FILE} or {INDEX_FILE})"
+        )
+
+    def _build_layout(self) -> dict[str, TensorInfo]:
+        infos: list[TensorInfo] = []
+        for stored in self._index.names():
+            if stored.endswith(_BUFFERS):
+                continue  # buffers old transformers versions saved; rebuilt from the config
+            canonical = canonical_name(stored)
+            if canonical is None:
+                raise CheckpointError(
+                    f"model {self.ref.name!r}: tensor {stored!r} in {self.directory} is not part of a "
+                    "LLaVA layout (language_model / vision_tower / multi_modal_projector / image_newline)"
+                )
+            kind, layer = classify(canonical)
+            infos.append(
+                TensorInfo(
+                    canonical,
+                    stored,
+                    tuple(self._index.shape(stored)),
+                    self._index.dtype(stored),
+                    kind,
+                    layer,
+                )
+            )
+        layout = {i.name: i for i in sorted(infos, key=_sort_key)}
+        if len(layout) != len(infos):
+            raise CheckpointError(
+                f"model {self.ref.name!r}: {self.directory} stores some tensors twice under different "
+                "LLaVA layouts (e.g. both language_model.model.* and model.language_model.*)"
+            )
+        if not any(i.kind is ModuleKind.VISION for i in infos):
+            raise CheckpointError(f"model {self.ref.name!r}: {self.directory} has no vision_tower tensors")
+        return layout
+
+    # ------------------------------------------------------------------ description
+    @property
+    def hf_config(self) -> Any:
+        """The transformers config (``AutoConfig``), loaded on first use."""
+        if self._hf_config is None:
+            from transformers import AutoConfig
+
+            try:
+                self._hf_config = AutoConfig.from_pretrained(
+                    self.directory, trust_remote_code=self.ref.trust_remote_code
+                )
+            except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
+                raise CheckpointError(
+                    f"model {self.ref.name!r}: transformers cannot read {self.directory / 'config.json'}: {exc}"
+                ) from exc
+        return self._hf_config
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """The ``text_config`` section of ``config.json`` (empty when absent)."""
+        tc = self.config.get("text_config")
+        return tc if isinstance(tc, dict) else {}
+
+    @property
+    def layout(self) -> Mapping[str, TensorInfo]:
+        return self._layout
+
+    @property
+    def num_layers(self) -> int:
+        """Depth of the language model (the block stack that per-layer genes address)."""
+        n = self.text_config.get("num_hidden_layers")
+        if isinstance(n, int):
+            return n
+        return 1 + max(
+            i.layer for i in self._layout.values() if i.layer is not None and is_language_model(i.name)
+        )
+
+    @property
+    def architecture(self) -> str:
+        return SUPPORTED[self.model_type]
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the language model's embedding (the vocabulary the weights were trained on)."""
+        info = self._layout.get("model.embed_tokens.weight")
+        if info is not None:
+            return int(info.shape[0])
+        v = self.text_config.get("vocab_size", self.config.get("vocab_size"))
+        return int(v) if isinstance(v, int) else None
+
+    @property
+    def tied(self) -> bool:
+        """Whether the LM head is tied to the embedding (no ``lm_head`` stored)."""
+        return "lm_head.weight" not in self._layout
+
+    def read(self, name: str) -> torch.Tensor:
+        return self._index.read(self.require(name).stored_name)
+
+    # ------------------------------------------------------------------ compatibility
+    def check_compatible(self, other: Checkpoint) -> None:
+        """Check that ``other`` (a VLM or a plain LLM) can merge with our language model.
+
+        Raises:
+            IncompatibleModelsError: different vocabulary size (the message names both), depth,
+                or any shape of a tensor both have.
+        """
+        me = f"{self.ref.name!r} ({self.ref.path})"
+        them = f"{other.ref.name!r} ({other.ref.path})"
+        if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
+            raise IncompatibleModelsError(
+                f"vocabulary size {self.vocab_size} of VLM {me} differs from vocabulary size "
+                f"{other.vocab_size} of {them}; evomm never truncates or pads embeddings. Merge a "
+                "language model that shares the VLM's tokenizer and embedding size (resize the LLM's "
+                "embeddings to the VLM's vocabulary first, e.g. with transformers' resize_token_embeddings "
+                "after adding the VLM's image token)"
+            )
+        if self.num_layers != other.num_layers:
+            raise IncompatibleModelsError(
+                f"{me} has a {self.num_layers}-layer language model but {them} has {other.num_layers} "
+                "layers; parameter-space merges need equal depth"
+            )
+        super().check_compatible(other)
+
+    # ------------------------------------------------------------------ running
+    def _model_class(self) -> Any:
+        import transformers
+
+        return getattr(transformers, SUPPORTED[self.model_type])
+
+    def load_model(
+        self,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.nn.Module:
+        """Build the VLM from our config and fill it with our tensors, ``weights`` replacing them.
+
+        Args:
+            dtype: parameter dtype (default: the stored dtype of the language model's embedding).
+            device: where to build it.
+            weights: canonical name -> tensor (e.g. a merged language model); every other tensor,
+                the vision tower and projector included, is read from this checkpoint.
+
+        Returns:
+            The model in eval mode.
+
+        Example:
+            >>> model = vlm.load_model(weights={"model.norm.weight": torch.ones(64)})  # doctest: +SKIP
+        """
+        from transformers.initialization import no_init_weights
+
+        if dtype is None:
+            first = self._layout.get("model.embed_tokens.weight") or next(iter(self._layout.values()))
+            dtype = getattr(torch, first.dtype)
+        with no_init_weights():
+            model = self._model_class()._from_config(self.hf_config, dtype=dtype)
+        model.to(device)
+        weights = weights or {}
+        with torch.no_grad():
+            for name, target in self.model_tensors(model).items():
+                src = weights[name] if name in weights else self.read(name)
+                if tuple(src.shape) != tuple(target.shape):
+                    raise IncompatibleModelsError(
+                        f"tensor {name!r} has shape {tuple(src.shape)} but {self.architecture} of "
+                        f"{self.ref.name!r} expects {tuple(target.shape)}"
+                    )
+                target.copy_(src)
+        if self.tied:
+            model.tie_weights()
+        return model.eval()
+
+    def model_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Canonical name -> parameter data inside ``model`` (tied head omitted).
+
+        Raises:
+            CheckpointError: the model has a parameter this checkpoint does not store.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for key, param in model.named_parameters():  # de-duplicates tied parameters
+            name = canonical_name(key)
+            if name is None or (self.tied and name.startswith("lm_head")):
+                continue
+            if name not in self._layout:
+                raise CheckpointError(
+                    f"model {self.ref.name!r}: {type(model).__name__} has parameter {key!r} (canonical "
+                    f"{name!r}) that the checkpoint at {self.directory} does not store"
+                )
+            out[name] = param.data
+        return out
+
+    # ------------------------------------------------------------------ saving
+    def output_keys(self) -> dict[str, str]:
+        """Canonical name -> the key the installed transformers uses for it (what we write).
+
+        Derived from a parameter-less (meta-device) instance of the model class, so the names
+        follow the transformers version that will load the result.
+        """
+        if self._out_keys is None:
+            with torch.device("meta"):
+                model = self._model_class()._from_config(self.hf_config)
+            self._out_keys = {}
+            for key in model.state_dict():
+                name = canonical_name(key)
+                if name is not None:
+                    self._out_keys.setdefault(name, key)
+        return self._out_keys
+
+    def writer(self, out_dir: Path, max_shard_bytes: int = 5 * 2**30) -> CheckpointWriter:
+        """A writer that stores tensors under current transformers names (``model.language_model...``).
+
+        It accepts stored names in any LLaVA layout, or canonical names.
+        """
+        return LlavaWriter(ShardedSafetensorsWriter(out_dir, max_shard_bytes), self.output_keys())
+
+    def save_metadata(self, out_dir: Path) -> None:
+        """Write ``config.json`` (current transformers format) and copy the processor, tokenizer,
+        chat template and generation config from this (the VLM) checkpoint."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.hf_config.save_pretrained(out_dir)
+        for fname in METADATA_FILES:
+            src = self.directory / fname
+            if src.is_file():
+                shutil.copyfile(src, out_dir / fname)
+
+    def processor(self) -> Any:
+        """The VLM's processor (``AutoProcessor``: image processor + tokenizer), loaded once."""
+        if self._processor is None:
+            from transformers import AutoProcessor
+
+            try:
+                self._processor = AutoProcessor.from_pretrained(
+                    self.directory, trust_remote_code=self.ref.trust_remote_code
+                )
+            except Exception as exc:
+                raise TaskError(
+                    f"model {self.ref.name!r}: cannot load its processor from {self.directory}: {exc}"
+                ) from exc
+        return self._processor
+
+    def handle(self, model: torch.nn.Module, **options: Any) -> Any:
+        """A :class:`~evomm_llava.handle.LlavaHandle` for ``model`` with this VLM's processor.
+
+        ``options`` are passed to the handle (``prompt_template``, ``device``, ``use_chat_template``).
+        """
+        from evomm_llava.handle import LlavaHandle
+
+        return LlavaHandle(model, self.processor(), **options)
+
+    def close(self) -> None:
+        self._index.close()
+
+
+class LlavaWriter(CheckpointWriter):
+    """Renames tensors to the installed transformers' LLaVA keys, then writes safetensors shards.
+
+    Args:
+        inner: the shard writer.
+        out_keys: canonical name -> output key (from :meth:`LlavaCheckpoint.output_keys`).
+    """
+
+    def __init__(self, inner: ShardedSafetensorsWriter, out_keys: Mapping[str, str]) -> None:
+        self.inner = inner
+        self.out_keys = dict(out_keys)
+
+    def write(self, stored_name: str, tensor: torch.Tensor) -> None:
+        canonical = canonical_name(stored_name)
+        key = self.out_keys.get(canonical) if canonical is not None else None
+        if key is None:
+            raise CheckpointError(
+                f"cannot place tensor {stored_name!r} in a LLaVA checkpoint: the installed transformers "
+                f"model has no parameter for it (canonical name {canonical!r})"
+            )
+        self.inner.write(key, tensor)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class LlavaAdapter(ModelAdapter):
+    """Opens LLaVA-family VLM checkpoints (``model_type`` ``llava`` or ``llava_next``)."""
+
+    name = "llava"
+    description = "LLaVA / LLaVA-NeXT VLMs; the language model merges with plain LLMs (EvoVLM-JP)"
+
+    @classmethod
+    def detect(cls, path: Path, config: Mapping[str, Any]) -> bool:
+        if config.get("model_type") in SUPPORTED:
+            return True
+        archs = set(config.get("architectures") or [])
+        return bool(archs & set(SUPPORTED.values()))
+
+    def open(self, ref: ModelRef) -> LlavaCheckpoint:
+        return LlavaCheckpoint(ref, resolve_model_dir(ref))
