@@ -24,7 +24,7 @@ Public API:
     :mod:`evomm.zoo.lexicon`: the bilingual words (colours, shapes, names) of the zoo's world.
 
 The vision builder is looked up at ``evomm.zoo.build.VISION_BUILDER``
-(``"evomm.zoo.vlm:build_vision"``), called as ``build_vision(zoo_dir, scale, seed, progress)``
+(``"evomm.zoo.vision:build_vision"``), called as ``build_vision(zoo_dir, scale, seed, progress)``
 after the text half is written, and returns a fragment merged into ``zoo.json``.
 
 Example:

@@ -34,7 +34,7 @@ TEXT_MODELS: tuple[str, ...] = ("base", "ja", "math")
 #: ``fn(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict`` after the text half is
 #: in ``zoo_dir``, and returns a fragment merged into ``zoo.json`` (keys ``recipe``, ``models``,
 #: ``scores``, ``wall_s``, ``curves``, each a dict keyed by the vision part's names).
-VISION_BUILDER = "evomm.zoo.vlm:build_vision"
+VISION_BUILDER = "evomm.zoo.vision:build_vision"
 
 
 def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
@@ -111,7 +111,10 @@ def _train_parents(zoo: Path, recipe: TextRecipe, progress: bool) -> dict[str, d
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=min(2, recipe.workers), mp_context=mp.get_context("spawn")) as ex:
-        futs = {k: ex.submit(_finetune_job, base, str(zoo / "models" / k), cfg, k, progress) for k, cfg in jobs.items()}
+        futs = {
+            k: ex.submit(_finetune_job, base, str(zoo / "models" / k), cfg, k, progress)
+            for k, cfg in jobs.items()
+        }
         return {k: f.result() for k, f in futs.items()}
 
 

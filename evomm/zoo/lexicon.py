@@ -64,9 +64,27 @@ SHAPES: tuple[Noun, ...] = (
 
 #: Fixed Japanese phrases (the kana/kanji the templates use beyond names and nouns).
 JA_PHRASES: tuple[str, ...] = (
-    "問: ", " 答: ", "は", "を", "こもっています。", "いまなんこ？", "なにをもっていますか？",
-    "だれがもっていますか？", "なにいろ？", "なにのかたち？", "のえ", "があります。",
-    "えいごで", "にほんごで", "です。", "、", "。", "？", "の", "いろ", "かたち",
+    "問: ",
+    " 答: ",
+    "は",
+    "を",
+    "こもっています。",
+    "いまなんこ？",
+    "なにをもっていますか？",
+    "だれがもっていますか？",
+    "なにいろ？",
+    "なにのかたち？",
+    "のえ",
+    "があります。",
+    "えいごで",
+    "にほんごで",
+    "です。",
+    "、",
+    "。",
+    "？",
+    "の",
+    "いろ",
+    "かたち",
 )
 
 #: Random Japanese filler characters for "neutral prefixes" (never a Japanese story).

@@ -57,7 +57,9 @@ def text_recipe(scale: str, seed: int = 0) -> TextRecipe:
     ft = dict(lr=1e-3, batch_size=32, freeze=FROZEN_IN_FINETUNE, weight_decay=0.0, seed=seed)
     demo = TextRecipe(
         arch=ArchConfig(),
-        base=TrainConfig(steps=1500, lr=3e-3, batch_size=32, mix=dict(BASE_MIX), weight_decay=0.01, seed=seed),
+        base=TrainConfig(
+            steps=1500, lr=3e-3, batch_size=32, mix=dict(BASE_MIX), weight_decay=0.01, seed=seed
+        ),
         ja=TrainConfig(steps=300, mix=dict(JA_MIX), **ft),
         math=TrainConfig(steps=300, mix=dict(MATH_MIX), **ft),
         split_sizes={"train": 2000, "dev": 400, "test": 400},

@@ -77,9 +77,7 @@ def score_output(task: str, output: str, row: Mapping[str, Any]) -> dict[str, bo
     return SCORERS[task](output, row)
 
 
-def score_outputs(
-    task: str, outputs: Sequence[str], rows: Sequence[Mapping[str, Any]]
-) -> dict[str, float]:
+def score_outputs(task: str, outputs: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Aggregate scores of a task's outputs.
 
     Returns:

@@ -1,1 +1,13 @@
-"""The toy zoo's fitness tasks."""
+"""The toy zoo's fitness tasks (data built by ``evomm zoo build``; see docs/toy-zoo.md)."""
+
+from __future__ import annotations
+
+from evomm import hookimpl
+
+
+@hookimpl
+def evomm_register_tasks(registry):
+    from evomm_tasks_toy.text import TEXT_TASKS
+
+    for task in TEXT_TASKS:
+        registry.add(task)
