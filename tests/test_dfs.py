@@ -218,7 +218,7 @@ def test_export_reloads_with_in_memory_logits(parents, tmp_path, scaled) -> None
 
     a, b = parents
     path = REPEATED if scaled else DFSPath(tuple(PathStep(s.parent, s.layer, 1.0) for s in REPEATED.steps))
-    parents_meta = [{"name": "a", "path": "A"}, {"name": "b", "path": "B"}]
+    parents_meta = [{"model": "A", "name": "a"}, {"model": "B", "name": "b"}]
     out = export_dfs(a, b, path, tmp_path / "child", recipe=dfs_recipe(path, parents_meta))
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = _ids()
@@ -246,7 +246,7 @@ def test_merge_reproduces_export_from_recipe(tmp_path) -> None:
     a = AutoModelForCausalLM.from_pretrained(pa).eval()
     b = AutoModelForCausalLM.from_pretrained(pb).eval()
     path = _path((0, 0, 1.0), (1, 2, 1.1), (1, 2, 0.7), (0, 3, 1.0))
-    recipe = dfs_recipe(path, [{"name": "a", "path": str(pa)}, {"name": "b", "path": str(pb)}])
+    recipe = dfs_recipe(path, [{"model": str(pa), "name": "a"}, {"model": str(pb), "name": "b"}])
     first = export_dfs(a, b, path, tmp_path / "c1", recipe=recipe)
     second = merge_dfs_recipe(load_dfs_recipe(first / "dfs.yaml"), tmp_path / "c2", load_plugins())
     m1 = AutoModelForCausalLM.from_pretrained(first).eval()

@@ -29,7 +29,7 @@ from torch import nn
 from evomm.errors import CheckpointError
 
 from .model import DFSForCausalLM, check_parents
-from .path import DFSPath
+from .path import DFSPath, PathStep  # noqa: F401  (PathStep: doctest)
 
 RECIPE_FILE = "dfs.yaml"
 CARD_FILE = "README.md"
@@ -75,17 +75,21 @@ def frankenmerge_model(model_a: nn.Module, model_b: nn.Module, path: DFSPath) ->
     return model.eval()
 
 
-def dfs_recipe(path: DFSPath, parents: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
-    """The ``kind: dfs`` recipe for ``path`` (what ``evomm merge`` reads back).
+def dfs_recipe(path: DFSPath, models: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The DFS recipe for ``path`` (what ``evomm merge`` reads back; see :mod:`evomm_dfs.recipe`).
 
     Args:
         path: the layer path.
-        parents: two mappings ``{name, path[, adapter]}`` for A and B (aliases must match ``path``).
-        extra: more top-level keys (``dtype``, ``genes``, ``lineage``...).
+        models: two mappings ``{model, name[, adapter]}`` for A and B (names must match ``path``).
+        extra: more top-level keys (``dtype``, ``lineage``...).
+
+    Example:
+        >>> p = DFSPath((PathStep(0, 0), PathStep(0, 1)), ("a", "b"))
+        >>> dfs_recipe(p, [{"model": "A", "name": "a"}, {"model": "B", "name": "b"}])["path"][1]
+        {'model': 'a', 'layer': 1, 'scale': 1.0}
     """
-    recipe: dict[str, Any] = {"kind": "dfs", "parents": [dict(p) for p in parents]}
-    recipe.update(path.to_dict())
-    recipe["parents"] = [dict(p) for p in parents]
+    recipe: dict[str, Any] = {"merge_method": "dfs", "models": [dict(m) for m in models]}
+    recipe["path"] = path.to_dict()["path"]
     recipe.update(extra)
     return recipe
 
@@ -98,7 +102,7 @@ def card_text(path: DFSPath, recipe: Mapping[str, Any], *, title: str = "evomm D
              "A data-flow-space (DFS) merge made by evomm (Sakana AI's evolutionary model merging, "
              "arXiv 2403.13187): the parents' weights are unchanged; the child runs a path of their "
              "layers, each layer's input multiplied by an evolved scale.", ""]
-    names = ", ".join(f"`{p.get('name')}` ({p.get('path')})" for p in recipe.get("parents", []))
+    names = ", ".join(f"`{p.get('name')}` ({p.get('model')})" for p in recipe.get("models", []))
     lines += [f"Parents (A supplies tokenizer, embeddings, final norm and head): {names}.", "",
               f"Path ({len(path)} layers, {len(path.unique_layers())} distinct): `{path.describe()}`", ""]
     lines += ["## How to load", ""]
@@ -148,7 +152,7 @@ def export_dfs(
         model_a, model_b: the parents (in memory).
         path: the layer path.
         out_dir: target directory (must not exist, or be empty).
-        recipe: the ``kind: dfs`` recipe written as ``dfs.yaml`` (see :func:`dfs_recipe`).
+        recipe: the DFS recipe written as ``dfs.yaml`` (see :func:`dfs_recipe`).
         save_tokenizer: writes A's tokenizer files into a directory (e.g. ``tok.save_pretrained``).
         card: the model card; default: :func:`card_text`.
         force_dfs_class: save as ``DFSForCausalLM`` even when every scale is 1.

@@ -57,6 +57,6 @@ class DFSOperator(MergeOperator):
     ) -> torch.Tensor:
         raise MergeError(
             f"the 'dfs' operator does not merge tensors (asked for {ctx.name!r}); a data-flow-space "
-            "child is a layer path: use a `kind: dfs` recipe with `evomm merge`, or a `kind: dfs` "
-            "stage in an evolve recipe (see docs/dfs.md)"
+            "child is a layer path: use a `merge_method: dfs` recipe with a `path:` for "
+            "`evomm merge`, or a `kind: dfs` stage in an evolve recipe (see docs/dfs.md)"
         )

@@ -1,11 +1,12 @@
-"""The ``kind: dfs`` recipe: a fixed layer path over two parents, and how ``evomm merge`` runs it.
+"""The DFS recipe: a fixed layer path over two parents, and how ``evomm merge`` runs it.
 
-Format (what an exported DFS child's ``dfs.yaml`` holds)::
+Format (what an exported DFS child's ``dfs.yaml`` / ``merge.yaml`` holds; the ``models`` entries
+are those of an ordinary merge recipe)::
 
-    kind: dfs
-    parents:                       # A first: tokenizer, embeddings, final norm and head
-      - {name: ja, path: zoo/models/ja}
-      - {name: math, path: zoo/models/math, adapter: hf-causal-lm}
+    merge_method: dfs
+    models:                        # A first: tokenizer, embeddings, final norm and head
+      - {model: zoo/models/ja, name: ja}
+      - {model: zoo/models/math, name: math, adapter: hf-causal-lm}
     path:                          # in order; `scale` multiplies the hidden state entering the step
       - {model: ja, layer: 0}
       - {model: math, layer: 1, scale: 0.93}
@@ -38,37 +39,37 @@ DEFAULT_ADAPTER = "hf-causal-lm"
 
 
 class ParentSpec(BaseModel):
-    """One parent of a DFS recipe."""
+    """One parent of a DFS recipe (an entry of ``models:``)."""
 
     model_config = ConfigDict(extra="forbid")
+    model: str
     name: str
-    path: str
     adapter: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
 
 
 class DFSRecipe(BaseModel):
-    """A validated ``kind: dfs`` recipe (see the module docstring)."""
+    """A validated DFS recipe (see the module docstring)."""
 
     model_config = ConfigDict(extra="allow")
-    kind: Literal["dfs"]
-    parents: list[ParentSpec] = Field(min_length=2, max_length=2)
+    merge_method: Literal["dfs"]
+    models: list[ParentSpec] = Field(min_length=2, max_length=2)
     path: list[dict[str, Any]] = Field(min_length=1)
     dtype: str = "float32"
     format: Literal["auto", "frankenmerge", "dfs"] = "auto"
 
     def dfs_path(self) -> DFSPath:
         """The path as a :class:`DFSPath` (aliases checked)."""
-        return DFSPath.from_dict({"parents": [p.name for p in self.parents], "path": self.path}, "dfs recipe")
+        return DFSPath.from_dict({"parents": [p.name for p in self.models], "path": self.path}, "dfs recipe")
 
     def refs(self) -> list[ModelRef]:
-        return [ModelRef(p.name, p.path, p.adapter, p.revision, p.trust_remote_code) for p in self.parents]
+        return [ModelRef(p.name, p.model, p.adapter, p.revision, p.trust_remote_code) for p in self.models]
 
 
 def is_dfs_recipe(data: Any) -> bool:
-    """Whether parsed YAML is a DFS recipe (``kind: dfs``)."""
-    return isinstance(data, Mapping) and data.get("kind") == "dfs"
+    """Whether parsed YAML is a DFS recipe (``merge_method: dfs``)."""
+    return isinstance(data, Mapping) and (data.get("merge_method") or data.get("operator")) == "dfs"
 
 
 def parse_dfs_recipe(data: Any, source: str = "dfs recipe", recipe_dir: Path | None = None) -> DFSRecipe:
@@ -78,7 +79,9 @@ def parse_dfs_recipe(data: Any, source: str = "dfs recipe", recipe_dir: Path | N
         ConfigError: naming the key, the value and the fix.
     """
     if not is_dfs_recipe(data):
-        raise ConfigError(f"{source}: a DFS recipe is a mapping with `kind: dfs`, got {str(data)[:80]!r}")
+        raise ConfigError(f"{source}: a DFS recipe is a mapping with `merge_method: dfs`, got {str(data)[:80]!r}")
+    if "operator" in data and "merge_method" not in data:
+        data = {("merge_method" if k == "operator" else k): v for k, v in data.items()}
     try:
         recipe = DFSRecipe.model_validate(data)
     except ValidationError as exc:
@@ -87,16 +90,16 @@ def parse_dfs_recipe(data: Any, source: str = "dfs recipe", recipe_dir: Path | N
     if recipe.dtype not in ("float32", "float16", "bfloat16", "float64"):
         raise ConfigError(f"{source}: dtype={recipe.dtype!r}; use float32, float16, bfloat16 or float64")
     if recipe_dir is not None:
-        for p in recipe.parents:
-            cand = recipe_dir / p.path
-            if not Path(p.path).is_absolute() and not Path(p.path).exists() and cand.exists():
-                p.path = str(cand.resolve())
+        for p in recipe.models:
+            cand = recipe_dir / p.model
+            if not Path(p.model).is_absolute() and not Path(p.model).exists() and cand.exists():
+                p.model = str(cand.resolve())
     recipe.dfs_path()  # validate aliases and layer indices early
     return recipe
 
 
 def load_dfs_recipe(path: str | Path) -> DFSRecipe:
-    """Read a ``kind: dfs`` YAML file (e.g. an exported child's ``dfs.yaml``)."""
+    """Read a DFS recipe YAML file (e.g. an exported child's ``dfs.yaml``)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"DFS recipe {str(path)!r} does not exist")

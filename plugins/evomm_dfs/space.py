@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from evomm.handle import ModelHandle
     from evomm.plugins import Plugins
 
-PREVIOUS = "@previous"
 #: native distance from the threshold (0) of indicator genes in the ``identity`` start
 IDENTITY_MARGIN = 0.25
 
@@ -72,7 +71,7 @@ def _options(stage: Any) -> dict[str, Any]:
 
 
 def _check_keys(opts: Mapping[str, Any], where: str) -> None:
-    known = {"repeats", "max_path_length", "scaling", "scale", "init", "format", "parents"}
+    known = {"repeats", "max_path_length", "scaling", "scale", "init", "format"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}")
@@ -155,7 +154,7 @@ class DFSSpace(SearchSpace):
 
     @staticmethod
     def _parent_entry(ref: ModelRef) -> tuple[tuple[str, str], ...]:
-        entry = {"name": ref.name, "path": str(ref.path)}
+        entry = {"model": str(ref.path), "name": ref.name}
         if ref.adapter:
             entry["adapter"] = ref.adapter
         return tuple(entry.items())
@@ -206,43 +205,27 @@ class DFSSpace(SearchSpace):
 # ---------------------------------------------------------------------------------------------- factory
 
 
-def _resolve_ref(alias: str, ctx: StageContext, recipe: Any, where: str) -> ModelRef:
-    if alias == PREVIOUS:
-        if not ctx.previous:
-            raise ConfigError(f"{where}: '@previous' names the previous stage's child, but this is the first stage")
-        prev = ctx.previous[-1]
-        if not prev.get("model_dir"):
-            raise ConfigError(f"{where}: the previous stage {prev.get('name')!r} exported no model to use as parent")
-        return ModelRef(str(prev.get("name") or "previous"), str(prev["model_dir"]))
-    if recipe is None:
-        raise ConfigError(f"{where}: cannot resolve parent {alias!r} without the evolve recipe")
-    spec = recipe.model(alias)
-    return ModelRef(spec.name, spec.path, spec.adapter, spec.revision, spec.trust_remote_code)
-
-
 def build_dfs_space(stage: Any, ctx: StageContext) -> DFSSpace:
     """Stage factory registered as kind ``dfs`` (see :func:`evomm.space.register_space_kind`).
 
     Args:
-        stage: the stage (``evomm.evolve_recipe.Stage``: ``parents``, ``options``); a recipe may be
-            reached as ``ctx.recipe`` or ``stage.recipe`` to resolve aliases.
-        ctx: what earlier stages produced (``previous``) and the plugins.
+        stage: the stage (:class:`evomm.evolve_recipe.Stage`: ``parents`` = [A, B], ``options``).
+        ctx: the recipe (``ctx.recipe``, to resolve aliases), earlier stages (``previous``; the
+            alias ``@previous`` is the previous stage's child) and the plugins.
 
     Raises:
-        ConfigError: bad options, or parents that cannot be resolved.
+        ConfigError: bad options, or not exactly two parents.
     """
-    opts = _options(stage)
-    recipe = getattr(ctx, "recipe", None) or getattr(stage, "recipe", None)
-    aliases = list(getattr(stage, "parents", None) or opts.pop("parents", None) or [])
-    opts.pop("parents", None)
-    if not aliases and recipe is not None:
-        aliases = ([PREVIOUS] if ctx.previous else []) + [p.name for p in recipe.parents]
-        aliases = aliases[:2]
-    where = f"stage {getattr(stage, 'name', 'dfs')!r}"
-    refs = [_resolve_ref(a, ctx, recipe, where) for a in aliases]
-    lineage = [
-        {"stage": p.get("name"), "kind": p.get("kind"), "candidate": p.get("candidate"),
-         "model_dir": str(p.get("model_dir") or ""), "recipe": p.get("recipe")}
-        for p in ctx.previous
-    ]
-    return DFSSpace(refs, ctx.plugins, opts, ctx.dtype, lineage)
+    from evomm.ps_space import stage_parents
+
+    recipe = getattr(ctx, "recipe", None)
+    if recipe is None:
+        raise ConfigError(f"stage {getattr(stage, 'name', 'dfs')!r}: the dfs space needs the evolve recipe")
+    specs = stage_parents(recipe, stage, ctx)
+    if stage.parents is None:
+        specs = specs[:2]  # default: the previous child (if any) as A, then the recipe's parents
+    refs = [ModelRef(s.name, s.path, s.adapter, s.revision, s.trust_remote_code) for s in specs]
+    # same entries as the params space's lineage (name, kind, candidate, model_dir, recipe, ...)
+    lineage = [dict(p) | {"stage": p.get("name"), "model_dir": str(p.get("model_dir") or "")}
+               for p in ctx.previous]
+    return DFSSpace(refs, ctx.plugins, _options(stage), ctx.dtype, lineage)
