@@ -170,19 +170,15 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
     from evomm.recipe import check_recipe
 
     op = check_recipe(recipe, plugins)
-    aliases = recipe.aliases()
-    refs = recipe.refs()
-    base_ref = recipe.base_ref()
+    sources, base_ref = recipe.sources(op)
     donor = recipe.donor()
-    sources = recipe.source_indices(op)
-    needed = [aliases[i] for i in sources] + ([base_ref.name] if base_ref else [])
+    needed = [s.ref.name for s in sources] + ([base_ref.name] if base_ref else [])
     missing = [a for a in [*needed, donor] if a not in checkpoints]
     if missing:
         raise ConfigError(f"build_plan: no opened checkpoint for model(s) {missing}; open them with open_models")
     donor_ck = checkpoints[donor]
     num_layers = donor_ck.num_layers
     glob = recipe.parameters or {}
-    per_model = [(recipe.models[i].parameters or {}, i) for i in sources]
     steps: list[TensorStep] = []
     for name, info in donor_ck.layout.items():
         if info.kind in DONOR_ONLY_KINDS and any(name not in checkpoints[a].layout for a in needed):
@@ -200,19 +196,19 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
                     s.name,
                     _resolve(
                         s,
-                        [(params.get(s.name), f"models[{i}].parameters.{s.name}"),
+                        [(src.parameters.get(s.name), f"{src.where}.{s.name}"),
                          (glob.get(s.name), f"parameters.{s.name}")],
-                        info, num_layers, f" of model {aliases[i]!r}",
+                        info, num_layers, f" of model {src.ref.name!r}",
                     ),
                 )
                 for s in sorted(op.model_params(), key=lambda s: s.name)
             )
-            for params, i in per_model
+            for src in sources
         )
         steps.append(TensorStep(name, info.kind, info.layer, "merge", None, g, mp))
     return MergePlan(
         operator=op.name,
-        models=tuple(refs[i] for i in sources),
+        models=tuple(src.ref for src in sources),
         base=base_ref,
         donor=donor,
         dtype=recipe.dtype,

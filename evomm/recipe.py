@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,15 @@ UNSUPPORTED_KEYS = {
     "with models that share one vocabulary",
     "chat_template": "`chat_template` is not supported; the donor's chat template is copied as is",
 }
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A model an operator combines: its ref, its per-model parameters and their key path."""
+
+    ref: ModelRef
+    parameters: Mapping[str, Any]
+    where: str
 
 
 def _loc(loc: Sequence[Any]) -> str:
@@ -221,11 +231,32 @@ class MergeRecipe(BaseModel):
         i = self._match(src, "tokenizer_source")
         return self.aliases()[i] if i is not None else base.name  # type: ignore[union-attr]
 
-    def source_indices(self, operator: type[MergeOperator]) -> list[int]:
-        """Entries of ``models`` the operator combines: all of them, except the base model for
-        operators that take a base separately (task-vector methods), as mergekit does."""
+    def sources(self, operator: type[MergeOperator]) -> tuple[list[SourceModel], ModelRef | None]:
+        """The models the operator combines, and the base it is given, as mergekit does.
+
+        For an operator that ``requires_base`` (task-vector methods) the base is given
+        separately and is not a source even when listed in ``models``. For any other operator
+        (linear, SLERP, ...) the base model is an ordinary source placed first (SLERP's ``t = 0``
+        end), appended from ``base_model`` when ``models`` does not list it, and no separate
+        base is given.
+
+        Returns:
+            ``(sources, base)``: each source with its per-model parameters and key path.
+        """
+        refs = self.refs()
         bi = self.base_index()
-        return [i for i in range(len(self.models)) if not (operator.requires_base and i == bi)]
+        entries = [
+            SourceModel(ref, m.parameters or {}, f"models[{i}].parameters")
+            for i, (ref, m) in enumerate(zip(refs, self.models))
+        ]
+        base = self.base_ref()
+        if base is None:
+            return entries, None
+        if operator.requires_base:
+            return [e for i, e in enumerate(entries) if i != bi], base
+        if bi is None:
+            return [SourceModel(base, {}, "base_model.parameters"), *entries], None
+        return [entries[bi], *(e for i, e in enumerate(entries) if i != bi)], None
 
     def with_overrides(self, *, dtype: str | None = None, allow_pickle: bool = False) -> MergeRecipe:
         """A copy with a new compute dtype and/or ``allow_pickle`` on every model (CLI flags)."""
@@ -373,7 +404,7 @@ def check_recipe(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
     """
     op = get_operator(recipe, plugins)
     _check_section(recipe.parameters, op, "parameters", per_model=False)
-    sources = recipe.source_indices(op)
+    sources, _ = recipe.sources(op)
     for i, m in enumerate(recipe.models):
         _check_section(m.parameters, op, f"models[{i}].parameters", per_model=True)
     glob = recipe.parameters or {}
@@ -382,11 +413,11 @@ def check_recipe(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
             continue
         if spec.scope is ParamScope.GLOBAL:
             raise ConfigError(f"parameters.{spec.name}: required by {op.name!r} (no default); add it")
-        for i in sources:
-            if spec.name not in (recipe.models[i].parameters or {}):
+        for src in sources:
+            if spec.name not in src.parameters:
                 raise ConfigError(
-                    f"models[{i}].parameters.{spec.name}: required by {op.name!r} (no default); give it "
-                    f"for model {recipe.aliases()[i]!r} or once under the top-level `parameters:`"
+                    f"{src.where}.{spec.name}: required by {op.name!r} (no default); give it for "
+                    f"model {src.ref.name!r} or once under the top-level `parameters:`"
                 )
     if op.requires_base and recipe.base_model is None:
         raise ConfigError(f"base_model: {op.name!r} needs a base model (task vectors are model - base); add one")

@@ -173,8 +173,12 @@ def test_unknown_key_gets_path_and_did_you_mean() -> None:
 def test_tokenizer_source_and_base_resolution() -> None:
     r = recipe(base_model="/m/a", tokenizer_source="b", merge_method="t_task")
     assert r.base_ref().name == "a" and r.donor() == "b"  # type: ignore[union-attr]
-    assert r.source_indices(TaskSum) == [1]            # the base is not a source of a task method
-    assert r.source_indices(WeightedSum) == [0, 1]     # ... but is one of a linear merge (mergekit)
+    srcs, base = r.sources(TaskSum)                      # a task method gets the base apart
+    assert [s.ref.name for s in srcs] == ["b"] and base.name == "a"  # type: ignore[union-attr]
+    r_b = recipe(base_model="/m/b")                      # linear: the base is a source, put first
+    srcs, base = r_b.sources(WeightedSum)
+    assert [s.ref.name for s in srcs] == ["b", "a"] and base is None
+    assert srcs[0].where == "models[1].parameters" and srcs[0].parameters == {"weight": 0.7}
     r2 = recipe(base_model="/m/base", tokenizer_source="base")
     assert r2.base_ref() == ModelRef("base", "/m/base") and r2.donor() == "base"
     with pytest.raises(ConfigError, match=r"tokenizer_source: 'c' names no model"):

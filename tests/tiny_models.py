@@ -154,6 +154,7 @@ def make_tiny_model(
         kwargs["max_shard_size"] = max_shard_size
     if pickle:
         out.mkdir(parents=True, exist_ok=True)
+        cfg.architectures = [type(model).__name__]
         cfg.save_pretrained(out)
         sd = {k: v.contiguous() for k, v in model.state_dict().items()}
         torch.save(sd, out / "pytorch_model.bin")

@@ -1,0 +1,360 @@
+"""Executing merge plans: streaming to disk, or into an already-loaded model in place.
+
+* :func:`open_models` opens every model of a recipe lazily (adapter by name or detection) and
+  checks that they can be merged.
+* :func:`merge_to_dir` streams tensor by tensor: per output tensor it reads that tensor from each
+  parent, merges it, and hands it to the donor's writer (peak memory: about one output shard
+  plus one tensor per parent). Output goes to a temporary directory beside ``out_dir`` that is
+  renamed at the end, so an error never leaves a half-written checkpoint.
+* :class:`InMemoryMerger` keeps the parents' tensors in memory and writes each candidate's merged
+  tensors into one preallocated model, in place: what the evolution loop calls per candidate.
+
+Example:
+    >>> plugins = get_plugins()                                          # doctest: +SKIP
+    >>> recipe = load_recipe("configs/merge-ties.yaml", plugins)         # doctest: +SKIP
+    >>> cks = open_models(recipe, plugins)                                # doctest: +SKIP
+    >>> merge_to_dir(build_plan(recipe, cks, plugins), cks, "out", plugins)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
+from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError
+from evomm.hub import resolve_model_dir
+from evomm.operators import MergeOperator, TensorContext
+from evomm.plan import MergePlan, TensorStep, tensor_seed
+
+if TYPE_CHECKING:
+    from evomm.plugins import Plugins
+    from evomm.recipe import MergeRecipe
+
+#: Default shard size of written checkpoints (as ``save_pretrained``).
+DEFAULT_SHARD_BYTES = 5 * 2**30
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# opening models
+# ---------------------------------------------------------------------------------------------
+
+
+def _adapter_for(ref: ModelRef, plugins: Plugins) -> ModelAdapter:
+    if ref.adapter:
+        return plugins.adapters.get(ref.adapter)()
+    directory = resolve_model_dir(ref)
+    cfg_path = directory / "config.json"
+    try:
+        config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    except ValueError as exc:
+        raise CheckpointError(f"model {ref.name!r}: {cfg_path} is not valid JSON: {exc}") from exc
+    for _name, cls in plugins.adapters.items():
+        if cls.detect(directory, config):
+            return cls()
+    raise CheckpointError(
+        f"model {ref.name!r} ({ref.path}): no model adapter recognises it (architectures "
+        f"{config.get('architectures')}); name one with `adapter:` — available: "
+        f"{', '.join(plugins.adapters.names()) or '(none)'}"
+    )
+
+
+def open_models(
+    recipe_or_refs: MergeRecipe | Sequence[ModelRef], plugins: Plugins, *, check: bool = True
+) -> dict[str, Checkpoint]:
+    """Open every model of a recipe (or a list of refs) lazily and check they can be merged.
+
+    Args:
+        recipe_or_refs: a :class:`~evomm.recipe.MergeRecipe` (its models and base model) or
+            :class:`ModelRef` s.
+        plugins: registries (adapters).
+        check: run ``donor.check_compatible(other)`` for every other model (the donor is the
+            recipe's ``tokenizer_source``, or the first ref).
+
+    Returns:
+        alias -> :class:`Checkpoint`, in recipe order.
+
+    Raises:
+        CheckpointError, OfflineError: a model cannot be found or opened.
+        IncompatibleModelsError: two models cannot be merged.
+    """
+    from evomm.recipe import MergeRecipe
+
+    if isinstance(recipe_or_refs, MergeRecipe):
+        refs, donor = recipe_or_refs.all_refs(), recipe_or_refs.donor()
+    else:
+        refs = list(recipe_or_refs)
+        donor = refs[0].name if refs else ""
+    out: dict[str, Checkpoint] = {}
+    try:
+        for ref in refs:
+            out[ref.name] = _adapter_for(ref, plugins).open(ref)
+        if check and donor in out:
+            for alias, ck in out.items():
+                if alias != donor:
+                    out[donor].check_compatible(ck)
+    except BaseException:
+        for ck in out.values():
+            ck.close()
+        raise
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# merging one tensor
+# ---------------------------------------------------------------------------------------------
+
+
+def get_operator(plan: MergePlan, plugins: Plugins) -> MergeOperator:
+    """An instance of the plan's operator."""
+    try:
+        return plugins.operators.get(plan.operator)()
+    except EvommError as exc:
+        raise ConfigError(f"plan operator: {exc}") from None
+
+
+def merge_step(
+    op: MergeOperator,
+    plan: MergePlan,
+    step: TensorStep,
+    read: Callable[[str, str], torch.Tensor],
+) -> torch.Tensor:
+    """The merged tensor of one step (in the compute dtype, or as read for ``copy`` steps).
+
+    Args:
+        op: the operator instance.
+        plan: the plan (models, base, seed, dtype).
+        step: the step to run.
+        read: ``read(alias, name)`` -> that model's tensor, in the compute dtype.
+    """
+    if step.action == "copy":
+        return read(step.source or plan.donor, step.name)
+    cache: dict[str, torch.Tensor] = {}
+
+    def get(alias: str) -> torch.Tensor:
+        if alias not in cache:
+            cache[alias] = read(alias, step.name)
+        return cache[alias]
+
+    tensors = [get(ref.name) for ref in plan.models]
+    base = get(plan.base.name) if plan.base is not None else None
+    ctx = TensorContext(step.name, step.kind, step.layer, tensor_seed(plan.seed, step.name))
+    try:
+        return op.merge(
+            tensors, base, dict(step.global_params), [dict(p) for p in step.model_params], ctx
+        )
+    except EvommError:
+        raise
+    except Exception as exc:  # an operator bug or an unexpected input: say where
+        raise MergeError(
+            f"operator {plan.operator!r} failed on tensor {step.name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def merged_tensors(
+    plan: MergePlan,
+    checkpoints: Mapping[str, Checkpoint],
+    plugins: Plugins,
+    progress: bool = False,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(canonical name, merged tensor in the output dtype)`` for each step, streaming
+    from the checkpoints (one tensor per parent in memory at a time)."""
+    op = get_operator(plan, plugins)
+    compute = _dtype(plan.dtype)
+    donor = checkpoints[plan.donor]
+
+    def read(alias: str, name: str) -> torch.Tensor:
+        return checkpoints[alias].read(name).to(compute)
+
+    for step in tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress):
+        out_dtype = _dtype(plan.out_dtype or donor.layout[step.name].dtype)
+        yield step.name, merge_step(op, plan, step, read).to(out_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming to a directory
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ConfigError(f"--out {out_dir} exists and is a file; give a directory")
+        if any(out_dir.iterdir()) and not overwrite:
+            raise ConfigError(
+                f"--out {out_dir} exists and is not empty; choose another directory or pass "
+                "--overwrite (overwrite=True) to replace it"
+            )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def merge_to_dir(
+    plan: MergePlan,
+    checkpoints: Mapping[str, Checkpoint],
+    out_dir: str | Path,
+    plugins: Plugins,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> Path:
+    """Run ``plan`` and write the merged checkpoint to ``out_dir`` (weights, config, tokenizer).
+
+    Args:
+        plan: from :func:`evomm.plan.build_plan`.
+        checkpoints: alias -> opened checkpoint (:func:`open_models`).
+        out_dir: output directory; must not exist or be empty unless ``overwrite``.
+        plugins: registries (the operator).
+        progress: show a tqdm bar.
+        overwrite: replace an existing non-empty ``out_dir`` (only once the merge succeeded).
+        max_shard_bytes: shard size of the output weights.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        ConfigError: ``out_dir`` is not empty and ``overwrite`` is False.
+        EvommError: anything the operator or the checkpoints raise; no output is left behind.
+    """
+    out = Path(out_dir)
+    _prepare_out(out, overwrite)
+    donor = checkpoints[plan.donor]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        writer = donor.writer(tmp, max_shard_bytes)
+        for name, tensor in merged_tensors(plan, checkpoints, plugins, progress=progress):
+            writer.write(donor.layout[name].stored_name, tensor)
+            del tensor
+        writer.close()
+        donor.save_metadata(tmp)
+        (tmp / "evomm_merge.json").write_text(
+            json.dumps({"plan_digest": plan.digest(), **plan.to_dict()}, indent=1, default=str) + "\n"
+        )
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# merging into a loaded model, in place
+# ---------------------------------------------------------------------------------------------
+
+
+class InMemoryMerger:
+    """Merges candidates into one preallocated model, in place, without touching the disk.
+
+    The parents' tensors are read once (lazily, on first use, in the compute dtype) and kept;
+    the donor's model is built once (:attr:`model`). :meth:`apply` writes the merged tensors of
+    a plan into :attr:`model`'s own parameters and skips tensors whose step did not change since
+    the previous call (so a candidate that differs in a few layers costs only those layers).
+
+    Args:
+        checkpoints: alias -> opened checkpoint (every model plans will name).
+        donor: alias of the model whose architecture :attr:`model` has.
+        plugins: registries (operators).
+        dtype: compute dtype of the parents' tensors and of the merge.
+        model_dtype: dtype of :attr:`model` (default: ``dtype``).
+        device: device of :attr:`model` and of the cached tensors.
+
+    Example:
+        >>> merger = InMemoryMerger(cks, donor="base", plugins=plugins)   # doctest: +SKIP
+        >>> model = merger.apply(plan)      # the same object every call  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        checkpoints: Mapping[str, Checkpoint],
+        donor: str,
+        plugins: Plugins,
+        dtype: torch.dtype = torch.float32,
+        *,
+        model_dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if donor not in checkpoints:
+            raise ConfigError(f"InMemoryMerger: donor {donor!r} is not among the models {list(checkpoints)}")
+        self.checkpoints = dict(checkpoints)
+        self.donor = donor
+        self.plugins = plugins
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.model = checkpoints[donor].load_model(dtype=model_dtype or dtype, device=self.device)
+        self.targets = checkpoints[donor].model_tensors(self.model)
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._applied: dict[str, tuple[Any, ...]] = {}
+        self._ops: dict[str, MergeOperator] = {}
+
+    def _read(self, alias: str, name: str) -> torch.Tensor:
+        key = (alias, name)
+        t = self._cache.get(key)
+        if t is None:
+            if alias not in self.checkpoints:
+                raise ConfigError(f"plan names model {alias!r}, which this merger was not given")
+            t = self._cache[key] = self.checkpoints[alias].read(name).to(self.device, self.dtype)
+        return t
+
+    def preload(self) -> None:
+        """Read every parent tensor now (otherwise the first :meth:`apply` does)."""
+        for alias, ck in self.checkpoints.items():
+            for name in ck.layout:
+                if name in self.targets:
+                    self._read(alias, name)
+
+    def _op(self, name: str) -> MergeOperator:
+        if name not in self._ops:
+            self._ops[name] = self.plugins.operators.get(name)()
+        return self._ops[name]
+
+    def merged_tensors(self, plan: MergePlan) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(name, merged tensor in the compute dtype)`` for every step of ``plan``."""
+        op = self._op(plan.operator)
+        for step in plan.steps:
+            yield step.name, merge_step(op, plan, step, self._read)
+
+    def apply(self, plan: MergePlan, *, force: bool = False) -> torch.nn.Module:
+        """Write the merge described by ``plan`` into :attr:`model` in place and return it.
+
+        Args:
+            plan: a plan whose models are among this merger's checkpoints.
+            force: recompute every tensor even if its step is unchanged since the last call.
+
+        Returns:
+            :attr:`model` (the same object every time).
+        """
+        op = self._op(plan.operator)
+        identity = (plan.operator, plan.models, plan.base, plan.seed, plan.dtype)
+        with torch.no_grad():
+            for step in plan.steps:
+                target = self.targets.get(step.name)
+                if target is None:
+                    continue  # e.g. a tied head: it is the embedding
+                key = (identity, step)
+                if not force and self._applied.get(step.name) == key:
+                    continue
+                target.copy_(merge_step(op, plan, step, self._read))
+                self._applied[step.name] = key
+        return self.model
+
+    def invalidate(self) -> None:
+        """Forget what was applied (call after modifying :attr:`model` by other means)."""
+        self._applied.clear()
