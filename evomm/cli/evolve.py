@@ -1,0 +1,75 @@
+"""``evomm evolve RECIPE --out RUN_DIR`` / ``evomm evolve --resume RUN_DIR`` / ``--dry-run``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evomm.errors import ConfigError
+from evomm.plugins import get_plugins
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evolve",
+        help="evolve merges of parent models against objectives (multi-objective search)",
+        description="Run an evolutionary search over merge recipes described by an evolve recipe "
+        "(YAML: parents, operator template with evolved parameters, objectives, algorithm, budget). "
+        "Every candidate is archived at once; Ctrl-C or a crash loses at most the candidates in "
+        "flight, and --resume continues the run. See docs/evolution.md.",
+    )
+    p.add_argument("recipe", nargs="?", help="evolve recipe (YAML); not needed with --resume")
+    p.add_argument("--out", metavar="RUN_DIR", help="new run directory (archive, checkpoints, report)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the genes (with bounds) each stage would search, then stop")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def dry_run(recipe_path: str, plugins_dirs: list[str]) -> int:
+    from evomm.evolve_recipe import load_evolve_recipe
+    from evomm.runner import build_space
+
+    recipe = load_evolve_recipe(recipe_path)
+    plugins = get_plugins(plugins_dirs)
+    for i, stage in enumerate(recipe.stages):
+        if i > 0:
+            print(f"\nstage {stage.name!r} ({stage.kind}): parents include the child picked in stage "
+                  f"{recipe.stages[i - 1].name!r}; genes are derived when that stage ends")
+            continue
+        space = build_space(recipe, i, Path("."), plugins, [])
+        try:
+            print(f"stage {stage.name!r}: {space.describe()}")
+            genome = getattr(space, "genome", None)
+            if genome is not None:
+                print(genome.describe())
+            else:
+                for g in space.genes:
+                    print(f"  {g.name:<30} [{g.low:g}, {g.high:g}]  {g.description}")
+        finally:
+            space.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from evomm.report import front_table, load_front
+    from evomm.runner import evolve
+
+    if args.dry_run:
+        if not args.recipe:
+            raise ConfigError("evomm evolve --dry-run needs a RECIPE")
+        return dry_run(args.recipe, args.plugins_dir)
+    if args.resume:
+        run_dir, recipe = Path(args.resume), None
+    else:
+        if not args.recipe or not args.out:
+            raise ConfigError("evomm evolve needs RECIPE and --out RUN_DIR (or --resume RUN_DIR)")
+        run_dir, recipe = Path(args.out), args.recipe
+    result = evolve(recipe, run_dir, resume=bool(args.resume), plugins=get_plugins(args.plugins_dir),
+                    progress=not args.no_progress)
+    infos, _, front, parents = load_front(run_dir)
+    print(front_table(infos, front, parents))
+    state = {"budget": "finished", "interrupted": "stopped (Ctrl-C); continue with --resume"}.get(result.reason, result.reason)
+    print(f"\nrun {state}: {run_dir} (report: {run_dir / 'report.html'})")
+    return 130 if result.reason == "interrupted" else 0

@@ -1,0 +1,186 @@
+"""Export a candidate of a run: checkpoint, model card, ``merge.yaml`` and a mergekit YAML.
+
+The candidate's genome is decoded again by a freshly built search space; its digest must equal
+the archived plan hash (otherwise the parents changed on disk since the run and the export
+refuses). ``merge.yaml`` is the decoded merge recipe: ``evomm merge merge.yaml --out X``
+reproduces the exported weights bit for bit.
+
+Example:
+    >>> export_run_candidate("runs/demo", "out/knee", pick_how="knee")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from evomm import __version__
+from evomm.archive import ARCHIVE_NAME, Archive
+from evomm.errors import ConfigError, SearchError
+from evomm.front import pareto_front, pick
+from evomm.plugins import Plugins, get_plugins
+from evomm.records import CandidateRecord
+
+#: Operators mergekit also has (same names, same parameter names).
+MERGEKIT_METHODS = frozenset({
+    "linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+    "breadcrumbs_ties", "della", "della_linear", "model_stock", "passthrough",
+})
+#: evomm module-kind filters -> the substring mergekit matches on tensor names.
+_KIND_TO_SUBSTRING = {"attention": "self_attn", "mlp": "mlp", "norm": "norm",
+                      "embedding": "embed_tokens", "head": "lm_head"}
+
+
+def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> CandidateRecord:
+    """The record to export: by id, or picked on the last stage's front."""
+    from evomm.runner import objective_infos, read_run
+
+    if (candidate is None) == (pick_how is None):
+        raise ConfigError("export: give exactly one of --candidate ID or --pick HOW")
+    archive = Archive(Path(run_dir) / ARCHIVE_NAME)
+    if candidate is not None:
+        rec = archive.by_id(candidate)
+        if rec.is_parent:
+            raise ConfigError(f"--candidate {candidate}: parents are not exported; they are already checkpoints")
+        return rec
+    _, meta = read_run(run_dir)
+    infos = objective_infos(meta)
+    stage = archive.records[-1].stage if archive.records else ""
+    return pick(pareto_front(archive.stage_records(stage), infos), infos, pick_how or "knee")
+
+
+def to_mergekit(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The mergekit form of a merge recipe, or ``None`` when mergekit lacks the operator."""
+    if recipe.get("merge_method") not in MERGEKIT_METHODS:
+        return None
+    aliases = {m["name"]: m["model"] for m in recipe["models"] if "name" in m}
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            out = {k: fix(v) for k, v in value.items()}
+            if isinstance(out.get("filter"), str):
+                out["filter"] = _KIND_TO_SUBSTRING.get(out["filter"], out["filter"])
+            return out
+        return value
+
+    mk: dict[str, Any] = {"merge_method": recipe["merge_method"]}
+    if recipe.get("base_model"):
+        mk["base_model"] = recipe["base_model"]
+    mk["models"] = [{"model": m["model"], **({"parameters": fix(m["parameters"])} if m.get("parameters") else {})}
+                    for m in recipe["models"]]
+    if recipe.get("parameters"):
+        mk["parameters"] = fix(recipe["parameters"])
+    mk["dtype"] = recipe.get("dtype", "float32")
+    src = recipe.get("tokenizer_source")
+    if src:
+        mk["tokenizer_source"] = "base" if src == "base" else aliases.get(src, src)
+    return mk
+
+
+def model_card(rec: CandidateRecord, recipe: dict[str, Any], meta: dict[str, Any], parents: list[CandidateRecord],
+               lineage: list[dict[str, Any]], has_mergekit: bool) -> str:
+    """README.md of an exported child."""
+    names = [o["name"] for o in meta["objectives"]]
+    rows = "\n".join(
+        f"| {r.id.split(':', 1)[-1] if r.is_parent else r.id + ' (this model)'} | "
+        + " | ".join(f"{r.objectives[n]:.4f}" for n in names) + " |"
+        for r in [rec, *parents])
+    models = "\n".join(f"- `{m.get('name', '')}`: {m['model']}" for m in recipe.get("models", []))
+    base = f"- base model: {recipe['base_model']}\n" if recipe.get("base_model") else ""
+    chain = "\n".join(f"{i + 1}. stage `{s['name']}` ({s['kind']}): candidate {s['candidate']}"
+                      for i, s in enumerate(lineage))
+    chain += f"\n{len(lineage) + 1}. stage `{rec.stage}`: candidate {rec.id} (this model)"
+    genes = "\n".join(f"| {k} | {v:.6g} |" for k, v in rec.genes.items())
+    return f"""---
+tags: [evomm, merge, evolutionary-model-merge]
+---
+# {meta.get('name', 'evomm')} / {rec.id}
+
+Bred by [evomm](https://github.com/) {__version__}: evolutionary multi-objective search over merge
+recipes (Sakana AI's evolutionary model merge). Operator: `{recipe.get('merge_method', 'n/a')}`.
+
+## Parents
+{models}
+{base}
+## Objective scores (archived, higher is better for maximised objectives)
+| model | {' | '.join(f"{o['name']} ({o['direction']})" for o in meta['objectives'])} |
+|---|{'---|' * len(names)}
+{rows}
+
+## Lineage
+{chain}
+
+## Genome ({len(rec.genes)} genes)
+| gene | value |
+|---|---|
+{genes}
+
+## Reproduce
+`merge.yaml` is the exact merge recipe: `evomm merge merge.yaml --out DIR` rebuilds these
+weights bit for bit (plan digest `{rec.plan_hash}`).{" `mergekit.yaml` is the same recipe for mergekit." if has_mergekit else ""}
+
+Run seed {meta.get('seed')}, generation {rec.generation}, evaluation: {rec.evaluation}.
+"""
+
+
+def export_run_candidate(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    candidate: str | None = None,
+    pick_how: str | None = None,
+    plugins: Plugins | None = None,
+) -> tuple[Path, CandidateRecord]:
+    """Export one candidate of a run to ``out_dir``.
+
+    Args:
+        run_dir: the run directory.
+        out_dir: where the checkpoint goes (replaced if it exists).
+        candidate: a candidate id (``c00042``) ...
+        pick_how: ... or a pick (``knee``, ``weights=a,b``, ``NAME>=v``; see :mod:`evomm.front`).
+        plugins: registries (default: the loaded plugins).
+
+    Returns:
+        ``(out_dir, record)``.
+
+    Raises:
+        SearchError: the decoded plan no longer matches the archive (parents changed).
+    """
+    from evomm.runner import build_space, read_run
+
+    run_dir, out = Path(run_dir), Path(out_dir)
+    plugins = plugins or get_plugins()
+    rec = choose(run_dir, candidate, pick_how)
+    recipe, meta = read_run(run_dir)
+    stage_names = [s.name for s in recipe.stages]
+    idx = stage_names.index(rec.stage)
+    previous = meta.get("previous", [])[:idx]
+    space = build_space(recipe, idx, run_dir, plugins, previous)
+    try:
+        cand = space.decode(np.asarray(rec.genome, dtype=float))
+        if cand.digest() != rec.plan_hash:
+            raise SearchError(
+                f"candidate {rec.id}: its plan decodes to digest {cand.digest()[:12]} but the archive has "
+                f"{rec.plan_hash[:12]}; the parents or plugins changed since the run"
+            )
+        space.export(cand, out)
+        merge = cand.to_recipe()
+        (out / "merge.yaml").write_text(yaml.safe_dump(merge, sort_keys=False, allow_unicode=True))
+        mk = to_mergekit(merge)
+        if mk is not None:
+            (out / "mergekit.yaml").write_text(yaml.safe_dump(mk, sort_keys=False, allow_unicode=True))
+        archive = Archive(run_dir / ARCHIVE_NAME)
+        parents = [r for r in archive.stage_records(rec.stage, parents=True) if r.is_parent]
+        card = model_card(rec, merge, meta, parents, space.lineage(), mk is not None)
+        notes = space.card_notes(cand) if hasattr(space, "card_notes") else ""
+        (out / "README.md").write_text(card + ("\n" + notes if notes else ""))
+        (out / "evomm_candidate.json").write_text(json.dumps(rec.to_json(), indent=1, default=float) + "\n")
+    finally:
+        space.close()
+    return out, rec
