@@ -178,6 +178,11 @@ class SearchSpace(ABC):
         per earlier stage (``stage``, ``kind``, ``candidate``, ``recipe``), oldest first."""
         return []
 
+    def card_notes(self, candidate: Candidate) -> str:
+        """Markdown the exported child's model card adds (e.g. how to load a model class that is
+        not plain transformers); empty by default."""
+        return ""
+
     def describe(self) -> str:
         """One line about the space for logs (``params: task_arithmetic, 8 genes``)."""
         return f"{self.kind}: {self.dim} genes"

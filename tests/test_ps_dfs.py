@@ -50,9 +50,18 @@ def test_ps_then_dfs_runs_and_card_lists_both_stages(micro_zoo, tmp_path) -> Non
     assert rec.stage == "dfs"
     card = (out / "README.md").read_text()
     assert "stage `ps`" in card and "stage `dfs`" in card
+    assert "## How to load" in card and "Data-flow-space path" in card
     recipe = yaml.safe_load((out / "merge.yaml").read_text())
     assert recipe["merge_method"] == "dfs"
     assert recipe["models"][0]["model"] == str(child_a)  # A is the PS child
     model = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([[1, 5, 7, 9]])
     with torch.no_grad():
-        assert torch.isfinite(model(torch.tensor([[1, 5, 7, 9]])).logits).all()
+        assert torch.isfinite(model(ids).logits).all()
+    # `evomm merge merge.yaml` rebuilds the same child
+    from evomm.cli import main
+
+    assert main(["merge", str(out / "merge.yaml"), "--out", str(tmp_path / "again")]) == 0
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again").eval()
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, model(ids).logits)

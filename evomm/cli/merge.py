@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
+from typing import Any
 
 from evomm.errors import ConfigError
 
@@ -52,6 +54,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _whole_recipe_operator(path: str, plugins: Any) -> tuple[Any, dict] | None:
+    """(operator, parsed YAML) when the recipe names a non-tensorwise operator, else None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None  # load_recipe reports these with its own messages
+    if not isinstance(data, dict):
+        return None
+    method = data.get("merge_method") or data.get("operator")
+    if not isinstance(method, str) or method not in plugins.operators:
+        return None
+    op = plugins.operators.get(method)
+    return (op, data) if not getattr(op, "tensorwise", True) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from evomm.execute import merge_to_dir, open_models
     from evomm.plan import build_plan
@@ -59,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from evomm.recipe import load_recipe
 
     plugins = get_plugins(args.plugins_dir)
+    whole = _whole_recipe_operator(args.recipe, plugins)
+    if whole is not None:  # e.g. merge_method: dfs (a layer path, not a tensor merge)
+        op, data = whole
+        out = op.build_from_recipe(data, Path(args.out), plugins, recipe_dir=Path(args.recipe).resolve().parent,
+                                   overwrite=args.overwrite)
+        print(f"built {op.name!r} child into {out}")
+        return 0
     shard = parse_size(args.max_shard_size)
     recipe = load_recipe(args.recipe, plugins)
     if args.dtype or args.allow_pickle:

@@ -94,21 +94,18 @@ def dfs_recipe(path: DFSPath, models: Sequence[Mapping[str, Any]], **extra: Any)
     return recipe
 
 
-def card_text(path: DFSPath, recipe: Mapping[str, Any], *, title: str = "evomm DFS child",
-              lineage: Sequence[Mapping[str, Any]] = (), scores: Mapping[str, float] | None = None) -> str:
-    """A model card (Markdown) for a DFS child: how to load it, the path, the lineage."""
-    plain = path.all_unit_scales()
-    lines = [f"# {title}", "",
-             "A data-flow-space (DFS) merge made by evomm (Sakana AI's evolutionary model merging, "
-             "arXiv 2403.13187): the parents' weights are unchanged; the child runs a path of their "
-             "layers, each layer's input multiplied by an evolved scale.", ""]
+def card_section(path: DFSPath, recipe: Mapping[str, Any]) -> str:
+    """The DFS part of a model card (Markdown): the path and how to load the checkpoint."""
     names = ", ".join(f"`{p.get('name')}` ({p.get('model')})" for p in recipe.get("models", []))
-    lines += [f"Parents (A supplies tokenizer, embeddings, final norm and head): {names}.", "",
-              f"Path ({len(path)} layers, {len(path.unique_layers())} distinct): `{path.describe()}`", ""]
-    lines += ["## How to load", ""]
-    if plain:
-        lines += ["Every scale is 1, so this is a plain checkpoint of A's architecture (a "
-                  "frankenmerge); it loads with transformers alone:", "", "```python",
+    lines = ["## Data-flow-space path", "",
+             "The parents' weights are unchanged; the child runs a path of their layers, each layer's "
+             "input multiplied by an evolved scale (Sakana AI's DFS merge, arXiv 2403.13187).", "",
+             f"Parents (A supplies tokenizer, embeddings, final norm and head): {names}.", "",
+             f"Path ({len(path)} layers, {len(path.unique_layers())} distinct; `a`/`b` = A/B, `*s` = "
+             f"input scale): `{path.describe()}`", "", "## How to load", ""]
+    if path.all_unit_scales():
+        lines += ["Every scale is 1, so this is a plain checkpoint of A's architecture (a frankenmerge, "
+                  "layers copied in path order); it loads with transformers alone:", "", "```python",
                   "from transformers import AutoModelForCausalLM, AutoTokenizer",
                   "model = AutoModelForCausalLM.from_pretrained('<this directory>')",
                   "tokenizer = AutoTokenizer.from_pretrained('<this directory>')", "```", ""]
@@ -121,16 +118,20 @@ def card_text(path: DFSPath, recipe: Mapping[str, Any], *, title: str = "evomm D
                   "from transformers import AutoModelForCausalLM, AutoTokenizer",
                   "model = AutoModelForCausalLM.from_pretrained('<this directory>')",
                   "tokenizer = AutoTokenizer.from_pretrained('<this directory>')", "```", ""]
-    lines += ["Reproduce it with `evomm merge dfs.yaml -o <dir>` (the recipe next to this card).", ""]
+    return "\n".join(lines)
+
+
+def card_text(path: DFSPath, recipe: Mapping[str, Any], *, title: str = "evomm DFS child",
+              lineage: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A model card (Markdown) for a DFS child built outside a run (``evomm merge``)."""
+    lines = [f"# {title}", "", card_section(path, recipe),
+             f"Reproduce it with `evomm merge {RECIPE_FILE} --out <dir>` (the recipe next to this card).", ""]
     if lineage:
         lines += ["## Lineage", ""]
         for k, st in enumerate(lineage, 1):
-            lines.append(f"{k}. stage `{st.get('stage')}` ({st.get('kind')}): candidate "
+            lines.append(f"{k}. stage `{st.get('stage') or st.get('name')}` ({st.get('kind')}): candidate "
                          f"`{st.get('candidate')}`" + (f", model `{st['model_dir']}`" if st.get("model_dir") else ""))
         lines.append("")
-    if scores:
-        lines += ["## Scores", "", "| objective | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in scores.items()] + [""]
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(dict(recipe), sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from evomm.adapters import ModelRef
 from evomm.errors import ConfigError, SearchError
 from evomm.space import Gene, SearchSpace, StageContext
 
-from .export import card_text, dfs_recipe, export_dfs
+from .export import card_section, card_text, dfs_recipe, export_dfs
 from .model import DFSForCausalLM
 from .operator import DFSOperator
 from .path import DFSLayout, DFSPath
@@ -178,6 +178,9 @@ class DFSSpace(SearchSpace):
             card=card_text(candidate.path, recipe, lineage=self._lineage),
             force_dfs_class=self.format == "dfs",
         )
+
+    def card_notes(self, candidate: Any) -> str:
+        return card_section(candidate.path, candidate.to_recipe())
 
     def references(self) -> list[str]:
         return list(self.aliases)
