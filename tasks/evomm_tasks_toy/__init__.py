@@ -8,6 +8,7 @@ from evomm import hookimpl
 @hookimpl
 def evomm_register_tasks(registry):
     from evomm_tasks_toy.text import TEXT_TASKS
+    from evomm_tasks_toy.vision import VISION_TASKS
 
-    for task in TEXT_TASKS:
+    for task in (*TEXT_TASKS, *VISION_TASKS):
         registry.add(task)

@@ -1,0 +1,206 @@
+"""The vision half of the toy zoo: drawn images, VQA/classification data, the tiny LLaVA and CLIPs,
+and the toy vision tasks (scored through fake handles)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evomm.zoo.images import RGB, ImageSpec, all_specs, draw
+
+
+def test_images_draw_deterministically_and_show_their_colour():
+    spec = ImageSpec("green", "triangle", count=2, seed=5)
+    a, b = np.asarray(draw(spec)), np.asarray(draw(spec))
+    assert a.shape == (32, 32, 3) and (a == b).all()
+    assert not (a == np.asarray(draw(ImageSpec("green", "triangle", count=2, seed=6)))).all()
+    for s in all_specs(counts=(1, 2, 3), seeds=range(2)):
+        px = np.asarray(draw(s)).reshape(-1, 3).astype(int)
+        hit = (np.abs(px - np.array(RGB[s.color])).sum(1) < 10).mean()
+        assert hit > 0.05, s  # the shape's colour covers a visible part of the image
+    # A square fills more of its box than a triangle (area 1 vs 1/2), independent of colour.
+    sq = (np.abs(np.asarray(draw(ImageSpec("red", "square", seed=1))).astype(int) - RGB["red"]).sum(2) < 10)
+    tr = (np.abs(np.asarray(draw(ImageSpec("red", "triangle", seed=1))).astype(int) - RGB["red"]).sum(2) < 10)
+    assert sq.sum() > tr.sum()
+
+
+def _rows(zoo, task, split):
+    with open(zoo / "data" / task / f"{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("task", ["en_vqa", "ja_vqa", "shape_cls", "color_cls"])
+def test_splits_do_not_share_images(micro_zoo, task):
+    images = {s: {r["image"] for r in _rows(micro_zoo, task, s)} for s in ("train", "dev", "test")}
+    assert images["train"] and images["dev"] and images["test"]
+    assert images["train"].isdisjoint(images["dev"]) and images["train"].isdisjoint(images["test"])
+    assert images["dev"].isdisjoint(images["test"])
+    for s in images.values():
+        assert all((micro_zoo / "data" / task / p).is_file() for p in s)
+
+
+def test_vlm_reloads_and_processor_matches_training_inputs(micro_zoo):
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from evomm.zoo.vlm import IMAGE_TOKENS, encode_prompts, pixels, vqa_prompt
+
+    path = micro_zoo / "models" / "vlm"
+    model = LlavaForConditionalGeneration.from_pretrained(str(path)).eval()
+    proc = AutoProcessor.from_pretrained(str(path))
+    saved = load_file(str(path / "model.safetensors"))
+    state = model.state_dict()
+
+    def runtime_name(k: str) -> str:  # transformers 5 saves LLaVA under the hub's legacy names
+        if k.startswith("language_model.lm_head."):
+            return k[len("language_model."):]
+        if k.startswith("language_model.model."):
+            return "model.language_model." + k[len("language_model.model."):]
+        return "model." + k
+
+    assert {runtime_name(k) for k in saved} == set(state)
+    for k, v in saved.items():
+        assert torch.equal(state[runtime_name(k)], v), k
+    base = load_file(str(micro_zoo / "models" / "base" / "model.safetensors"))
+    assert saved["language_model.model.embed_tokens.weight"].shape == base["model.embed_tokens.weight"].shape
+    img = draw(ImageSpec("blue", "star", seed=3))
+    prompt = vqa_prompt("ja_vqa", "なにいろ？")
+    enc = proc(text=[prompt], images=[img], return_tensors="pt")
+    ids = enc["input_ids"][0].tolist()
+    assert ids == encode_prompts(proc, [prompt])[0]
+    assert ids.count(model.config.image_token_index) == IMAGE_TOKENS
+    assert torch.allclose(enc["pixel_values"], pixels([img]), atol=1e-5)
+    with torch.no_grad():
+        out = model(**enc)
+    assert out.logits.shape[:2] == enc["input_ids"].shape
+
+
+@pytest.mark.parametrize("name", ["clip_base", "clip_shape", "clip_color"])
+def test_clip_checkpoints_reload(micro_zoo, name):
+    import open_clip
+    from safetensors.torch import load_file
+
+    from evomm.zoo.clip import load_clip
+
+    path = micro_zoo / "models" / name
+    model, preprocess, tokenizer = load_clip(path)
+    saved = load_file(str(path / "open_clip_model.safetensors"))
+    state = model.state_dict()
+    assert set(saved) == set(state)
+    for k, v in saved.items():
+        assert torch.equal(state[k], v), k
+    again, _, _ = open_clip.create_model_and_transforms(f"local-dir:{path}")
+    x = preprocess(draw(ImageSpec("red", "circle")))[None]
+    assert x.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(x), again.eval().encode_image(x))
+        assert model.encode_text(tokenizer(["a circle."])).shape == (1, 32)
+
+
+def test_clip_finetunes_change_only_the_image_tower(micro_zoo):
+    from safetensors.torch import load_file
+
+    base = load_file(str(micro_zoo / "models" / "clip_base" / "open_clip_model.safetensors"))
+    ft = load_file(str(micro_zoo / "models" / "clip_shape" / "open_clip_model.safetensors"))
+    changed = {k for k in base if not torch.equal(base[k], ft[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+
+
+def test_zoo_json_has_vision_scores(micro_zoo):
+    info = json.loads((micro_zoo / "zoo.json").read_text())
+    assert "vision" in info["parts"]
+    assert {"accuracy", "shuffled", "n"} <= set(info["scores"]["vlm"]["ja_vqa"])
+    assert set(info["scores"]["clip_shape"]) == {"shape_cls", "color_cls"}
+    assert info["curves"]["vlm"] and info["wall_s"]["vision_vlm"] >= 0
+
+
+class _OracleVQA:
+    """Answers from the image alone (a lookup by pixels), like a perfect VLM; or a fixed word."""
+
+    capabilities = frozenset({"generate", "image"})
+
+    def __init__(self, table: dict[bytes, str] | None = None, fixed: str | None = None):
+        self.table, self.fixed, self.calls = table, fixed, 0
+
+    def generate(self, prompts, *, images=None, max_new_tokens=64, stop=(), num_beams=1, batch_size=16):
+        self.calls += 1
+        assert images is not None and len(images) == len(prompts)
+        assert all("<image>" in p for p in prompts)
+        if self.fixed is not None:
+            return [f" {self.fixed}" for _ in prompts]
+        return [self.table.get((im.tobytes(), p), "?") for im, p in zip(images, prompts)]
+
+
+@pytest.mark.parametrize("cls_name, task", [("ToyEnVQA", "en_vqa"), ("ToyJaVQA", "ja_vqa")])
+def test_vqa_tasks_score_fake_handles(micro_zoo, cls_name, task):
+    import evomm_tasks_toy.vision as V
+    from PIL import Image
+
+    t = getattr(V, cls_name)(str(micro_zoo), split="test")
+    rows = _rows(micro_zoo, task, "test")
+    prompt = V.ToyJaVQA.template if task == "ja_vqa" else V.ToyEnVQA.template
+    table = {}
+    for r in rows:
+        with Image.open(micro_zoo / "data" / task / r["image"]) as im:
+            table[(im.convert("RGB").tobytes(), prompt.format(question=r["question"]))] = r["answer"]
+    res = t.evaluate(_OracleVQA(table))
+    assert res.n == len(rows) and res.metrics["accuracy"] == 1.0
+    # Shuffled control: row i sees row i+1's image, so it is right iff that image answers the same.
+    expect = sum(
+        table.get((Image.open(micro_zoo / "data" / task / rows[(i + 1) % len(rows)]["image"]).convert("RGB").tobytes(),
+                   prompt.format(question=r["question"]))) == r["answer"]
+        for i, r in enumerate(rows)
+    ) / len(rows)  # fmt: skip
+    assert res.metrics["shuffled"] == pytest.approx(expect)
+    assert res.metrics["image_gain"] == pytest.approx(1.0 - expect)
+    word = rows[0]["answer"]
+    res = t.evaluate(_OracleVQA(fixed=word))
+    frac = sum(r["answer"] == word for r in rows) / len(rows)
+    assert res.metrics["accuracy"] == pytest.approx(frac) and res.metrics["image_gain"] == 0
+    t2 = getattr(V, cls_name)(str(micro_zoo), split="test", limit=5, shuffled=False)
+    h = _OracleVQA(fixed=word)
+    res = t2.evaluate(h)
+    assert res.n == 5 and "shuffled" not in res.metrics and h.calls == 1
+
+
+class _FakeCLIP:
+    capabilities = frozenset({"classify"})
+
+    def __init__(self, labels):
+        self.labels = labels
+        self.prompts = None
+
+    def classify(self, images, class_prompts):
+        self.prompts = class_prompts
+        return [self.labels.get(im.tobytes(), 0) for im in images]
+
+
+@pytest.mark.parametrize("cls_name, task", [("ToyShapeCls", "shape_cls"), ("ToyColorCls", "color_cls")])
+def test_classification_tasks_score_fake_handles(micro_zoo, cls_name, task):
+    import evomm_tasks_toy.vision as V
+    from PIL import Image
+
+    from evomm.zoo.clip import class_prompts
+
+    rows = _rows(micro_zoo, task, "dev")
+    labels = {}
+    for r in rows:
+        with Image.open(micro_zoo / "data" / task / r["image"]) as im:
+            labels[im.convert("RGB").tobytes()] = r["label"]
+    t = getattr(V, cls_name)(str(micro_zoo), split="dev")
+    fake = _FakeCLIP(labels)
+    assert t.evaluate(fake).metrics["accuracy"] == 1.0
+    assert fake.prompts == class_prompts(task)
+    frac0 = sum(r["label"] == 0 for r in rows) / len(rows)
+    assert t.evaluate(_FakeCLIP({})).metrics["accuracy"] == pytest.approx(frac0)
+
+
+def test_vision_tasks_are_registered():
+    from evomm.plugins import load_plugins
+
+    tasks = load_plugins([]).tasks
+    for name in ("toy_en_vqa", "toy_ja_vqa", "toy_shape_cls", "toy_color_cls"):
+        assert name in tasks
