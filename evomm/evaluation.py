@@ -66,6 +66,23 @@ class Suite:
         if self.reduce == "mean" and sum(m.weight for m in self.members) <= 0:
             raise ConfigError(f"suite {self.name!r}: weights sum to <= 0; give positive weights")
 
+    @classmethod
+    def from_weights(cls, name: str, weights: Mapping[str, float], reduce: str = "mean") -> Suite:
+        """A suite from ``{"task" or "task.metric": weight}`` (the recipe's mapping form).
+
+        Example:
+            >>> Suite.from_weights("ja", {"ja_mc": 1, "ja_vqa.rougeL": 2}).members[1]
+            SuiteMember(task='ja_vqa', weight=2.0, metric='rougeL')
+        """
+        members = []
+        for key, weight in weights.items():
+            task, _, metric = str(key).partition(".")
+            try:
+                members.append(SuiteMember(task, float(weight), metric or None))
+            except (TypeError, ValueError):
+                raise ConfigError(f"suite {name!r}: weight {weight!r} of {key!r} is not a number") from None
+        return cls(name, tuple(members), reduce)
+
     def task_names(self) -> list[str]:
         """Member task names, in order, without duplicates."""
         return list(dict.fromkeys(m.task for m in self.members))
@@ -141,8 +158,9 @@ def parse_suite(text: str, *, name: str | None = None) -> Suite:
 
 
 def parse_suites(spec: Mapping[str, Any] | Sequence[str]) -> dict[str, Suite]:
-    """Parse several suites: a list of ``"NAME = ..."`` strings, or a mapping from name to either
-    ``"mean(...)"`` or ``{"tasks": {task: weight, ...}, "reduce": "mean"}``.
+    """Parse several suites: a list of ``"NAME = ..."`` strings, or a mapping from name to
+    ``"mean(...)"``, ``{task: weight, ...}`` (weighted mean) or
+    ``{"tasks": {task: weight, ...}, "reduce": "mean"}``.
 
     Example:
         >>> sorted(parse_suites({"ja": "mean(ja_mc, ja_vqa)", "m": {"tasks": {"ja_math": 1}}}))
@@ -154,14 +172,12 @@ def parse_suites(spec: Mapping[str, Any] | Sequence[str]) -> dict[str, Suite]:
             if isinstance(value, str):
                 items.append(parse_suite(value, name=key))
             elif isinstance(value, Mapping) and isinstance(value.get("tasks"), Mapping):
-                members = []
-                for task_key, weight in value["tasks"].items():
-                    task, _, metric = str(task_key).partition(".")
-                    members.append(SuiteMember(task, float(weight), metric or None))
-                items.append(Suite(key, tuple(members), value.get("reduce", "mean")))
+                items.append(Suite.from_weights(key, value["tasks"], value.get("reduce", "mean")))
+            elif isinstance(value, Mapping) and value:
+                items.append(Suite.from_weights(key, value))
             else:
                 raise ConfigError(
-                    f"suite {key!r}: {value!r} is neither 'mean(a, b)' nor {{tasks: {{a: 1, b: 1}}, reduce: mean}}"
+                    f"suite {key!r}: {value!r} is neither 'mean(a, b)' nor {{a: 1, b: 1}} nor {{tasks: {{a: 1}}, reduce: min}}"
                 )
     else:
         items = [parse_suite(s) for s in spec]

@@ -120,8 +120,12 @@ def test_parse_suite_forms() -> None:
     s = parse_suite("min(2*ja_math, ja_mc.accuracy_norm*0.5)", name="x")
     assert s.members == (SuiteMember("ja_math", 2.0), SuiteMember("ja_mc", 0.5, "accuracy_norm"))
     assert s.reduce == "min"
-    suites = parse_suites({"a": "sum(t1, t2)", "b": {"tasks": {"t1.mean": 3, "t2": 1}}})
-    assert suites["b"].members == (SuiteMember("t1", 3.0, "mean"), SuiteMember("t2", 1.0))
+    suites = parse_suites({"a": "sum(t1, t2)", "b": {"tasks": {"t1.mean": 3, "t2": 1}, "reduce": "min"},
+                           "c": {"t1.mean": 3, "t2": 1}})
+    assert suites["b"].members == suites["c"].members == (SuiteMember("t1", 3.0, "mean"), SuiteMember("t2", 1.0))
+    assert (suites["a"].reduce, suites["b"].reduce, suites["c"].reduce) == ("sum", "min", "mean")
+    with pytest.raises(ConfigError, match="not a number"):
+        parse_suites({"d": {"t1": "heavy"}})
     for bad in ["mean(ja_mc", "x = median(a)", "x = mean(a b)", "mean(a)", "x = mean(2*a*3)", "x = mean()"]:
         with pytest.raises(ConfigError):
             parse_suite(bad)
