@@ -59,6 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     import evomm_dfs  # noqa: F401
+
     from evomm.evolve_recipe import parse_recipe
     from evomm.export import export_run_candidate
     from evomm.plugins import get_plugins
