@@ -99,7 +99,8 @@ def _start(recipe_path: str | Path | EvolveRecipe, run_dir: Path) -> EvolveRecip
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe = recipe_path if isinstance(recipe_path, EvolveRecipe) else load_evolve_recipe(recipe_path)
-    (run_dir / RECIPE_NAME).write_text(yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True),
+    (run_dir / RECIPE_NAME).write_text(yaml.safe_dump(recipe.model_dump(
+        mode="json", exclude_none=True, exclude={"merge", "algorithm", "budget"}),
                                                       sort_keys=False, allow_unicode=True))
     return recipe
 
