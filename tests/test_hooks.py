@@ -1,0 +1,157 @@
+"""Every hook has a ``test_hook_<name>`` here; a test fails when one is missing.
+
+Registration hooks are exercised with one-file plugins loaded through ``--plugins-dir``;
+lifecycle hooks are called through ``plugins.pm.hook`` with a recording plugin (the evolution loop
+fires them in a run).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from evomm import hookimpl, hookspecs
+from evomm.errors import RegistryError
+from evomm.plugins import load_plugins
+from evomm.records import CandidateRecord, RunInfo
+
+
+def _one_file_plugin(tmp_path: Path, name: str, source: str) -> Path:
+    d = tmp_path / "plugins"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    return d
+
+
+def test_every_hook_has_a_test() -> None:
+    hooks = {n for n, f in vars(hookspecs).items() if n.startswith("evomm_") and inspect.isfunction(f)}
+    tests = {n[len("test_hook_"):] for n in vars(sys.modules[__name__]) if n.startswith("test_hook_")}
+    assert hooks - tests == set(), f"hooks without a test_hook_<name>: {sorted(hooks - tests)}"
+    assert tests - hooks == set(), f"tests for hooks that do not exist: {sorted(tests - hooks)}"
+
+
+def test_hook_evomm_register_model_adapters(tmp_path) -> None:
+    d = _one_file_plugin(tmp_path, "myadapter", """
+        from evomm import hookimpl
+        from evomm.adapters import ModelAdapter
+
+        class MyAdapter(ModelAdapter):
+            name = "my-format"
+            description = "test adapter"
+            def open(self, ref):
+                raise NotImplementedError
+
+        @hookimpl
+        def evomm_register_model_adapters(registry):
+            registry.add(MyAdapter)
+    """)
+    plugins = load_plugins([d], autoload=False)
+    assert plugins.adapters.get("my-format").description == "test adapter"
+    assert plugins.adapters.owner("my-format") == "myadapter"
+
+
+def test_hook_evomm_register_merge_operators(tmp_path) -> None:
+    d = _one_file_plugin(tmp_path, "meanop", """
+        import torch
+        from evomm import hookimpl
+        from evomm.operators import MergeOperator
+
+        class Mean(MergeOperator):
+            name = "hook-test-mean"
+            def merge(self, tensors, base, global_params, model_params, ctx):
+                return torch.stack(list(tensors)).mean(0)
+
+        @hookimpl
+        def evomm_register_merge_operators(registry):
+            registry.add(Mean)
+            registry.add(Mean)  # a duplicate: must be refused
+    """)
+    with pytest.raises(RegistryError, match="hook-test-mean.*registered twice"):
+        load_plugins([d], autoload=False)
+    src = (d / "meanop.py").read_text()
+    (d / "meanop.py").write_text(src.replace("    registry.add(Mean)  # a duplicate", "    # a duplicate"))
+    op = load_plugins([d], autoload=False).operators.get("hook-test-mean")
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])
+    assert torch.equal(op().merge([a, b], None, {}, [], None), torch.tensor([2.0, 4.0]))
+
+
+def test_hook_evomm_register_tasks(tmp_path) -> None:
+    d = _one_file_plugin(tmp_path, "echo", """
+        import datasets
+        from evomm import hookimpl
+        from evomm.tasks import MetricSpec, Task, TaskResult
+
+        class Echo(Task):
+            name = "echo"
+            metrics = (MetricSpec("accuracy"),)
+            def load(self):
+                return datasets.Dataset.from_list([{"p": "a", "y": "A"}, {"p": "b", "y": "X"}])
+            def score(self, handle, examples):
+                outs = handle.generate([e["p"] for e in examples])
+                return TaskResult({"accuracy": sum(o == e["y"] for o, e in zip(outs, examples)) / len(examples)},
+                                  n=len(examples))
+
+        @hookimpl
+        def evomm_register_tasks(registry):
+            registry.add(Echo)
+    """)
+
+    class Upper:
+        capabilities = frozenset({"generate"})
+
+        def generate(self, prompts, **kw):
+            return [p.upper() for p in prompts]
+
+    task = load_plugins([d], autoload=False).tasks.get("echo")()
+    assert task.evaluate(Upper()).metrics == {"accuracy": 0.5}
+
+
+class Recorder:
+    """A lifecycle plugin that records what it is called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    @hookimpl
+    def evomm_candidate_evaluated(self, run, record):
+        self.calls.append(("candidate", {"run": run, "record": record}))
+
+    @hookimpl
+    def evomm_generation_end(self, run, generation, front):
+        self.calls.append(("generation", {"run": run, "generation": generation, "front": front}))
+
+    @hookimpl
+    def evomm_run_end(self, run, front, reason):
+        self.calls.append(("end", {"run": run, "front": front, "reason": reason}))
+
+
+def _run_and_record(tmp_path):
+    rec = Recorder()
+    plugins = load_plugins(extra=[rec], autoload=False)
+    run = RunInfo(run_dir=tmp_path, objectives=["ja", "math"], directions=["maximize", "maximize"], seed=7)
+    cand = CandidateRecord(id="c000001", generation=0, genome=[0.5, 0.25], plan_hash="abc",
+                           metrics={"ja_mc": {"accuracy": 0.5}}, objectives={"ja": 0.5, "math": 0.1})
+    return rec, plugins, run, cand
+
+
+def test_hook_evomm_candidate_evaluated(tmp_path) -> None:
+    rec, plugins, run, cand = _run_and_record(tmp_path)
+    assert plugins.pm.hook.evomm_candidate_evaluated(run=run, record=cand) == []
+    assert rec.calls == [("candidate", {"run": run, "record": cand})]
+
+
+def test_hook_evomm_generation_end(tmp_path) -> None:
+    rec, plugins, run, cand = _run_and_record(tmp_path)
+    plugins.pm.hook.evomm_generation_end(run=run, generation=3, front=[cand])
+    assert rec.calls == [("generation", {"run": run, "generation": 3, "front": [cand]})]
+
+
+def test_hook_evomm_run_end(tmp_path) -> None:
+    rec, plugins, run, cand = _run_and_record(tmp_path)
+    plugins.pm.hook.evomm_run_end(run=run, front=[cand], reason="budget")
+    assert rec.calls == [("end", {"run": run, "front": [cand], "reason": "budget"})]
