@@ -98,3 +98,22 @@ def test_cheap_first_records_which_evaluation(tmp_path):
     assert all(r.extra.get("subset") == 3 for r in children)
     assert all(r.evaluation == "full" for r in pareto_front(
         children, [ObjectiveInfo("a", "maximize"), ObjectiveInfo("b", "maximize")]))
+
+
+def test_csv_logger_plugin(tmp_path):
+    import csv
+
+    import evomm_loggers
+
+    from evomm.plugins import load_plugins
+
+    plugins = load_plugins(extra=[S.PLUGIN, evomm_loggers], autoload=False)
+    evolve(parse_recipe(S.recipe_dict(generations=2, pop=4)), tmp_path / "run", plugins=plugins,
+           progress=False, report=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "candidates.csv").open()))
+    archived = [r for r in Archive(tmp_path / "run" / "archive.jsonl")]
+    assert [r["id"] for r in rows] == [r.id for r in archived]
+    assert float(rows[-1]["a"]) == pytest.approx(archived[-1].objectives["a"])
+    gens = list(csv.DictReader((tmp_path / "run" / "generations.csv").open()))
+    assert [g["generation"] for g in gens] == ["1", "2"]
+    assert (tmp_path / "run" / "run_end.txt").read_text().startswith("budget")
