@@ -34,9 +34,9 @@ from evomm.errors import ConfigError, SearchError
 from evomm.space import Gene, SearchSpace, StageContext
 
 from .export import card_section, card_text, dfs_recipe, export_dfs
-from .model import DFSForCausalLM
+from .model import DFSForCausalLM, check_parents
 from .operator import DFSOperator
-from .path import DFSLayout, DFSPath
+from .path import DFSLayout, DFSPath, PathStep
 from .recipe import load_parents
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class DFSSpace(SearchSpace):
         self._lineage = [dict(x) for x in lineage]
         self.format = str(options.get("format", "auto"))
         self.ckpts, self.models = load_parents(self.refs, plugins, dtype)
+        self.aliases = (self.refs[0].name, self.refs[1].name)
+        check_parents(self.models[0], self.models[1], DFSPath((PathStep(0, 0),), self.aliases))
         include, scale = DFSOperator.param("include"), DFSOperator.param("scale")
         repeats, max_len = DFSOperator.param("repeats"), DFSOperator.param("max_path_length")
         assert include and scale and repeats and max_len  # declared by the operator
@@ -139,7 +141,6 @@ class DFSSpace(SearchSpace):
             + [Gene(nm, s_low, s_high, scale.description, default_scale, "scale") for nm in scale_names]
         )
         self._n_ind = len(ind_names)
-        self.aliases = (self.refs[0].name, self.refs[1].name)
 
     # ------------------------------------------------------------------------------------------
     def decode(self, x: np.ndarray) -> DFSCandidate:
