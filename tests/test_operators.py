@@ -399,3 +399,18 @@ def test_generalized_task_arithmetic_family_is_complete():
     family = {n for n, op in OPS.items() if issubclass(op, GeneralizedTaskArithmetic)}
     assert family == {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
                       "breadcrumbs_ties", "della", "della_linear"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_inputs_are_never_modified(name):
+    base = torch.tensor(rnd(120, 6, 6))
+    models = [base + torch.tensor(rnd(121 + i, 6, 6)) for i in range(2 if name != "passthrough" else 1)]
+    if name == "slerp":
+        models = models[:1]
+    copies = [t.clone() for t in (base, *models)]
+    op = OPS[name]
+    per = [{k: v for k, v in (("weight", 0.7), ("density", 0.5), ("scale", 0.5)) if op.param(k)}
+           for _ in models]
+    op().merge(models, base if op.requires_base or name == "slerp" else None,
+               {"t": 0.4} if name == "slerp" else {}, per, CTX)
+    assert all(torch.equal(a, b) for a, b in zip(copies, (base, *models)))

@@ -130,24 +130,55 @@ def _fix_boundary_ties(
     v_lo: torch.Tensor | None,
     v_hi: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Keep only the boundary-tied entries whose (magnitude, index) rank is inside the window."""
-    for v in {float(x) for x in (v_lo, v_hi) if x is not None}:
-        tied = (mag == v).nonzero().squeeze(1)  # ascending flat index = ascending rank
-        first_rank = int((mag < v).count_nonzero())
-        keep_from = max(0, lo - first_rank)
-        keep_to = min(tied.numel(), hi - first_rank)
-        mask[tied] = False
-        if keep_to > keep_from:
-            mask[tied[keep_from:keep_to]] = True
+    """Keep only the boundary-tied entries whose (magnitude, index) rank is inside the window.
+
+    Entries tied at a boundary value ``v`` have consecutive ranks in flat-index order, starting
+    at ``count(mag < v)``; the first few (lower boundary) or the last few (upper boundary) are
+    dropped by clearing the mask before / after a cut position, found without a full ``nonzero``.
+    """
+    if v_lo is not None:
+        tied = mag == v_lo
+        drop = lo - int((mag < v_lo).count_nonzero())  # tied entries ranked below the window
+        if drop > 0:
+            cut = _after_jth_true(tied, drop)
+            mask[:cut].logical_and_(tied[:cut].logical_not_())
+    if v_hi is not None:
+        tied = mag == v_hi
+        keep = hi - int((mag < v_hi).count_nonzero())  # tied entries ranked inside the window
+        cut = _after_jth_true(tied, keep)
+        mask[cut:].logical_and_(tied[cut:].logical_not_())
     return mask
+
+
+def _after_jth_true(flags: torch.Tensor, j: int) -> int:
+    """The flat position just after the ``j``-th True of a 1-D bool tensor (0 when ``j <= 0``)."""
+    if j <= 0:
+        return 0
+    chunk = 1 << 18
+    seen = 0
+    for start in range(0, flags.numel(), chunk):
+        part = flags[start : start + chunk]
+        count = int(part.count_nonzero())  # whole-slice count_nonzero is vectorised; per-row is not
+        if seen + count >= j:
+            pos = part.nonzero().squeeze(1)
+            return start + int(pos[j - seen - 1]) + 1
+        seen += count
+    return flags.numel()
+
+
+def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask as 0/1 in ``dtype``. Going through a uint8 view is ~10x faster on CPU than
+    ``mask.to(float)``, whose bool cast is not vectorised in torch's CPU kernels."""
+    return mask.view(torch.uint8).to(dtype)
 
 
 def _apply(delta: torch.Tensor, mask: torch.Tensor, mag: torch.Tensor, rescale: bool) -> torch.Tensor:
     """``delta *= mask``, then (if ``rescale``) match the L1 norm as mergekit's RescaleNorm.l1."""
+    maskf = as_float(mask, delta.dtype).view_as(delta)
     if rescale:
         before = mag.sum()
-        after = mag.mul_(mask.view_as(mag)).sum()
-    delta.mul_(mask.view_as(delta))
+        after = mag.view_as(delta).mul_(maskf).sum()
+    delta.mul_(maskf)
     if rescale and before >= _RESCALE_EPS and after >= _RESCALE_EPS:
         delta.mul_(before / after)
     return delta

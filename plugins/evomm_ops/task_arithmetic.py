@@ -97,7 +97,7 @@ class GeneralizedTaskArithmetic(MergeOperator):
         weights = torch.tensor([p["weight"] for p in per], dtype=wd, device=base.device)
         if self.consensus:
             mixed, divisor = _consensus_sum(deltas, weights)
-            divisor.masked_fill_(divisor == 0, 1)
+            divisor.add_(sparsify.as_float(divisor == 0, divisor.dtype))  # 0 -> 1
         else:
             mixed = deltas[0]
             for d in deltas[1:]:
@@ -134,18 +134,19 @@ def _consensus_sum(deltas: list[torch.Tensor], weights: torch.Tensor) -> tuple[t
     for d in deltas[1:]:
         elected.add_(d)
     # elected sign as +-1 (zero sum counts as positive, as mergekit's `>= 0`)
-    sign = (elected >= 0).to(elected.dtype).mul_(2).sub_(1)
+    sign = sparsify.as_float(elected >= 0, elected.dtype).mul_(2).sub_(1)
     del elected
+    # Fresh multi-MB buffers cost page faults on every allocation: reuse one scratch for `agree`.
+    agree = torch.empty_like(sign)
     mixed = divisor = None
     for i, d in enumerate(deltas):
-        agree = torch.mul(d, sign).gt_(0)  # same sign as elected and non-zero
+        torch.mul(d, sign, out=agree).gt_(0)  # 1.0 where same sign as elected and non-zero
         d.mul_(agree)
-        w = agree.to(d.dtype).mul_(weights[i])
         if mixed is None:
-            mixed, divisor = d, w
+            mixed, divisor = d, agree.mul(weights[i])
         else:
             mixed.add_(d)
-            divisor.add_(w)
+            divisor.add_(agree, alpha=float(weights[i]))  # + w_i * {0, 1}: exact
         deltas[i] = None  # type: ignore[call-overload]  # release as we go
     assert mixed is not None and divisor is not None
     return mixed, divisor
