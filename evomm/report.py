@@ -160,7 +160,7 @@ def progress_series(infos: Sequence[ObjectiveInfo], children: Sequence[Candidate
     lo, hi = every.min(axis=0), every.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     hv = HV(ref_point=np.full(len(infos), 1.1))
-    gens = sorted({r.generation for r in full})
+    gens = sorted({r.generation for r in children})
     hvs, best = [], {o.name: [] for o in infos}
     for g in gens:
         upto = [r for r in children if r.generation <= g]
@@ -169,7 +169,7 @@ def progress_series(infos: Sequence[ObjectiveInfo], children: Sequence[Candidate
         hvs.append(float(hv(F)) if len(F) else 0.0)
         for o in infos:
             vals = [r.objectives[o.name] for r in upto if r.evaluation == "full"]
-            best[o.name].append((max if o.maximize else min)(vals))
+            best[o.name].append((max if o.maximize else min)(vals) if vals else float("nan"))
     return gens, hvs, best
 
 
