@@ -200,6 +200,11 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _announce(plan: MergePlan, donor: Checkpoint, name: str) -> tuple[str, tuple[int, ...], str]:
+    info = donor.layout[name]
+    return info.stored_name, tuple(info.shape), plan.out_dtype or info.dtype
+
+
 def merge_to_dir(
     plan: MergePlan,
     checkpoints: Mapping[str, Checkpoint],
@@ -234,6 +239,9 @@ def merge_to_dir(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         writer = donor.writer(tmp, max_shard_bytes)
+        expect = getattr(writer, "expect", None)
+        if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
+            expect([_announce(plan, donor, step.name) for step in plan.steps])
         for name, tensor in merged_tensors(plan, checkpoints, plugins, progress=progress):
             writer.write(donor.layout[name].stored_name, tensor)
             del tensor

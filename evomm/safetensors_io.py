@@ -15,13 +15,13 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from evomm.adapters import CheckpointWriter
@@ -39,7 +39,7 @@ _ST_DTYPES = {
 }
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """The JSON header of one safetensors file (shapes, dtypes) without reading any tensor.
 
     Written by hand because ``safe_open`` exposes shapes only through ``get_slice`` per tensor;
@@ -54,7 +54,7 @@ def _read_header(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read safetensors file {path}: {exc}; is it complete?") from exc
     header.pop("__metadata__", None)
-    return header
+    return header, 8 + n
 
 
 class SafetensorsIndex:
@@ -77,7 +77,7 @@ class SafetensorsIndex:
         self.directory = Path(directory)
         self._file_of: dict[str, Path] = {}
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
-        self._handles: dict[Path, Any] = {}
+        self._span: dict[str, tuple[int, int]] = {}
         index = self.directory / INDEX_FILE
         if index.is_file():
             try:
@@ -100,9 +100,12 @@ class SafetensorsIndex:
             path = self.directory / fname
             if not path.is_file():
                 raise CheckpointError(f"shard {fname} named by {index} is missing from {self.directory}")
-            for name, entry in _read_header(path).items():
+            header, data_start = _read_header(path)
+            for name, entry in header.items():
                 self._file_of[name] = path
                 self._meta[name] = (tuple(entry["shape"]), _ST_DTYPES.get(entry["dtype"], entry["dtype"]))
+                begin, end = entry["data_offsets"]
+                self._span[name] = (data_start + begin, end - begin)
 
     def names(self) -> list[str]:
         """Stored tensor names, in file order."""
@@ -140,18 +143,32 @@ class SafetensorsIndex:
         return name
 
     def read(self, name: str) -> torch.Tensor:
-        """Read one tensor (a fresh CPU tensor, in its stored dtype)."""
+        """Read one tensor (a fresh CPU tensor, in its stored dtype).
+
+        Read with one ``readinto`` rather than through ``safe_open``'s memory map: mapped pages
+        stay counted in the process's resident memory until the file is closed, which would make
+        a streaming merge of a 7B model look (and, under memory pressure, behave) like a 7B load.
+        """
         path = self._file_of[self._check(name)]
-        handle = self._handles.get(path)
-        if handle is None:
-            handle = self._handles[path] = safe_open(str(path), framework="pt", device="cpu")
-        return handle.get_tensor(name)
+        offset, size = self._span[name]
+        shape, dtype = self._meta[name]
+        buf = torch.empty(size, dtype=torch.uint8)
+        with open(path, "rb", buffering=0) as f:
+            f.seek(offset)
+            view = memoryview(buf.numpy())
+            got = 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+                got += n
+        return buf.view(getattr(torch, dtype)).reshape(shape)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._file_of)
 
     def close(self) -> None:
-        self._handles.clear()
+        """Nothing to release (files are opened per read); kept for the Checkpoint protocol."""
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -162,7 +179,8 @@ class ShardedSafetensorsWriter(CheckpointWriter):
     """Writes tensors into Hugging Face-style safetensors shards plus an index.
 
     Tensors are buffered until ``max_shard_bytes`` would be exceeded, then written as one shard
-    (so peak memory is about one shard). At :meth:`close` shards are renamed to
+    (so peak memory is about one shard). When every tensor is announced first with
+    :meth:`expect`, nothing is buffered: each tensor goes straight to its shard file. At :meth:`close` shards are renamed to
     ``model-0000i-of-0000n.safetensors`` and ``model.safetensors.index.json`` is written; a
     checkpoint that fits one shard is written as ``model.safetensors`` without an index, as
     ``save_pretrained`` does.
@@ -189,14 +207,72 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         self._shards: list[tuple[Path, list[str]]] = []
         self._total = 0
         self._closed = False
+        self._expected: list[tuple[int, str, tuple[int, ...], str]] | None = None
+        self._next = 0
+        self._file: Any = None
+
+    def expect(self, entries: Sequence[tuple[str, Sequence[int], str]]) -> None:
+        """Announce every tensor (stored name, shape, torch dtype name) in the order it will be
+        written; shards are laid out now and each :meth:`write` then streams to disk.
+
+        Raises:
+            CheckpointError: called after a write, or a later write differs from the announcement.
+        """
+        if self._next or self._buffer or self._shards:
+            raise CheckpointError("ShardedSafetensorsWriter.expect must come before the first write")
+        layout: list[list[tuple[str, tuple[int, ...], str, int]]] = [[]]
+        size = 0
+        for name, shape, dtype in entries:
+            n = math.prod(shape) * getattr(torch, dtype).itemsize
+            if layout[-1] and size + n > self.max_shard_bytes:
+                layout.append([])
+                size = 0
+            layout[-1].append((name, tuple(shape), dtype, n))
+            size += n
+        self._expected = [(i, name, shape, dt) for i, shard in enumerate(layout) for name, shape, dt, _ in shard]
+        self._layout = layout
+
+    def _header(self, shard: list[tuple[str, tuple[int, ...], str, int]]) -> bytes:
+        codes = {v: k for k, v in _ST_DTYPES.items()}
+        header: dict[str, Any] = {"__metadata__": self.metadata}
+        offset = 0
+        for name, shape, dtype, n in shard:
+            header[name] = {"dtype": codes[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the format aligns the data to 8 bytes
+        return len(raw).to_bytes(8, "little") + raw
+
+    def _stream(self, stored_name: str, t: torch.Tensor) -> None:
+        expected = self._expected or []
+        if self._next >= len(expected):
+            raise CheckpointError(f"tensor {stored_name!r} was not announced to the writer of {self.out_dir}")
+        shard, name, shape, dtype = expected[self._next]
+        got = (stored_name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        if got != (name, shape, dtype):
+            raise CheckpointError(f"writer of {self.out_dir} expected {(name, shape, dtype)}, got {got}")
+        if self._file is None:
+            path = self.out_dir / f".shard-{shard:05d}.safetensors"
+            self._file = open(path, "wb")  # noqa: SIM115 - closed when the shard is complete
+            self._file.write(self._header(self._layout[shard]))
+            self._shards.append((path, [n for n, _, _, _ in self._layout[shard]]))
+        self._file.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        self._total += _nbytes(t)
+        self._next += 1
+        if self._next == len(expected) or expected[self._next][0] != shard:
+            self._file.close()
+            self._file = None
 
     def write(self, stored_name: str, tensor: torch.Tensor) -> None:
         """Add one tensor; it is copied to a contiguous CPU tensor and may be flushed."""
         if self._closed:
             raise CheckpointError(f"writer for {self.out_dir} is closed; cannot write {stored_name!r}")
+        t = tensor.detach().to("cpu").contiguous()
+        if self._expected is not None:
+            self._stream(stored_name, t)
+            return
         if stored_name in self._buffer or any(stored_name in names for _, names in self._shards):
             raise CheckpointError(f"tensor {stored_name!r} written twice to {self.out_dir}")
-        t = tensor.detach().to("cpu").contiguous()
         n = _nbytes(t)
         if self._buffer and self._buffer_bytes + n > self.max_shard_bytes:
             self._flush()
@@ -217,6 +293,9 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         """Write the last shard, give shards their final names and write the index."""
         if self._closed:
             return
+        if self._expected is not None and self._next != len(self._expected):
+            missing = [name for _, name, _, _ in self._expected[self._next : self._next + 3]]
+            raise CheckpointError(f"writer of {self.out_dir} closed before tensors {missing}... were written")
         self._flush()
         self._closed = True
         n = len(self._shards)

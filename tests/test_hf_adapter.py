@@ -110,10 +110,13 @@ def test_missing_local_path_and_offline_hub_id() -> None:
         resolve_model_dir(ModelRef("x", "evomm-test/not-cached"))
 
 
-def test_sharded_writer_roundtrip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("announce", [False, True])
+def test_sharded_writer_roundtrip(tmp_path: Path, announce: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     tensors = {f"t{i}": torch.randn(100, generator=gen).to(torch.bfloat16) for i in range(5)}
     w = ShardedSafetensorsWriter(tmp_path / "out", max_shard_bytes=450)  # 200 bytes each: 2 per shard
+    if announce:  # streaming mode: shards laid out first, nothing buffered
+        w.expect([(k, v.shape, "bfloat16") for k, v in tensors.items()])
     for k, v in tensors.items():
         w.write(k, v)
     w.close()
@@ -126,3 +129,13 @@ def test_sharded_writer_roundtrip(tmp_path: Path) -> None:
         assert torch.equal(idx.read(k), v)
     with pytest.raises(CheckpointError, match="'t9' is not in the checkpoint"):
         idx.read("t9")
+
+
+def test_streaming_writer_refuses_surprises(tmp_path: Path) -> None:
+    w = ShardedSafetensorsWriter(tmp_path / "out")
+    w.expect([("a", (2,), "float32"), ("b", (3,), "float32")])
+    with pytest.raises(CheckpointError, match=r"expected \('a', \(2,\), 'float32'\), got \('a', \(3,\)"):
+        w.write("a", torch.zeros(3))
+    w.write("a", torch.zeros(2))
+    with pytest.raises(CheckpointError, match=r"closed before tensors \['b'\]"):
+        w.close()

@@ -1,0 +1,178 @@
+"""Merge throughput: evomm vs mergekit on three random bf16 Llama checkpoints made locally.
+
+Makes a base model and two "fine-tunes" (base + noise) of about 350M parameters each (``--size``
+for smaller/faster runs), merges them with linear, TIES and DARE-TIES using ``evomm merge`` and —
+when ``--mergekit-python`` points to a Python with mergekit installed — ``mergekit-yaml`` on the
+same YAML recipe, each in its own child process, and prints wall time, peak RSS of that process
+(``os.wait4``), effective throughput ((bytes read + bytes written) / wall time) and the ratios.
+It also reports the largest difference between the two tools' outputs.
+
+Usage::
+
+    .venv/bin/python bench/merge_throughput.py --size 350m --mergekit-python /tmp/mkvenv/bin/python
+    .venv/bin/python bench/merge_throughput.py --size tiny          # a quick check
+
+Timings are wall-clock on whatever machine runs this; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+#: name -> (hidden, layers, intermediate, vocab, heads, kv heads)
+SIZES = {
+    "350m": (1024, 24, 2816, 32000, 16, 8),
+    "120m": (768, 12, 2048, 32000, 12, 4),
+    "tiny": (256, 4, 688, 8000, 8, 4),
+}
+RECIPES = {
+    "linear": {"merge_method": "linear", "models": [
+        {"model": "base", "parameters": {"weight": 0.4}}, {"model": "a", "parameters": {"weight": 0.3}},
+        {"model": "b", "parameters": {"weight": 0.3}}]},
+    "ties": {"merge_method": "ties", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.5, "density": 0.5}},
+        {"model": "b", "parameters": {"weight": 0.5, "density": 0.5}}]},
+    "dare_ties": {"merge_method": "dare_ties", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.5, "density": 0.5}},
+        {"model": "b", "parameters": {"weight": 0.5, "density": 0.5}}]},
+}
+
+
+def make_models(root: Path, size: str) -> dict[str, Path]:
+    """Write base, a, b (bf16 safetensors + config) under ``root``; returns alias -> dir."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, layers, inter, vocab, heads, kv = SIZES[size]
+    cfg = LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=inter,
+                      vocab_size=vocab, num_attention_heads=heads, num_key_value_heads=kv,
+                      tie_word_embeddings=False, max_position_embeddings=2048)
+    cfg.architectures = ["LlamaForCausalLM"]
+    cfg.torch_dtype = "bfloat16"
+    with torch.device("meta"):
+        shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(cfg).named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    base: dict[str, torch.Tensor] = {}
+    for alias in ("base", "a", "b"):
+        d = root / alias
+        d.mkdir(parents=True)
+        cfg.save_pretrained(d)
+        tensors = {}
+        for name, shape in shapes.items():
+            if alias == "base":
+                base[name] = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+                tensors[name] = base[name]
+            else:  # a fine-tune: base + small noise
+                tensors[name] = (base[name].float() + torch.randn(shape, generator=gen) * 0.002).to(torch.bfloat16)
+        save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+        out[alias] = d
+    n = sum(torch.Size(s).numel() for s in shapes.values())
+    print(f"made 3 random Llama checkpoints of {n / 1e6:.0f}M parameters (bf16) in {root}", flush=True)
+    return out
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS of that child in MiB, its combined output)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{text[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, text  # ru_maxrss is KiB on Linux
+
+
+def nbytes(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.glob("*.safetensors"))
+
+
+def max_diff(a: Path, b: Path) -> float:
+    from safetensors import safe_open
+
+    def files(d: Path) -> dict[str, Path]:
+        out = {}
+        for f in d.glob("*.safetensors"):
+            with safe_open(str(f), "pt") as h:
+                out.update(dict.fromkeys(h.keys(), f))
+        return out
+
+    fa, fb = files(a), files(b)
+    worst = 0.0
+    for name, f in fa.items():
+        with safe_open(str(f), "pt") as ha, safe_open(str(fb[name]), "pt") as hb:
+            x, y = ha.get_tensor(name).float(), hb.get_tensor(name).float()
+            worst = max(worst, float((x - y).abs().max()))
+    return worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="350m", help="model size (default 350m)")
+    ap.add_argument("--methods", default="linear,ties,dare_ties", help="comma-separated recipes to run")
+    ap.add_argument("--mergekit-python", default=None, help="a python with mergekit 0.1.5 installed")
+    ap.add_argument("--workdir", default=None, help="where to put models and outputs (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="evomm-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        models = make_models(root / "models", args.size)
+        in_bytes = {k: nbytes(v) for k, v in models.items()}
+        evomm = [str(Path(sys.executable).parent / "evomm")]
+        mk = str(Path(args.mergekit_python).parent / "mergekit-yaml") if args.mergekit_python else None
+        rows = []
+        for method in args.methods.split(","):
+            recipe = json.loads(json.dumps(RECIPES[method]))
+            for m in recipe["models"]:
+                m["model"] = str(models[m["model"]])
+            if "base_model" in recipe:
+                recipe["base_model"] = str(models[recipe["base_model"]])
+            recipe.update(dtype="bfloat16", out_dtype="bfloat16")
+            path = root / f"{method}.yaml"
+            path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+            read = sum(in_bytes.values())  # every recipe reads all three models once
+            out_e = root / f"out-evomm-{method}"
+            wall, rss, _ = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--overwrite", "--no-progress"])
+            row = {"method": method, "evomm_s": wall, "evomm_rss": rss, "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9}
+            if mk:
+                out_m = root / f"out-mergekit-{method}"
+                shutil.rmtree(out_m, ignore_errors=True)
+                wall, rss, _ = run_child([mk, str(path), str(out_m)])
+                row.update(mk_s=wall, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
+                           max_abs_diff=max_diff(out_e, out_m))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default")
+        head = f"{'method':<10} {'evomm s':>8} {'RSS MiB':>8} {'GB/s':>6}"
+        if mk:
+            head += f" {'mk s':>8} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9} {'max|diff|':>10}"
+        print(head)
+        for r in rows:
+            line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
+            if mk:
+                line += (f" {r['mk_s']:8.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
+                         f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}")
+            print(line)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
