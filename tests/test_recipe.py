@@ -300,3 +300,11 @@ def test_filter_without_fallback_on_required_parameter(plugins) -> None:  # type
                        {"model": "/m/b", "parameters": {"weight": 1}}])
     with pytest.raises(ConfigError, match=r"models\[0\]\.parameters\.weight.*'model.embed_tokens.weight' of model 'a'"):
         build_plan(r, cks("a", "b"), plugins)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/merge-*.yaml")))
+def test_example_configs_validate(path: Path) -> None:
+    from evomm.plugins import get_plugins
+
+    recipe = load_recipe(path, get_plugins())
+    assert recipe.models and recipe.donor() in recipe.aliases() + ["base"]
