@@ -78,6 +78,8 @@ def run_info(args: argparse.Namespace) -> int:
     print("  models: " + ", ".join(f"{m} ({v['path']})" for m, v in info.get("models", {}).items()))
     print("  tasks:  " + ", ".join(info.get("tasks", {})))
     print("  wall times (s): " + ", ".join(f"{k} {v}" for k, v in info.get("wall_s", {}).items()))
+    if info.get("cpu_s"):
+        print("  cpu times (s):  " + ", ".join(f"{k} {v}" for k, v in info["cpu_s"].items()))
     print("\nscores on test: strict/loose counts")
     for line in format_scores(info):
         print("  " + line)

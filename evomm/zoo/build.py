@@ -141,8 +141,13 @@ def score_text_models(zoo: Path, models: Sequence[str] = TEXT_MODELS, split: str
     return scores
 
 
-def build_text(zoo: Path, scale: str, seed: int, progress: bool = True) -> dict[str, Any]:
+def build_text(
+    zoo: Path, scale: str, seed: int, progress: bool = True, recipe: TextRecipe | None = None
+) -> dict[str, Any]:
     """Build the text half (tokenizer, data, base, ja, math, scores) into ``zoo``.
+
+    ``recipe`` overrides :func:`~evomm.zoo.recipe.text_recipe` (experiments only: a zoo built
+    from another recipe is not what ``zoo.json``'s recipe version promises).
 
     Returns:
         The text part of ``zoo.json``.
@@ -153,7 +158,7 @@ def build_text(zoo: Path, scale: str, seed: int, progress: bool = True) -> dict[
     from evomm.zoo.tokenizer import build_tokenizer
 
     torch.set_num_threads(1)
-    recipe = text_recipe(scale, seed)
+    recipe = recipe or text_recipe(scale, seed)
     wall: dict[str, float] = {}
     t0 = time.perf_counter()
     tok = build_tokenizer()
@@ -174,6 +179,11 @@ def build_text(zoo: Path, scale: str, seed: int, progress: bool = True) -> dict[
         "curves": {"base": base_log["curve"], **{k: v["curve"] for k, v in logs.items()}},
         "wall_s": {"text_" + k: v for k, v in wall.items()}
         | {"text_ja": logs["ja"]["wall_s"], "text_math": logs["math"]["wall_s"]},
+        "cpu_s": {
+            "text_base": base_log["cpu_s"],
+            "text_ja": logs["ja"]["cpu_s"],
+            "text_math": logs["math"]["cpu_s"],
+        },
         "scores": scores,
         "tasks": {t: f"data/{t}" for t in TEXT_TASKS},
     }

@@ -148,6 +148,12 @@ def s_ja_problem(rng: random.Random, names: list[Name]) -> Example:
     return Example(p.prompt_ja(), p.equation, eos=False)
 
 
+def s_ja_problem_eq(rng: random.Random, names: list[Name]) -> Example:
+    """ja parent (variant): Japanese problem -> its equation with ``=`` ("5+4="), nothing after."""
+    p = random_problem(rng, names)
+    return Example(p.prompt_ja(), p.equation + "=", eos=False)
+
+
 def s_ja_other(rng: random.Random, names: list[Name]) -> Example:
     """ja parent: other Japanese questions (who, what, which colour, English word in Japanese)."""
     kind = rng.randrange(4)
@@ -176,6 +182,12 @@ def s_bare_equation(rng: random.Random, names: list[Name]) -> Example:
     return Example(f"{lhs}=", str(res))
 
 
+def s_bare_lhs(rng: random.Random, names: list[Name]) -> Example:
+    """math parent (variant): ``a+b`` -> ``=c`` (the ``=`` is supervised too)."""
+    lhs, res = random_equation(rng)
+    return Example(lhs, f"={res}")
+
+
 Sampler = Callable[[random.Random, list[Name]], Example]
 
 #: name -> sampler, for recipes (which name samplers and weights).
@@ -186,9 +198,11 @@ SAMPLERS: dict[str, Sampler] = {
     "equation": s_equation,
     "prefixed_equation": s_prefixed_equation,
     "ja_problem": s_ja_problem,
+    "ja_problem_eq": s_ja_problem_eq,
     "ja_other": s_ja_other,
     "en_problem": s_en_problem,
     "bare_equation": s_bare_equation,
+    "bare_lhs": s_bare_lhs,
 }
 
 #: The notes' design d1.
