@@ -22,8 +22,8 @@ def test_images_draw_deterministically_and_show_their_colour():
         hit = (np.abs(px - np.array(RGB[s.color])).sum(1) < 10).mean()
         assert hit > 0.05, s  # the shape's colour covers a visible part of the image
     # A square fills more of its box than a triangle (area 1 vs 1/2), independent of colour.
-    sq = (np.abs(np.asarray(draw(ImageSpec("red", "square", seed=1))).astype(int) - RGB["red"]).sum(2) < 10)
-    tr = (np.abs(np.asarray(draw(ImageSpec("red", "triangle", seed=1))).astype(int) - RGB["red"]).sum(2) < 10)
+    sq = np.abs(np.asarray(draw(ImageSpec("red", "square", seed=1))).astype(int) - RGB["red"]).sum(2) < 10
+    tr = np.abs(np.asarray(draw(ImageSpec("red", "triangle", seed=1))).astype(int) - RGB["red"]).sum(2) < 10
     assert sq.sum() > tr.sum()
 
 
@@ -56,9 +56,9 @@ def test_vlm_reloads_and_processor_matches_training_inputs(micro_zoo):
 
     def runtime_name(k: str) -> str:  # transformers 5 saves LLaVA under the hub's legacy names
         if k.startswith("language_model.lm_head."):
-            return k[len("language_model."):]
+            return k[len("language_model.") :]
         if k.startswith("language_model.model."):
-            return "model.language_model." + k[len("language_model.model."):]
+            return "model.language_model." + k[len("language_model.model.") :]
         return "model." + k
 
     assert {runtime_name(k) for k in saved} == set(state)

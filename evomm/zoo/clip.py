@@ -185,7 +185,9 @@ def accuracy(model, tokenizer, task: str, rows: list[dict], cache: dict | None =
     cache = {} if cache is None else cache
     head = text_head(model, tokenizer, class_prompts(task))
     with torch.no_grad():
-        img = torch.nn.functional.normalize(model.encode_image(_pixels([r["spec"] for r in rows], cache)), dim=-1)
+        img = torch.nn.functional.normalize(
+            model.encode_image(_pixels([r["spec"] for r in rows], cache)), dim=-1
+        )
     pred = (img @ head.T).argmax(-1)
     return float((pred == torch.tensor([r["label"] for r in rows])).float().mean())
 
@@ -252,7 +254,9 @@ def finetune_clip(model, tokenizer, task: str, *, steps: int, seed: int, batch_s
 
     def step_loss(_: int):
         batch = rng.sample(rows, batch_size)
-        img = torch.nn.functional.normalize(model.encode_image(_pixels([r["spec"] for r in batch], cache)), dim=-1)
+        img = torch.nn.functional.normalize(
+            model.encode_image(_pixels([r["spec"] for r in batch], cache)), dim=-1
+        )
         logits = model.logit_scale.exp().detach() * img @ head.T
         return torch.nn.functional.cross_entropy(logits, torch.tensor([r["label"] for r in batch]))
 

@@ -141,6 +141,4 @@ def all_specs(counts: tuple[int, ...] = (1,), seeds: range = range(1)) -> list[I
 
         len(all_specs(seeds=range(10)))  # 6 colours * 4 shapes * 10 seeds = 240
     """
-    return [
-        ImageSpec(c, s, n, k) for k in seeds for n in counts for c in COLORS for s in SHAPES
-    ]
+    return [ImageSpec(c, s, n, k) for k in seeds for n in counts for c in COLORS for s in SHAPES]

@@ -36,11 +36,12 @@ class VisionScale:
     vlm_steps: int
     clip_steps: int
     clip_ft_steps: int
+    eval_rows: int = 200  # test rows scored per VQA task for zoo.json (each also image-shuffled)
 
 
 SCALES: dict[str, VisionScale] = {
     "micro": VisionScale((64, 16, 16), (64, 16, 16), 4, 4, 3),
-    "demo": VisionScale((4000, 200, 400), (2000, 200, 400), 700, 150, 120),
+    "demo": VisionScale((4000, 200, 400), (2000, 200, 400), 600, 150, 120),
 }
 
 
@@ -166,12 +167,12 @@ def build_vision(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict[s
     t0 = time.perf_counter()
     scores: dict[str, dict[str, Any]] = {"vlm": {}}
     for task in zvlm.VQA_TASKS:
-        scores["vlm"][task] = vqa_scores(model, processor, data[task]["test"])
+        scores["vlm"][task] = vqa_scores(model, processor, data[task]["test"][: sc.eval_rows])
     ja_dir = Path(zoo_dir) / "models" / "ja"
     if (ja_dir / "config.json").is_file():
         g = graft_lm(model, LlamaForCausalLM.from_pretrained(str(ja_dir)))
         scores["ja_grafted"] = {  # the ja LM on the VLM's vision tower and projector
-            t: vqa_scores(g, processor, data[t]["test"]) for t in zvlm.VQA_TASKS
+            t: vqa_scores(g, processor, data[t]["test"][: sc.eval_rows]) for t in zvlm.VQA_TASKS
         }
     times["vision_vlm_eval"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()

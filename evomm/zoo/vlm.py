@@ -38,7 +38,11 @@ QUESTIONS: dict[str, tuple[str, str]] = {
 }
 
 #: Which image-jitter seeds each split draws from (disjoint, so no image is in two splits).
-SPLIT_SEEDS: dict[str, range] = {"train": range(0, 10_000), "dev": range(10_000, 11_000), "test": range(11_000, 12_000)}
+SPLIT_SEEDS: dict[str, range] = {
+    "train": range(0, 10_000),
+    "dev": range(10_000, 11_000),
+    "test": range(11_000, 12_000),
+}
 
 VQA_TASKS: tuple[str, ...] = ("en_vqa", "ja_vqa")
 
@@ -167,8 +171,8 @@ def encode_prompts(processor, prompts: list[str]) -> list[list[int]]:
     return out
 
 
-def collate_vqa(processor, rows: list[dict], cache: dict) -> dict[str, Any]:
-    """A training batch: right-padded ids, labels on the answer and ``</s>``, pixel values."""
+def collate_vqa(processor, rows: list[dict], cache: dict, eos_loss: bool = True) -> dict[str, Any]:
+    """A training batch: right-padded ids, labels on the answer (and ``</s>``), pixel values."""
     import torch
 
     tok = processor.tokenizer
@@ -181,7 +185,9 @@ def collate_vqa(processor, rows: list[dict], cache: dict) -> dict[str, Any]:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (p, s) in enumerate(zip(prompts, seqs)):
         ids[i, : len(s)] = torch.tensor(s)
-        labels[i, len(p) : len(s)] = torch.tensor(s[len(p) :])
+        labels[i, len(p) : len(s) - (0 if eos_loss else 1)] = torch.tensor(
+            s[len(p) : len(s) - (0 if eos_loss else 1)]
+        )
         mask[i, : len(s)] = 1
     for r in rows:
         if r["spec"] not in cache:
@@ -192,7 +198,7 @@ def collate_vqa(processor, rows: list[dict], cache: dict) -> dict[str, Any]:
 
 def train_vlm(
     model, processor, rows: list[dict], *, steps: int, lr: float = 2e-3, batch_size: int = 32,
-    seed: int = 0, progress: bool = True, freeze_lm: bool = False,
+    seed: int = 0, progress: bool = True, freeze_lm: bool = False, eos_loss: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Train the VLM in place on VQA ``rows`` (AdamW, warm-up then cosine decay to 10%).
 
@@ -206,6 +212,7 @@ def train_vlm(
         seed: seed of the batch order.
         progress: show a tqdm bar.
         freeze_lm: keep the language model and head fixed (train only tower and projector).
+        eos_loss: also train the ``</s>`` after each answer.
 
     Returns:
         ``{"curve": [[step, mean loss], ...], "wall_s": seconds}``.
@@ -232,7 +239,7 @@ def train_vlm(
     curve, acc, t0, every = [], [], time.perf_counter(), max(1, steps // 30)
     model.train()
     for step in tqdm(range(steps), desc="vlm", disable=not progress, leave=False):
-        loss = model(**collate_vqa(processor, rng.sample(rows, batch_size), cache)).loss
+        loss = model(**collate_vqa(processor, rng.sample(rows, batch_size), cache, eos_loss)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
