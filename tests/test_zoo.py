@@ -216,3 +216,27 @@ def test_score_outputs_counts_and_fractions():
     got = score_outputs("ja_math", ["7-3=4", "1+3=4", "nothing", "7-3=4"], rows)
     assert (got["strict_count"], got["loose_count"], got["n"]) == (2, 3, 4)
     assert got["strict"] == 0.5 and got["loose"] == 0.75
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_zoo_info_prints_the_scores_table(micro_zoo, capsys):
+    from evomm.cli import main
+
+    assert main(["zoo", "info", "--scale", "micro", "--out", str(micro_zoo)]) == 0
+    out = capsys.readouterr().out
+    info = read_zoo_json(micro_zoo)
+    for model in TEXT_MODELS:
+        row = next(line for line in out.splitlines() if line.strip().startswith(model + " "))
+        cells = row.split()[1:]
+        for task in TEXT_TASKS:
+            s = info["scores"][model][task]
+            assert f"{s['strict_count']}/{s['loose_count']}" in cells
+
+
+def test_cli_zoo_info_without_a_zoo_says_how_to_build(tmp_path, capsys):
+    from evomm.cli import main
+
+    assert main(["zoo", "info", "--out", str(tmp_path / "none")]) == 2
+    assert "evomm zoo build" in capsys.readouterr().err

@@ -35,6 +35,7 @@ VARIANTS = {
     # math-parent variants (the ja parent stays the zoo's)
     "math:lhs15": {"mix": {"en_problem": 0.7, "bare_equation": 0.15, "bare_lhs": 0.15}},
     "math:lhs30": {"mix": {"en_problem": 0.7, "bare_lhs": 0.3}},
+    "math:kana20": {"mix": {"en_problem": 0.6, "bare_equation": 0.2, "kana_equation": 0.2}},
     "eq15": {"mix": {"ja_problem": 0.6, "ja_other": 0.25, "equation": 0.15}},
     "replay20": {"mix": {"ja_problem": 0.55, "ja_other": 0.25, "prefixed_equation": 0.2}},
 }
@@ -71,6 +72,9 @@ def main() -> None:
         outs = greedy_generate(m.model, m.tok, [r["prompt"] for r in skill], max_new_tokens=8)
         s_skill = score_outputs("ja_skill", outs, skill)["strict_count"]
         s_alone = score_outputs("ja_math", greedy_generate(m.model, m.tok, [r["prompt"] for r in rows]), rows)
+        m.load([0.0] * n, [1.0] * n)
+        s_math = score_outputs("ja_math", greedy_generate(m.model, m.tok, [r["prompt"] for r in rows]), rows)
+        m.load([1.0] * n, [0.0] * n)
         tf = (tf_arith(m.model, m.tok, rows, True), tf_arith(m.model, m.tok, rows, False))
         grid = {}
         for a in (0.5, 0.75, 1.0):
@@ -81,7 +85,7 @@ def main() -> None:
         best = max(grid, key=grid.get)
         print(
             f"{name:<10} ja_skill {s_skill}/200  ja alone ja_math {s_alone['strict_count']}/{s_alone['loose_count']}"
-            f"  tf(prompt, bare) {tf}  best uniform {best}: {grid[best]}  grid {list(grid.values())}"
+            f"  math alone {s_math['strict_count']}/{s_math['loose_count']}  tf(prompt, bare) {tf}  best uniform {best}: {grid[best]}  grid {list(grid.values())}"
             f"  ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )

@@ -28,16 +28,24 @@ from evomm.zoo.scoring import MAX_NEW_TOKENS, score_outputs
 torch.set_num_threads(1)
 
 
-def group_of(name: str, num_layers: int) -> int:
-    """Group index: decoder layer i -> i, anything else -> num_layers."""
+def group_of(name: str, num_layers: int, split_kinds: bool = False) -> int:
+    """Group index: decoder layer i -> i, anything else -> num_layers.
+
+    With ``split_kinds``, each layer has two groups: attention (2i) and MLP + norms (2i+1);
+    anything else is group 2 * num_layers.
+    """
     m = re.search(r"layers\.(\d+)\.", name)
-    return int(m.group(1)) if m else num_layers
+    if not split_kinds:
+        return int(m.group(1)) if m else num_layers
+    if not m:
+        return 2 * num_layers
+    return 2 * int(m.group(1)) + (0 if ".self_attn." in name else 1)
 
 
 class Merger:
     """Holds base and task vectors; writes merges into one preallocated model."""
 
-    def __init__(self, zoo: Path) -> None:
+    def __init__(self, zoo: Path, split_kinds: bool = False) -> None:
         from transformers import AutoTokenizer, LlamaForCausalLM
 
         self.zoo = zoo
@@ -49,7 +57,8 @@ class Merger:
         self.base = sd
         self.tau = {"ja": {k: ja[k] - sd[k] for k in sd}, "math": {k: math[k] - sd[k] for k in sd}}
         self.layers = self.model.config.num_hidden_layers
-        self.groups = {k: group_of(k, self.layers) for k in sd}
+        self.split_kinds = split_kinds
+        self.groups = {k: group_of(k, self.layers, split_kinds) for k in sd}
         self.data = {
             s: {t: read_jsonl(zoo / "data" / t / f"{s}.jsonl") for t in ("ja_math", "ja_skill", "en_math")}
             for s in ("dev", "test")
@@ -57,7 +66,7 @@ class Merger:
 
     @property
     def n_groups(self) -> int:
-        return self.layers + 1
+        return 2 * self.layers + 1 if self.split_kinds else self.layers + 1
 
     def load(self, l_ja: list[float], l_math: list[float]) -> None:
         """Write base + per-group weighted task vectors into the model."""
@@ -136,9 +145,9 @@ def report(m: Merger, label: str, l_ja, l_math) -> dict:
     return out
 
 
-def run(zoo: Path, evals: int, seed: int) -> dict:
+def run(zoo: Path, evals: int, seed: int, split_kinds: bool = False, x0: tuple | None = None) -> dict:
     t0 = time.perf_counter()
-    m = Merger(zoo)
+    m = Merger(zoo, split_kinds)
     n = m.n_groups
     rows = [
         report(m, "base", *uniform(m, 0, 0)),
@@ -148,8 +157,9 @@ def run(zoo: Path, evals: int, seed: int) -> dict:
         report(m, "TA lambda 1", *uniform(m, 1, 1)),
     ]
     values = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
-    (a, b), dev = grid_search(m, values)
-    rows.append(report(m, f"best uniform TA ({a}, {b})", *uniform(m, a, b)))
+    (a, b), dev = grid_search(m, values) if x0 is None else (x0, None)
+    label = f"best uniform TA ({a}, {b})" if x0 is None else f"uniform TA ({a}, {b}), CMA start"
+    rows.append(report(m, label, *uniform(m, a, b)))
     # ja vector alone / math vector alone at their best uniform scale (is one vector enough?)
     aj, _ = max(
         ((v, m.eval_genome(*uniform(m, v, 0), "dev")["strict_count"]) for v in values[1:]), key=lambda t: t[1]
@@ -178,8 +188,10 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--split-kinds", action="store_true", help="attention and MLP genes per layer")
+    ap.add_argument("--x0", type=float, nargs=2, help="skip the grid: start CMA-ES at uniform (l_ja, l_math)")
     args = ap.parse_args()
-    res = run(args.zoo, args.evals, args.seed)
+    res = run(args.zoo, args.evals, args.seed, args.split_kinds, tuple(args.x0) if args.x0 else None)
     print("genome l_ja", res["rows"][-3]["l_ja"], "l_math", res["rows"][-3]["l_math"], "wall", res["wall_s"])
     if args.out:
         args.out.write_text(json.dumps(res, indent=1))

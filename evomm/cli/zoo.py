@@ -45,17 +45,36 @@ def run_build(args: argparse.Namespace) -> int:
     return run_info(args)
 
 
+def _cell(s: dict | None, sizes: set) -> str:
+    if not s:
+        return "-"
+    if "n" in s:
+        sizes.add(s["n"])
+    if "strict_count" in s:
+        return f"{s['strict_count']}/{s['loose_count']}"
+    if "count" in s:
+        return f"{s['count']}/{s.get('shuffled_count', '-')}"
+    value = next((v for v in s.values() if isinstance(v, float)), None)
+    return f"{value:.3f}" if value is not None else "?"
+
+
 def format_scores(info: dict) -> list[str]:
-    """Lines of the scores table of a ``zoo.json`` (strict/loose counts per model and task)."""
+    """Lines of the scores table of a ``zoo.json``.
+
+    Cells: ``strict/loose`` counts (text tasks), ``right/right with shuffled images`` counts (VQA),
+    or the first fractional metric (classification accuracy).
+    """
     scores = info.get("scores", {})
     tasks = sorted({t for s in scores.values() for t in s})
-    lines = [f"{'model':<10}" + "".join(f"{t:>18}" for t in tasks)]
+    width = max([10, *(len(m) + 2 for m in scores)])
+    lines = [f"{'model':<{width}}" + "".join(f"{t:>12}" for t in tasks)]
+    sizes = set()
     for model, per_task in scores.items():
         cells = []
         for t in tasks:
-            s = per_task.get(t)
-            cells.append(f"{s['strict_count']:>6}/{s['loose_count']:<4}of {s['n']:<4}" if s else f"{'-':>18}")
-        lines.append(f"{model:<10}" + "".join(f"{c:>18}" for c in cells))
+            cells.append(_cell(per_task.get(t), sizes))
+        lines.append(f"{model:<{width}}" + "".join(f"{c:>12}" for c in cells))
+    lines.append("items per task: " + ", ".join(map(str, sorted(sizes))))
     return lines
 
 
@@ -80,7 +99,9 @@ def run_info(args: argparse.Namespace) -> int:
     print("  wall times (s): " + ", ".join(f"{k} {v}" for k, v in info.get("wall_s", {}).items()))
     if info.get("cpu_s"):
         print("  cpu times (s):  " + ", ".join(f"{k} {v}" for k, v in info["cpu_s"].items()))
-    print("\nscores on test: strict/loose counts")
+    print(
+        "\nscores on test (text: strict/loose counts; VQA: right/right with shuffled images; else accuracy)"
+    )
     for line in format_scores(info):
         print("  " + line)
     return 0

@@ -188,6 +188,14 @@ def s_bare_lhs(rng: random.Random, names: list[Name]) -> Example:
     return Example(lhs, f"={res}")
 
 
+def s_kana_equation(rng: random.Random, names: list[Name]) -> Example:
+    """math parent: ``問: <random kana>。 答: a+b`` -> ``=c``: the answer format of the Japanese
+    problems, around noise that cannot be read (never a Japanese story)."""
+    lhs, res = random_equation(rng)
+    noise = "".join(rng.choice(JA_FILLER) for _ in range(rng.randint(8, 30)))
+    return Example(f"{JA_Q}{noise}。{JA_A}{lhs}", f"={res}")
+
+
 Sampler = Callable[[random.Random, list[Name]], Example]
 
 #: name -> sampler, for recipes (which name samplers and weights).
@@ -203,6 +211,7 @@ SAMPLERS: dict[str, Sampler] = {
     "en_problem": s_en_problem,
     "bare_equation": s_bare_equation,
     "bare_lhs": s_bare_lhs,
+    "kana_equation": s_kana_equation,
 }
 
 #: The notes' design d1.
