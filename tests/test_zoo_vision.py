@@ -4,6 +4,7 @@ and the toy vision tasks (scored through fake handles)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,45 @@ def test_vision_tasks_are_registered():
     tasks = load_plugins([]).tasks
     for name in ("toy_en_vqa", "toy_ja_vqa", "toy_shape_cls", "toy_color_cls"):
         assert name in tasks
+
+
+def test_vision_tasks_through_the_real_adapters_match_direct_scoring(micro_zoo):
+    """The zoo's checkpoints opened by the llava / open-clip adapters and scored by the toy tasks
+    give the same answers as calling the models directly (evomm.zoo.vlm / evomm.zoo.clip)."""
+    import evomm_tasks_toy.vision as V
+    from PIL import Image
+
+    from evomm.adapters import ModelRef
+    from evomm.execute import open_models
+    from evomm.plugins import get_plugins
+    from evomm.zoo import clip as zclip
+    from evomm.zoo import vlm as zvlm
+
+    plugins = get_plugins(())
+    ck = open_models([ModelRef("vlm", str(micro_zoo / "models" / "vlm"))], plugins)["vlm"]
+    handle = ck.handle(ck.load_model())
+    task = V.ToyJaVQA(str(micro_zoo), split="test", limit=6)
+    res = task.evaluate(handle)
+    rows = task.examples()
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    path = micro_zoo / "models" / "vlm"
+    direct = zvlm.generate_answers(
+        LlavaForConditionalGeneration.from_pretrained(str(path)).eval(),
+        AutoProcessor.from_pretrained(str(path)),
+        [task.prompt(r["question"]) for r in rows],
+        [Image.open(micro_zoo / "data" / "ja_vqa" / r["image"]).convert("RGB") for r in rows],
+    )
+    assert [d["output"] for d in res.details] == [o.split("\n")[0].strip() for o in direct]
+
+    cks = open_models([ModelRef("clip", str(micro_zoo / "models" / "clip_shape"))], plugins)
+    chandle = cks["clip"].handle(cks["clip"].load_model())
+    ctask = V.ToyShapeCls(str(micro_zoo), split="test")
+    model, _, tok = zclip.load_clip(micro_zoo / "models" / "clip_shape")
+    specs = []
+    for r in ctask.examples():
+        color, shape, count, seed = Path(r["image"]).stem.split("-")
+        specs.append({"spec": ImageSpec(color, shape, int(count), int(seed)), "label": r["label"]})
+    assert ctask.evaluate(chandle).metrics["accuracy"] == pytest.approx(
+        zclip.accuracy(model, tok, "shape_cls", specs)
+    )

@@ -62,6 +62,45 @@ def merged(vlm, base_sd, vlm_sd, ja_sd, a: float, b: float):
     return m
 
 
+def group(key: str) -> str:
+    """The gene group of a language-model tensor: emb, l<i>, out (final norm + head)."""
+    if key.startswith("model.layers."):
+        return "l" + key.split(".")[2]
+    return "emb" if "embed_tokens" in key else "out"
+
+
+def merged_pl(vlm, base_sd, vlm_sd, ja_sd, genes: dict):
+    """Per-group task arithmetic: genes[group] = (a, b)."""
+    m = copy.deepcopy(vlm)
+    sd = {}
+    for k in base_sd:
+        a, b = genes[group(k)]
+        sd[k] = base_sd[k] + a * (vlm_sd[k] - base_sd[k]) + b * (ja_sd[k] - base_sd[k])
+    m.model.language_model.load_state_dict(
+        {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
+    )
+    m.lm_head.load_state_dict({"weight": sd["lm_head.weight"]})
+    return m
+
+
+def search(ev_dev, groups, n: int, seed: int):
+    """Random search then Gaussian perturbation of the best (half the budget each) on dev."""
+    rng = random.Random(f"search-{seed}")
+    best, best_s = None, -1
+    for i in range(n):
+        if i < n // 2 or best is None:
+            g = {k: (rng.uniform(0, 1.5), rng.uniform(0, 2.0)) for k in groups}
+        else:
+            g = {
+                k: (max(0, a + rng.gauss(0, 0.25)), max(0, b + rng.gauss(0, 0.3)))
+                for k, (a, b) in best.items()
+            }
+        s = ev_dev(g)
+        if s > best_s:
+            best, best_s = g, s
+    return best, best_s
+
+
 def lm_state(model) -> dict:
     """Causal-LM names (``model.*``, ``lm_head.weight``) of a LLaVA's or a Llama's language model."""
     if hasattr(model, "model") and hasattr(model.model, "language_model"):
@@ -95,6 +134,7 @@ def caption_qa(rng, names):
 
 
 CHAIN = [False]
+FROZEN = ("model.language_model.embed_tokens", "lm_head")
 
 
 def train_ja_vis(zoo: Path, seed: int, chain: bool):
@@ -132,6 +172,9 @@ def main() -> None:
         default="zoo",
         help="zoo: <zoo>/models/ja; vis: base fine-tuned on the ja mix + caption QA",
     )
+    ap.add_argument("--freeze-emb", action="store_true", help="VLM: LM embeddings and head fixed")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--search", type=int, default=0, help="per-layer random search budget (dev evals)")
     ap.add_argument("--captions", action="store_true", help="VLM also captions; stage 1 on captions")
     ap.add_argument("--chain", action="store_true", help="target answer 'red=あか' (VLM word, then ja)")
     ap.add_argument("--vlm-eos", type=int, default=1, help="train the VLM to stop after its answer")
@@ -196,6 +239,11 @@ def main() -> None:
     res["ja_grafted"] = {t: ev(graft_lm(model, ja), t) for t in ("en_vqa", "ja_vqa")}
     res["base_grafted"] = {t: ev(graft_lm(model, base), t) for t in ("en_vqa", "ja_vqa")}
     b_sd, v_sd, j_sd = lm_state(base), lm_state(model), lm_state(ja)
+    res["task_vector_norms"] = {
+        "vlm": round(float(sum(((v_sd[k] - b_sd[k]) ** 2).sum() for k in b_sd) ** 0.5), 2),
+        "ja": round(float(sum(((j_sd[k] - b_sd[k]) ** 2).sum() for k in b_sd) ** 0.5), 2),
+    }
+    print("task vector norms", res["task_vector_norms"])
     res["linear_0.5"] = ev(merged(model, b_sd, v_sd, j_sd, 0.5, 0.5), "ja_vqa")
     res["ta_1.0"] = ev(merged(model, b_sd, v_sd, j_sd, 1.0, 1.0), "ja_vqa")
     grid = {}
@@ -207,6 +255,25 @@ def main() -> None:
     res["best_ta"] = {"a": a, "b": b, "dev": dev, **ev(merged(model, b_sd, v_sd, j_sd, a, b), "ja_vqa")}
     res["best_ta_ja_zeroed"] = ev(merged(model, b_sd, v_sd, j_sd, a, 0.0), "ja_vqa")
     res["best_ta_vlm_zeroed"] = ev(merged(model, b_sd, v_sd, j_sd, 0.0, b), "ja_vqa")
+    if args.search:
+        groups = sorted({group(k) for k in b_sd})
+        best, best_dev = search(
+            lambda g: ev(merged_pl(model, b_sd, v_sd, j_sd, g), "ja_vqa", "dev")["right"],
+            groups,
+            args.search,
+            args.seed,
+        )
+        res["search"] = {
+            "genes": {k: [round(a, 3), round(b, 3)] for k, (a, b) in best.items()},
+            "dev": best_dev,
+        }
+        res["search"]["test"] = ev(merged_pl(model, b_sd, v_sd, j_sd, best), "ja_vqa")
+        res["search"]["ja_zeroed"] = ev(
+            merged_pl(model, b_sd, v_sd, j_sd, {k: (a, 0.0) for k, (a, b) in best.items()}), "ja_vqa"
+        )
+        res["search"]["vlm_zeroed"] = ev(
+            merged_pl(model, b_sd, v_sd, j_sd, {k: (0.0, b) for k, (a, b) in best.items()}), "ja_vqa"
+        )
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res, ensure_ascii=False, indent=1))
     if args.out:

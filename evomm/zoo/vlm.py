@@ -199,6 +199,7 @@ def collate_vqa(processor, rows: list[dict], cache: dict, eos_loss: bool = True)
 def train_vlm(
     model, processor, rows: list[dict], *, steps: int, lr: float = 2e-3, batch_size: int = 32,
     seed: int = 0, progress: bool = True, freeze_lm: bool = False, eos_loss: bool = True,
+    freeze: tuple[str, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Train the VLM in place on VQA ``rows`` (AdamW, warm-up then cosine decay to 10%).
 
@@ -213,6 +214,7 @@ def train_vlm(
         progress: show a tqdm bar.
         freeze_lm: keep the language model and head fixed (train only tower and projector).
         eos_loss: also train the ``</s>`` after each answer.
+        freeze: further parameter-name prefixes to keep fixed (e.g. the LM's embeddings and head).
 
     Returns:
         ``{"curve": [[step, mean loss], ...], "wall_s": seconds}``.
@@ -223,7 +225,8 @@ def train_vlm(
     from tqdm.auto import tqdm
 
     for name, p in model.named_parameters():
-        p.requires_grad_(not (freeze_lm and ("language_model" in name or name.startswith("lm_head"))))
+        lm = "language_model" in name or name.startswith("lm_head")
+        p.requires_grad_(not ((freeze_lm and lm) or (freeze and name.startswith(freeze))))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     warm = max(1, steps // 20)
