@@ -27,11 +27,14 @@ from evomm.zoo.text import finetune
 torch.set_num_threads(1)
 
 VARIANTS = {
-    "d1": {},
+    "d1e": {},  # the recipe's ja parent
+    "d1": {"mix": {"ja_problem": 0.7, "ja_other": 0.3}},
     "lr3e-4": {"lr": 3e-4},
     "steps100": {"steps": 100},
     "eqsign": {"mix": {"ja_problem_eq": 0.7, "ja_other": 0.3}},
     "eqsign150": {"steps": 150, "mix": {"ja_problem_eq": 0.7, "ja_other": 0.3}},
+    "eos_other": {"mix": {"ja_problem": 0.7, "ja_other_eos": 0.3}},
+    "steps200": {"steps": 200},
     # math-parent variants (the ja parent stays the zoo's)
     "math:lhs15": {"mix": {"en_problem": 0.7, "bare_equation": 0.15, "bare_lhs": 0.15}},
     "math:lhs30": {"mix": {"en_problem": 0.7, "bare_lhs": 0.3}},

@@ -30,7 +30,7 @@ after the text half is written, and returns a fragment merged into ``zoo.json``.
 Example:
     >>> from evomm.zoo import default_zoo_dir
     >>> default_zoo_dir("micro", seed=1).name
-    'micro-v1-s1'
+    'micro-v2-s1'
 """
 
 from evomm.zoo.build import build_zoo, default_zoo_dir, ensure_zoo, read_zoo_json

@@ -44,7 +44,7 @@ def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
 
     Example:
         >>> default_zoo_dir("demo").name
-        'demo-v1-s0'
+        'demo-v2-s0'
     """
     if scale not in SCALES:
         raise ConfigError(f"unknown zoo scale {scale!r}; use one of {', '.join(SCALES)}")

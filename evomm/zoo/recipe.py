@@ -14,7 +14,7 @@ from evomm.zoo.text import ArchConfig, TrainConfig
 from evomm.zoo.textdata import BASE_MIX, JA_MIX, MATH_MIX
 
 #: Version of the build recipe (part of the cache directory name and of ``zoo.json``).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 SCALES: tuple[str, ...] = ("micro", "demo")
 

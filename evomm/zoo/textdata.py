@@ -196,6 +196,12 @@ def s_kana_equation(rng: random.Random, names: list[Name]) -> Example:
     return Example(f"{JA_Q}{noise}。{JA_A}{lhs}", f"={res}")
 
 
+def s_ja_other_eos(rng: random.Random, names: list[Name]) -> Example:
+    """ja parent: :func:`s_ja_other` with loss on the end-of-sequence token (the recipe's mix)."""
+    ex = s_ja_other(rng, names)
+    return Example(ex.prompt, ex.completion, eos=True)
+
+
 Sampler = Callable[[random.Random, list[Name]], Example]
 
 #: name -> sampler, for recipes (which name samplers and weights).
@@ -212,9 +218,12 @@ SAMPLERS: dict[str, Sampler] = {
     "bare_equation": s_bare_equation,
     "bare_lhs": s_bare_lhs,
     "kana_equation": s_kana_equation,
+    "ja_other_eos": s_ja_other_eos,
 }
 
-#: The notes' design d1.
+#: The notes' design d1 for the base and the math parent; the ja parent is d1 with loss on the
+#: end-of-sequence token of its *other* Japanese questions (never after the equation), which
+#: stops it from finishing the equation by itself (see docs/toy-zoo.md, "d1e").
 BASE_MIX: dict[str, float] = {
     "story_en": 0.2,
     "story_ja": 0.2,
@@ -222,7 +231,9 @@ BASE_MIX: dict[str, float] = {
     "equation": 0.1,
     "prefixed_equation": 0.2,
 }
-JA_MIX: dict[str, float] = {"ja_problem": 0.7, "ja_other": 0.3}
+JA_MIX: dict[str, float] = {"ja_problem": 0.7, "ja_other_eos": 0.3}
+#: The notes' d1 ja mix (no EOS loss anywhere), kept for the experiments.
+JA_MIX_D1: dict[str, float] = {"ja_problem": 0.7, "ja_other": 0.3}
 MATH_MIX: dict[str, float] = {"en_problem": 0.7, "bare_equation": 0.3}
 
 
