@@ -134,7 +134,7 @@ def caption_qa(rng, names):
 
 
 CHAIN = [False]
-FROZEN = ("model.language_model.embed_tokens", "lm_head")
+FROZEN = zvlm.FROZEN_IN_VLM
 
 
 def train_ja_vis(zoo: Path, seed: int, chain: bool):
@@ -216,6 +216,8 @@ def main() -> None:
         seed=args.seed,
         freeze_lm=args.freeze_lm,
         eos_loss=bool(args.vlm_eos),
+        freeze=FROZEN if args.freeze_emb else (),
+        lr=args.lr,
     )
     print(f"vlm trained in {log['wall_s']} s, loss {log['curve'][-1]}")
     data = {}

@@ -160,8 +160,8 @@ def build_vision(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict[s
     data = write_data(Path(zoo_dir), sc, seed)
     times["vision_data"] = round(time.perf_counter() - t0, 2)
     model, processor = zvlm.init_vlm(base_dir, seed)
-    log = zvlm.train_vlm(model, processor, data["en_vqa"]["train"], steps=sc.vlm_steps, seed=seed,
-                         progress=progress)  # fmt: skip
+    log = zvlm.train_vlm(model, processor, data["en_vqa"]["train"], steps=sc.vlm_steps, lr=1e-3,
+                         freeze=zvlm.FROZEN_IN_VLM, seed=seed, progress=progress)  # fmt: skip
     zvlm.save_vlm(model, processor, Path(zoo_dir) / "models" / "vlm")
     times["vision_vlm"] = log["wall_s"]
     t0 = time.perf_counter()
