@@ -152,7 +152,7 @@ class TaskOptions(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     data: str | None = None
-    split: str = "test"
+    split: str | None = None  # None: the task's own default split
     limit: int | None = None
     seed: int | None = None
 
