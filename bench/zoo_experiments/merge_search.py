@@ -132,8 +132,8 @@ def cma_search(
 def report(m: Merger, label: str, l_ja, l_math) -> dict:
     out = {
         "label": label,
-        "l_ja": [round(float(v), 3) for v in l_ja],
-        "l_math": [round(float(v), 3) for v in l_math],
+        "l_ja": [float(v) for v in l_ja],
+        "l_math": [float(v) for v in l_math],
     }
     for task in ("ja_math", "ja_skill", "en_math"):
         s = m.eval_genome(l_ja, l_math, "test", task)
