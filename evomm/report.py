@@ -61,13 +61,21 @@ def front_table(infos: Sequence[ObjectiveInfo], front: Sequence[CandidateRecord]
     lines = [head, arrows, "-" * len(head)]
     for r in parents:
         lines.append(f"{r.id:<16}" + "".join(f"{r.objectives[n]:>15.4f}" for n in names) + "  parent")
+    # Children with identical scores are shown once (the picked one, else the first), so that a
+    # front crowded by ties stays readable; front.csv keeps every one of them.
+    groups: dict[tuple[float, ...], list[CandidateRecord]] = {}
     for r in front:
+        groups.setdefault(tuple(r.objectives[n] for n in names), []).append(r)
+    for same in groups.values():
+        r = next((c for c in same if c.id in picked), same[0])
         notes = []
         if r.id in picked:
             notes.append(f"<- {picked[r.id]}")
         dom = dominates_parents(r, parents, infos)
         if dom:
             notes.append("dominates " + "+".join(dom))
+        if len(same) > 1:
+            notes.append(f"+{len(same) - 1} more with these scores")
         lines.append(f"{r.id:<16}" + "".join(f"{r.objectives[n]:>15.4f}" for n in names) + "  " + "; ".join(notes))
         lines.append(f"{'':<16}  genes: {key_genes(r)}")
     return "\n".join(lines)
