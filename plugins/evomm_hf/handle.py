@@ -30,7 +30,8 @@ from evomm.errors import TaskError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: Show a progress bar when a call has more than this many requests.
+#: Show a progress bar when a call has more than this many requests (and runs for over 2 s,
+#: so that the evolution's own bar is not buried under many short ones).
 _PROGRESS_MIN = 64
 
 
@@ -159,7 +160,7 @@ class HFCausalLMHandle:
         out: list[str] = [""] * len(encoded)
         if max_new_tokens == 0:
             return out
-        bar = tqdm(total=len(order), desc="generate", disable=len(order) <= _PROGRESS_MIN, leave=False)
+        bar = tqdm(total=len(order), desc="generate", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
         self.model.eval()
         for idx in _batches(order, batch_size):
             ids, mask = self._left_pad([encoded[i] for i in idx])
@@ -249,7 +250,7 @@ class HFCausalLMHandle:
         split = [self._split_request(c, x) for c, x in requests]
         order = sorted(range(len(split)), key=lambda i: -len(split[i][0]))
         out = [0.0] * len(split)
-        bar = tqdm(total=len(order), desc="loglikelihood", disable=len(order) <= _PROGRESS_MIN, leave=False)
+        bar = tqdm(total=len(order), desc="loglikelihood", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
         self.model.eval()
         for idx in _batches(order, batch_size):
             rows = [split[i][0][:-1] for i in idx]  # the last token is only a target

@@ -184,7 +184,7 @@ class LlavaHandle:
         stop_kwargs: dict[str, Any] = {}
         if any(stop):
             stop_kwargs = {"stop_strings": [s for s in stop if s], "tokenizer": self.tokenizer}
-        bar = tqdm(total=len(order), desc="vlm generate", disable=len(order) <= _PROGRESS_MIN, leave=False)
+        bar = tqdm(total=len(order), desc="vlm generate", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
         self.model.eval()
         for idx in _batches(order, batch_size):
             enc = self._encode(
@@ -229,7 +229,7 @@ class LlavaHandle:
             raise TaskError(f"loglikelihood(): batch_size={batch_size}; use batch_size >= 1")
         out = [0.0] * len(requests)
         bar = tqdm(
-            total=len(requests), desc="vlm loglikelihood", disable=len(requests) <= _PROGRESS_MIN, leave=False
+            total=len(requests), desc="vlm loglikelihood", disable=len(requests) <= _PROGRESS_MIN, leave=False, delay=2.0
         )
         self.model.eval()
         for idx in _batches(list(range(len(requests))), batch_size):
