@@ -117,6 +117,14 @@ class MergeTemplate(_Strict):
     tokenizer_source: str | None = None
     dtype: str | None = None
     out_dtype: str | None = None
+    vocab: Literal["strict", "pad_from_donor"] | None = Field(
+        None, description="the merge recipe's `vocab.mode` (`{mode: ...}` or the mode alone)"
+    )
+
+    @field_validator("vocab", mode="before")
+    @classmethod
+    def _vocab_mode(cls, v: Any) -> Any:
+        return v["mode"] if isinstance(v, dict) and set(v) == {"mode"} else v
 
 
 class Objective(_Strict):

@@ -18,11 +18,17 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import json
 import os
+import queue
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
 
 #: Default shard size of written checkpoints (as ``save_pretrained``).
 DEFAULT_SHARD_BYTES = 5 * 2**30
+#: How many steps ahead :func:`merged_tensors` reads while the current step merges.
+PREFETCH_STEPS = 2
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -71,6 +79,15 @@ def _adapter_for(ref: ModelRef, plugins: Plugins) -> ModelAdapter:
     )
 
 
+def _check_compatible(donor: Checkpoint, other: Checkpoint, vocab_mode: str) -> None:
+    """``donor.check_compatible(other)``, passing ``vocab_mode`` when it is not ``strict`` (an
+    adapter whose ``check_compatible`` takes no ``vocab_mode`` keyword is checked strictly)."""
+    if vocab_mode != "strict" and "vocab_mode" in inspect.signature(donor.check_compatible).parameters:
+        donor.check_compatible(other, vocab_mode=vocab_mode)  # type: ignore[call-arg]
+    else:
+        donor.check_compatible(other)
+
+
 def open_models(
     recipe_or_refs: MergeRecipe | Sequence[ModelRef], plugins: Plugins, *, check: bool = True
 ) -> dict[str, Checkpoint]:
@@ -81,7 +98,8 @@ def open_models(
             :class:`ModelRef` s.
         plugins: registries (adapters).
         check: run ``donor.check_compatible(other)`` for every other model (the donor is the
-            recipe's ``tokenizer_source``, or the first ref).
+            recipe's ``tokenizer_source``, or the first ref), with the recipe's ``vocab.mode``
+            as ``vocab_mode=`` when it is not ``strict`` and the adapter accepts it.
 
     Returns:
         alias -> :class:`Checkpoint`, in recipe order.
@@ -92,8 +110,10 @@ def open_models(
     """
     from evomm.recipe import MergeRecipe
 
+    vocab_mode = "strict"
     if isinstance(recipe_or_refs, MergeRecipe):
         refs, donor = recipe_or_refs.all_refs(), recipe_or_refs.donor()
+        vocab_mode = recipe_or_refs.vocab.mode
     else:
         refs = list(recipe_or_refs)
         donor = refs[0].name if refs else ""
@@ -104,7 +124,7 @@ def open_models(
         if check and donor in out:
             for alias, ck in out.items():
                 if alias != donor:
-                    out[donor].check_compatible(ck)
+                    _check_compatible(out[donor], ck, vocab_mode)
     except BaseException:
         for ck in out.values():
             ck.close()
@@ -138,14 +158,21 @@ def merge_step(
         plan: the plan (models, base, seed, dtype).
         step: the step to run.
         read: ``read(alias, name)`` -> that model's tensor, in the compute dtype.
+
+    A model listed in ``step.pad`` (vocabulary alignment) has its tensor extended with the
+    donor's rows beyond its own before the operator sees it.
     """
     if step.action == "copy":
         return read(step.source or plan.donor, step.name)
     cache: dict[str, torch.Tensor] = {}
+    pads = dict(step.pad)
 
     def get(alias: str) -> torch.Tensor:
         if alias not in cache:
-            cache[alias] = read(alias, step.name)
+            t = read(alias, step.name)
+            if alias in pads:
+                t = _pad_from_donor(t, get(plan.donor), pads[alias], alias, step.name)
+            cache[alias] = t
         return cache[alias]
 
     tensors = [get(ref.name) for ref in plan.models]
@@ -163,24 +190,133 @@ def merge_step(
         ) from exc
 
 
+def _pad_from_donor(t: torch.Tensor, donor: torch.Tensor, rows: int, alias: str, name: str) -> torch.Tensor:
+    """``t`` (``rows`` rows) followed by the donor's rows ``rows..`` (``vocab: pad_from_donor``)."""
+    if t.shape[0] != rows or t.shape[1:] != donor.shape[1:] or rows > donor.shape[0]:
+        raise MergeError(
+            f"tensor {name!r} of model {alias!r} has shape {tuple(t.shape)}, but the plan pads "
+            f"{rows} rows to the donor's {tuple(donor.shape)}; rebuild the plan for these checkpoints"
+        )
+    return torch.cat([t, donor[rows:].to(t.dtype)], dim=0)
+
+
+def _step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
+    """The models whose tensor ``step`` reads, each once, in the order :func:`merge_step` asks."""
+    if step.action == "copy":
+        return [step.source or plan.donor]
+    aliases = [ref.name for ref in plan.models]
+    if plan.base is not None:
+        aliases.append(plan.base.name)
+    return list(dict.fromkeys(aliases))
+
+
 def merged_tensors(
     plan: MergePlan,
     checkpoints: Mapping[str, Checkpoint],
     plugins: Plugins,
     progress: bool = False,
+    *,
+    prefetch: int = PREFETCH_STEPS,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(canonical name, merged tensor in the output dtype)`` for each step, streaming
-    from the checkpoints (one tensor per parent in memory at a time)."""
+    from the checkpoints.
+
+    One background thread reads (and converts to the compute dtype) the inputs of the next
+    ``prefetch`` steps while the calling thread merges the current one, so reading overlaps
+    merging; file reads and torch kernels release the GIL. At most ``prefetch + 1`` steps'
+    inputs are in memory. The results do not depend on ``prefetch`` (0 reads in the calling
+    thread, one step at a time).
+
+    Args:
+        plan: the plan to run.
+        checkpoints: alias -> opened checkpoint.
+        plugins: registries (the operator).
+        progress: show a tqdm bar.
+        prefetch: how many steps ahead to read.
+
+    Example:
+        >>> for name, t in merged_tensors(plan, cks, plugins):   # doctest: +SKIP
+        ...     print(name, t.dtype)
+    """
     op = get_operator(plan, plugins)
     compute = _dtype(plan.dtype)
     donor = checkpoints[plan.donor]
 
-    def read(alias: str, name: str) -> torch.Tensor:
-        return checkpoints[alias].read(name).to(compute)
+    def read_step(step: TensorStep) -> dict[str, torch.Tensor]:
+        return {alias: checkpoints[alias].read(step.name).to(compute) for alias in _step_aliases(plan, step)}
 
-    for step in tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress):
+    steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
+    for step, inputs in _prefetched(steps, read_step, prefetch):
         out_dtype = _dtype(plan.out_dtype or donor.layout[step.name].dtype)
-        yield step.name, merge_step(op, plan, step, read).to(out_dtype)
+        merged = merge_step(op, plan, step, lambda alias, _name, got=inputs: got[alias])
+        del inputs
+        yield step.name, merged.to(out_dtype)
+
+
+def _prefetched(
+    steps: Iterable[TensorStep], read: Callable[[TensorStep], dict[str, torch.Tensor]], ahead: int
+) -> Iterator[tuple[TensorStep, dict[str, torch.Tensor]]]:
+    """``(step, read(step))`` for each step, reading up to ``ahead`` steps in advance in one
+    background thread (one thread: a checkpoint is never read from two threads at once)."""
+    if ahead <= 0:
+        for step in steps:
+            yield step, read(step)
+        return
+    it = iter(steps)
+    pending: deque[tuple[TensorStep, Future[dict[str, torch.Tensor]]]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomm-read") as pool:
+        try:
+            for step in itertools.islice(it, ahead + 1):
+                pending.append((step, pool.submit(read, step)))
+            while pending:
+                step, fut = pending.popleft()
+                inputs = fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(read, nxt)))
+                yield step, inputs
+                del inputs
+        finally:
+            for _, fut in pending:  # an error or an abandoned generator: read no further
+                fut.cancel()
+
+
+class _BackgroundWriter:
+    """Calls ``write(name, tensor)`` in one background thread, in order, with at most ``depth``
+    tensors waiting. The first error is re-raised in the caller by :meth:`put` or :meth:`close`."""
+
+    def __init__(self, write: Callable[[str, torch.Tensor], None], depth: int = 2) -> None:
+        self._write = write
+        self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="evomm-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:  # after an error, keep draining so that put never blocks
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
+            del item
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, name: str, tensor: torch.Tensor) -> None:
+        self._raise()
+        self._queue.put((name, tensor))
+
+    def close(self) -> None:
+        """Wait until everything is written; raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +350,7 @@ def merge_to_dir(
     *,
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    pipeline: bool = True,
 ) -> Path:
     """Run ``plan`` and write the merged checkpoint to ``out_dir`` (weights, config, tokenizer).
 
@@ -225,6 +362,9 @@ def merge_to_dir(
         progress: show a tqdm bar.
         overwrite: replace an existing non-empty ``out_dir`` (only once the merge succeeded).
         max_shard_bytes: shard size of the output weights.
+        pipeline: overlap reading (:data:`PREFETCH_STEPS` steps ahead), merging and writing (one
+            background thread each); False runs them one after another. The bytes written are
+            the same either way.
 
     Returns:
         ``out_dir`` as a Path.
@@ -242,9 +382,19 @@ def merge_to_dir(
         expect = getattr(writer, "expect", None)
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
             expect([_announce(plan, donor, step.name) for step in plan.steps])
-        for name, tensor in merged_tensors(plan, checkpoints, plugins, progress=progress):
-            writer.write(donor.layout[name].stored_name, tensor)
-            del tensor
+        background = _BackgroundWriter(writer.write) if pipeline else None
+        try:
+            for name, tensor in merged_tensors(
+                plan, checkpoints, plugins, progress=progress, prefetch=PREFETCH_STEPS if pipeline else 0
+            ):
+                if background is not None:
+                    background.put(donor.layout[name].stored_name, tensor)
+                else:
+                    writer.write(donor.layout[name].stored_name, tensor)
+                del tensor
+        finally:
+            if background is not None:
+                background.close()
         writer.close()
         donor.save_metadata(tmp)
         (tmp / "evomm_merge.json").write_text(

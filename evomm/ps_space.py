@@ -120,6 +120,8 @@ class ParameterSpace(SearchSpace):
             if self.base is not None and src == self.base.name:
                 src = "base"
             d["tokenizer_source"] = src
+        if self.template.vocab:
+            d["vocab"] = {"mode": self.template.vocab}
         d["seed"] = self.recipe.seed
         return d
 

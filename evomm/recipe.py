@@ -15,6 +15,7 @@ A recipe names an operator, the models and their parameters::
     out_dtype: bfloat16              # stored dtype of the output (default: the donor's)
     tokenizer_source: base           # donor of config + tokenizer: base | <alias or model path>
     seed: 0                          # DARE/DELLA randomness
+    vocab: {mode: pad_from_donor}    # default strict; see VocabOptions (VLM + LLM vocabularies)
 
 mergekit keys evomm does not support (``slices``, ``modules``, ``tokenizer``, ``chat_template``,
 ``tokenizer_source: union``) are refused with a clear :class:`~evomm.errors.ConfigError`.
@@ -26,7 +27,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,7 +55,8 @@ UNSUPPORTED_KEYS = {
     "modules": "per-module definitions are not supported; use `models:` with `{filter, value}` "
     "parameters",
     "tokenizer": "tokenizer surgery is not supported; use `tokenizer_source: base` or a model alias "
-    "with models that share one vocabulary",
+    "with models that share one vocabulary (or `vocab: {mode: pad_from_donor}` when the donor's "
+    "vocabulary only adds ids to the others')",
     "chat_template": "`chat_template` is not supported; the donor's chat template is copied as is",
 }
 
@@ -94,6 +96,32 @@ class ModelEntry(BaseModel):
     allow_pickle: bool = False
 
 
+#: ``vocab.mode`` values: ``strict`` (every parent has the donor's embedding/head shapes) or
+#: ``pad_from_donor`` (smaller parents' rows for the donor's extra ids are the donor's rows).
+VOCAB_MODES = ("strict", "pad_from_donor")
+
+
+class VocabOptions(BaseModel):
+    """``vocab:`` of a recipe: what to do when parents' vocabularies differ in size.
+
+    ``mode: strict`` (default): embedding/head tensors must have the same shape in every parent.
+    ``mode: pad_from_donor``: when the donor (``tokenizer_source``) has the largest vocabulary,
+    another parent's embedding/head tensors (kinds ``embedding``/``head``) with fewer rows are
+    extended with the donor's rows for the extra ids before merging, so their task vectors are
+    zero there and the merged extra rows equal the donor's (EvoVLM-JP: a VLM whose vocabulary has
+    an added ``<image>`` token, merged with plain LLMs). Only the row count may differ, and the
+    tokenizers must agree on the shared ids (checked by :func:`evomm.plan.build_plan`).
+
+    Example:
+        >>> VocabOptions.model_validate({"mode": "pad_from_donor"}).mode
+        'pad_from_donor'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["strict", "pad_from_donor"] = "strict"
+
+
 class MergeRecipe(BaseModel):
     """A validated merge recipe (see module docstring). Build with :func:`load_recipe` or
     :meth:`MergeRecipe.from_dict`."""
@@ -109,6 +137,7 @@ class MergeRecipe(BaseModel):
     tokenizer_source: str | None = None
     seed: int = 0
     name: str | None = Field(None, description="a label for the merged model (free text)")
+    vocab: VocabOptions = Field(default_factory=VocabOptions, description="vocabulary alignment")
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +159,8 @@ class MergeRecipe(BaseModel):
                         f"{sorted(set(DTYPES.values()))}"
                     )
                 data[key] = DTYPES[str(value)]
+        if isinstance(data.get("vocab"), str):  # shorthand `vocab: pad_from_donor`
+            data["vocab"] = {"mode": data["vocab"]}
         if data.get("tokenizer_source") == "union":
             raise ConfigError(f"tokenizer_source: 'union' — {UNSUPPORTED_KEYS['tokenizer']}")
         return data
@@ -274,9 +305,8 @@ def _explain(err: Mapping[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         key = str(err["loc"][-1]) if err.get("loc") else "?"
         parent = err["loc"][:-1]
-        fields = (
-            ModelEntry.model_fields if parent and parent[0] == "models" else MergeRecipe.model_fields
-        )
+        owners = {"models": ModelEntry, "vocab": VocabOptions}
+        fields = (owners.get(parent[0], MergeRecipe) if parent else MergeRecipe).model_fields
         names = list(fields) + (["operator"] if not parent else [])
         return f"{where}: unknown key{_did_you_mean(key, names)} known keys: {', '.join(names)}"
     if err.get("type") == "missing":

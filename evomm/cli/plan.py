@@ -19,6 +19,9 @@ def _summary(step: TensorStep, plan: MergePlan) -> str:
     for ref, mp in zip(plan.models, step.model_params):
         if mp:
             parts.append(f"{ref.name}: {_fmt(mp)}")
+    if step.pad:  # recipe `vocab: {mode: pad_from_donor}`
+        rows = ", ".join(f"{alias}: {n} rows" for alias, n in step.pad)
+        parts.append(f"vocab padded from {plan.donor} ({rows})")
     return "; ".join(parts) or "(no parameters)"
 
 

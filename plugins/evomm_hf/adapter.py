@@ -21,6 +21,7 @@ from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo, classify_lm_tensor
+from evomm.plan import check_shapes
 from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex, ShardedSafetensorsWriter
 
 #: Files (besides weights) that make a checkpoint usable; copied from the donor on save.
@@ -191,26 +192,42 @@ class HFCausalLMCheckpoint(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         return self._index.read(self.require(name).stored_name)
 
-    def check_compatible(self, other: Checkpoint) -> None:
-        """Same architecture (when both are HF causal LMs), vocabulary size, depth and shapes."""
+    def check_compatible(self, other: Checkpoint, *, vocab_mode: str = "strict") -> None:
+        """Same architecture (when both are HF causal LMs), vocabulary size, depth and shapes.
+
+        With ``vocab_mode="pad_from_donor"`` (recipe ``vocab:``), ``other`` may have a smaller
+        vocabulary than this (the donor) model; see :func:`evomm.plan.check_shapes`.
+        """
         where = f"{self.ref.name!r} ({self.ref.path})", f"{other.ref.name!r} ({other.ref.path})"
         if isinstance(other, HFCausalLMCheckpoint) and other.architecture != self.architecture:
             raise IncompatibleModelsError(
                 f"{where[0]} is a {self.architecture} but {where[1]} is a {other.architecture}; "
                 "only models of one architecture can be merged"
             )
+        pad = vocab_mode == "pad_from_donor"
         if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
-            raise IncompatibleModelsError(
-                f"vocabulary size {self.vocab_size} of {where[0]} differs from vocabulary size "
-                f"{other.vocab_size} of {where[1]}; merge models that share a tokenizer (mergekit's "
-                "tokenizer surgery is not supported)"
-            )
+            if not pad:
+                raise IncompatibleModelsError(
+                    f"vocabulary size {self.vocab_size} of {where[0]} differs from vocabulary size "
+                    f"{other.vocab_size} of {where[1]}; merge models that share a tokenizer (mergekit's "
+                    "tokenizer surgery is not supported), or, when the donor's vocabulary extends the "
+                    "other's, set `vocab: {mode: pad_from_donor}` in the recipe"
+                )
+            if other.vocab_size > self.vocab_size:
+                raise IncompatibleModelsError(
+                    f"vocab: pad_from_donor: the donor {where[0]} has vocabulary size {self.vocab_size} "
+                    f"but {where[1]} has {other.vocab_size}; the donor must have the largest vocabulary: "
+                    "make that model the `tokenizer_source`"
+                )
         if self.num_layers != other.num_layers:
             raise IncompatibleModelsError(
                 f"{where[0]} has {self.num_layers} layers but {where[1]} has {other.num_layers}; "
                 "parameter-space merges need equal depth"
             )
-        super().check_compatible(other)
+        if pad:
+            check_shapes(self, other, vocab_mode)
+        else:
+            super().check_compatible(other)
 
     def load_model(
         self,

@@ -33,6 +33,7 @@ from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
+from evomm.plan import check_shapes
 from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex, ShardedSafetensorsWriter
 from evomm_llava.names import canonical_name, classify, is_language_model
 
@@ -206,29 +207,45 @@ class LlavaCheckpoint(Checkpoint):
         return self._index.read(self.require(name).stored_name)
 
     # ------------------------------------------------------------------ compatibility
-    def check_compatible(self, other: Checkpoint) -> None:
+    def check_compatible(self, other: Checkpoint, *, vocab_mode: str = "strict") -> None:
         """Check that ``other`` (a VLM or a plain LLM) can merge with our language model.
 
+        Args:
+            other: the other parent.
+            vocab_mode: the recipe's ``vocab.mode``; ``pad_from_donor`` lets ``other`` have a
+                smaller vocabulary than this VLM (the donor), whose rows fill the extra ids.
+
         Raises:
-            IncompatibleModelsError: different vocabulary size (the message names both), depth,
-                or any shape of a tensor both have.
+            IncompatibleModelsError: different vocabulary size (the message names both; allowed
+                in ``pad_from_donor`` mode when ours is larger), depth, or any other shape of a
+                tensor both have.
         """
         me = f"{self.ref.name!r} ({self.ref.path})"
         them = f"{other.ref.name!r} ({other.ref.path})"
+        pad = vocab_mode == "pad_from_donor"
         if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
-            raise IncompatibleModelsError(
-                f"vocabulary size {self.vocab_size} of VLM {me} differs from vocabulary size "
-                f"{other.vocab_size} of {them}; evomm never truncates or pads embeddings. Merge a "
-                "language model that shares the VLM's tokenizer and embedding size (resize the LLM's "
-                "embeddings to the VLM's vocabulary first, e.g. with transformers' resize_token_embeddings "
-                "after adding the VLM's image token)"
-            )
+            if not pad:
+                raise IncompatibleModelsError(
+                    f"vocabulary size {self.vocab_size} of VLM {me} differs from vocabulary size "
+                    f"{other.vocab_size} of {them}; evomm never truncates or pads embeddings silently. "
+                    "If the VLM's vocabulary extends the LLM's (an added <image> token, padding rows), "
+                    "make the VLM the `tokenizer_source` and set `vocab: {mode: pad_from_donor}` in the "
+                    "recipe (docs/multimodal.md); otherwise merge a language model with the VLM's tokenizer"
+                )
+            if other.vocab_size > self.vocab_size:
+                raise IncompatibleModelsError(
+                    f"vocab: pad_from_donor: the donor VLM {me} has vocabulary size {self.vocab_size} "
+                    f"but {them} has {other.vocab_size}; the donor must have the largest vocabulary"
+                )
         if self.num_layers != other.num_layers:
             raise IncompatibleModelsError(
                 f"{me} has a {self.num_layers}-layer language model but {them} has {other.num_layers} "
                 "layers; parameter-space merges need equal depth"
             )
-        super().check_compatible(other)
+        if pad:
+            check_shapes(self, other, vocab_mode)
+        else:
+            super().check_compatible(other)
 
     # ------------------------------------------------------------------ running
     def _model_class(self) -> Any:
