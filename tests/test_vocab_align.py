@@ -259,3 +259,33 @@ def test_recipe_key_validation():
         MergeRecipe.from_dict({**base, "vocab": {"mode": "truncate"}})
     with pytest.raises(ConfigError, match=r"vocab.rows: unknown key.*mode"):
         MergeRecipe.from_dict({**base, "vocab": {"mode": "strict", "rows": 3}})
+
+
+def test_evolve_template_passes_the_mode_through(zoo, plugins, tmp_path):
+    import numpy as np
+
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.runner import build_space
+
+    v = len(train_tokenizer())
+    data = {
+        "parents": [{"name": "vlm", "path": str(zoo["vlm"]), "adapter": "llava"},
+                    {"name": "llm", "path": str(zoo["llm"])}],
+        "base_model": {"name": "base", "path": str(zoo["base"])},
+        "merge": {"method": "task_arithmetic", "tokenizer_source": "vlm", "vocab": {"mode": "pad_from_donor"},
+                  "parameters": {"weight": {"evolve": {"low": 0.0, "high": 1.0}, "granularity": "per_model"}}},
+        "objectives": [{"name": "x", "task": "toy_ja_math"}],
+        "algorithm": {"name": "random", "pop_size": 2},
+        "budget": {"evaluations": 2},
+    }  # fmt: skip
+    space = build_space(parse_recipe(data), 0, tmp_path, plugins, [])
+    try:
+        cand = space.decode(np.full(space.dim, 0.5))
+        assert space.recipe_for(np.full(space.dim, 0.5))["vocab"] == {"mode": "pad_from_donor"}
+        step = next(s for s in cand.plan.steps if s.name == "lm_head.weight")
+        assert step.pad == (("llm", v), ("base", v))
+    finally:
+        space.close()
+    data["merge"].pop("vocab")
+    with pytest.raises(IncompatibleModelsError, match=rf"vocabulary size {v + K} "):
+        build_space(parse_recipe(data), 0, tmp_path, plugins, [])
