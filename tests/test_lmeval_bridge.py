@@ -168,3 +168,36 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     task = _lmeval(task="arc_easy")  # building the task does not import lm_eval
     with pytest.raises(TaskError, match=r"pip install 'evomm\[lmeval\]'"):
         task.evaluate(object())
+
+
+LL_YAML = """\
+task: evomm_test_ll
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+target_delimiter: ""
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@needs_lmeval
+def test_loglikelihood_task_is_greedy_from_generation(handle, tmp_path):
+    prompts = [f"Q: {q}?\nA:" for q in QUESTIONS[:4]]
+    outs = handle.generate(prompts, max_new_tokens=3)
+    # even rows: the greedy continuation (is_greedy), odd rows: something else
+    rows = [{"prompt": p, "answer": o if i % 2 == 0 else "zq"} for i, (p, o) in enumerate(zip(prompts, outs))]
+    _write(tmp_path / "ll.jsonl", rows)
+    (tmp_path / "ll.yaml").write_text(LL_YAML.format(data=tmp_path / "ll.jsonl"), encoding="utf-8")
+    result = _lmeval(task=str(tmp_path / "ll.yaml")).evaluate(handle)
+    assert result.metrics["acc"] == pytest.approx(0.5)
+    lls = handle.loglikelihood([(r["prompt"], r["answer"]) for r in rows])
+    got = [d["response"][0] for d in sorted(result.details, key=lambda d: d["doc_id"])]
+    assert got == pytest.approx(lls)
