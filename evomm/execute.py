@@ -312,11 +312,12 @@ class _BackgroundWriter:
         self._raise()
         self._queue.put((name, tensor))
 
-    def close(self) -> None:
-        """Wait until everything is written; raise the writer's error, if any."""
+    def close(self, reraise: bool = True) -> None:
+        """Wait until everything queued is handled; raise the writer's error (if ``reraise``)."""
         self._queue.put(None)
         self._thread.join()
-        self._raise()
+        if reraise:
+            self._raise()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,18 +384,19 @@ def merge_to_dir(
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
             expect([_announce(plan, donor, step.name) for step in plan.steps])
         background = _BackgroundWriter(writer.write) if pipeline else None
+        write = background.put if background is not None else writer.write
         try:
             for name, tensor in merged_tensors(
                 plan, checkpoints, plugins, progress=progress, prefetch=PREFETCH_STEPS if pipeline else 0
             ):
-                if background is not None:
-                    background.put(donor.layout[name].stored_name, tensor)
-                else:
-                    writer.write(donor.layout[name].stored_name, tensor)
+                write(donor.layout[name].stored_name, tensor)
                 del tensor
-        finally:
+        except BaseException:
             if background is not None:
-                background.close()
+                background.close(reraise=False)  # the loop's own error is the one to report
+            raise
+        if background is not None:
+            background.close()
         writer.close()
         donor.save_metadata(tmp)
         (tmp / "evomm_merge.json").write_text(

@@ -29,60 +29,16 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     GenerationMixin,
-    PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.configuration_utils import SubConfigSpec
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from evomm.errors import IncompatibleModelsError
 
+from .config import MODEL_TYPE, DFSConfig
 from .path import DFSPath
-
-MODEL_TYPE = "evomm_dfs"
-
-
-class DFSConfig(PreTrainedConfig):
-    """Config of a DFS child.
-
-    Attributes:
-        base_config: A's config, with ``num_hidden_layers`` = the number of *stored* (distinct)
-            layers.
-        path_layers: for each path step, the index of the stored layer it runs.
-        path_scales: for each path step, the factor on the hidden state entering it.
-        path_sources: for each stored layer, where it came from (``"a:3"``, ``"b:0"``); provenance.
-        num_hidden_layers: the path length (what KV caches are sized by).
-    """
-
-    model_type = MODEL_TYPE
-    sub_configs_defaults = {"base_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
-
-    base_config: dict | PreTrainedConfig | None = None
-    path_layers: list[int] | None = None
-    path_scales: list[float] | None = None
-    path_sources: list[str] | None = None
-    num_hidden_layers: int = 0
-    vocab_size: int = 0
-    hidden_size: int = 0
-    max_position_embeddings: int = 0
-    tie_word_embeddings: bool = False
-    use_cache: bool = True
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        super().__post_init__(**kwargs)
-        base = self.base_config
-        self.path_layers = list(self.path_layers or [])
-        self.path_scales = [float(s) for s in (self.path_scales or [1.0] * len(self.path_layers))]
-        self.num_hidden_layers = len(self.path_layers)
-        self.vocab_size = base.vocab_size
-        self.hidden_size = base.hidden_size
-        self.max_position_embeddings = int(getattr(base, "max_position_embeddings", 0) or 0)
-        self.tie_word_embeddings = bool(getattr(base, "tie_word_embeddings", False))
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(self, key, None) is None and getattr(base, key, None) is not None:
-                setattr(self, key, getattr(base, key))
 
 
 class _CacheSlot:
@@ -279,3 +235,6 @@ def unique_storage(modules: Sequence[nn.Module]) -> int:
         for p in m.parameters():
             seen[p.data_ptr()] = p.numel() * p.element_size()
     return sum(seen.values())
+
+
+register_auto_classes()  # see evomm_dfs.config: creating a DFSConfig imports this module

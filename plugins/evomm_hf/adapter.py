@@ -122,7 +122,9 @@ class HFCausalLMCheckpoint(Checkpoint):
                 f"model {ref.name!r}: no weights in {directory} (expected {SINGLE_FILE}, {INDEX_FILE} "
                 "or, with allow_pickle, pytorch_model.bin)"
             )
-        self.tied = bool(self.config.get("tie_word_embeddings", self._default_tied()))
+        # only ask transformers (seconds to import a config class) when config.json lacks the key
+        tied = self.config["tie_word_embeddings"] if "tie_word_embeddings" in self.config else self._default_tied()
+        self.tied = bool(tied)
         self._layout = self._build_layout()
 
     def _default_tied(self) -> bool:

@@ -1,0 +1,175 @@
+"""The speed paths of merging give the same results as the plain ones.
+
+* :func:`evomm.execute.merge_to_dir` with its read-ahead thread and background writer writes the
+  same bytes as the sequential loop, for linear, TIES and DARE-TIES, and still leaves nothing
+  behind when the writer or the operator fails;
+* :func:`evomm.execute.merged_tensors` yields the same tensors for every prefetch depth;
+* ``import evomm_dfs`` stays cheap (no transformers modelling code) and an exported DFS child
+  still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from evomm.errors import CheckpointError
+from evomm.execute import merge_to_dir, merged_tensors, open_models
+from evomm.plan import build_plan
+from evomm.plugins import get_plugins
+from evomm.recipe import MergeRecipe
+from tests.tiny_models import make_tiny_model, perturb_model
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "linear": {"merge_method": "linear", "models": [
+        {"model": "base", "parameters": {"weight": 0.4}}, {"model": "a", "parameters": {"weight": 0.3}},
+        {"model": "b", "parameters": {"weight": 0.3}}]},
+    "ties": {"merge_method": "ties", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.5, "density": 0.5}},
+        {"model": "b", "parameters": {"weight": 0.7, "density": 0.3}}]},
+    "dare_ties": {"merge_method": "dare_ties", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.5, "density": 0.5}},
+        {"model": "b", "parameters": {"weight": 0.5, "density": 0.4}}]},
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("speedzoo")
+    base = make_tiny_model(d / "base", "llama", seed=30)
+    return {"base": base, "a": perturb_model(base, d / "a", seed=31), "b": perturb_model(base, d / "b", seed=32)}
+
+
+def _recipe(method: str, zoo: dict[str, Path], **extra: Any) -> MergeRecipe:
+    data = json.loads(json.dumps(RECIPES[method]))
+    for m in data["models"]:
+        m["model"] = str(zoo[m["model"]])
+    if "base_model" in data:
+        data["base_model"] = str(zoo[data["base_model"]])
+    data.update(extra)
+    return MergeRecipe.from_dict(data)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.suffix in (".safetensors", ".json")}
+
+
+@pytest.mark.parametrize("method", sorted(RECIPES))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pipelined_merge_writes_the_same_bytes(zoo: dict[str, Path], tmp_path: Path, method: str, dtype: str) -> None:
+    plugins = get_plugins()
+    recipe = _recipe(method, zoo, dtype=dtype, out_dtype="bfloat16")
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    # small shards: several files, so the background writer crosses shard boundaries
+    fast = merge_to_dir(plan, cks, tmp_path / "fast", plugins, progress=False, max_shard_bytes=40_000)
+    slow = merge_to_dir(plan, cks, tmp_path / "slow", plugins, progress=False, max_shard_bytes=40_000,
+                        pipeline=False)
+    got, want = _files(fast), _files(slow)
+    assert len([n for n in want if n.endswith(".safetensors")]) > 1
+    assert got == want
+
+
+def test_merged_tensors_do_not_depend_on_prefetch_depth(zoo: dict[str, Path]) -> None:
+    plugins = get_plugins()
+    recipe = _recipe("dare_ties", zoo)
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    want = list(merged_tensors(plan, cks, plugins, prefetch=0))
+    assert [n for n, _ in want] == [s.name for s in plan.steps]
+    for depth in (1, 3, len(plan.steps) + 5):
+        got = list(merged_tensors(plan, cks, plugins, prefetch=depth))
+        assert [n for n, _ in got] == [n for n, _ in want]
+        for (name, g), (_, w) in zip(got, want):
+            assert g.dtype == w.dtype and torch.equal(g, w), name
+
+
+def test_abandoned_prefetching_generator_stops_cleanly(zoo: dict[str, Path]) -> None:
+    plugins = get_plugins()
+    recipe = _recipe("linear", zoo)
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    gen = merged_tensors(plan, cks, plugins, prefetch=2)
+    first = next(gen)
+    gen.close()  # must not hang nor raise
+    assert first[0] == plan.steps[0].name
+
+
+def test_writer_error_surfaces_and_leaves_nothing(zoo: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from evomm.safetensors_io import ShardedSafetensorsWriter
+
+    plugins = get_plugins()
+    recipe = _recipe("ties", zoo)
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    calls = {"n": 0}
+    real = ShardedSafetensorsWriter.write
+
+    def failing(self: ShardedSafetensorsWriter, name: str, tensor: torch.Tensor) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise CheckpointError("disk full (test)")
+        real(self, name, tensor)
+
+    monkeypatch.setattr(ShardedSafetensorsWriter, "write", failing)
+    with pytest.raises(CheckpointError, match="disk full"):
+        merge_to_dir(plan, cks, tmp_path / "out", plugins, progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_read_error_surfaces_from_the_prefetch_thread(zoo: dict[str, Path], tmp_path: Path) -> None:
+    plugins = get_plugins()
+    recipe = _recipe("linear", zoo)
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    victim = plan.steps[3].name
+    ck = cks[plan.models[1].name]
+    real_read = ck.read
+
+    def read(name: str) -> torch.Tensor:
+        if name == victim:
+            raise CheckpointError(f"cannot read {name} (test)")
+        return real_read(name)
+
+    ck.read = read  # type: ignore[method-assign]
+    with pytest.raises(CheckpointError, match="cannot read"):
+        merge_to_dir(plan, cks, tmp_path / "out", plugins, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+_CHILD = """
+import sys
+import evomm_dfs
+heavy = sorted(m for m in ("evomm_dfs.model", "torch._dynamo", "transformers.modeling_utils") if m in sys.modules)
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+print(type(model).__name__, len(model.model.layers), ",".join(heavy) or "-")
+"""
+
+
+@pytest.mark.slow
+def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_path: Path) -> None:
+    from evomm_dfs.export import dfs_recipe, export_dfs
+    from evomm_dfs.path import DFSPath, PathStep
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    a, b = LlamaForCausalLM(cfg).eval(), LlamaForCausalLM(cfg).eval()
+    path = DFSPath((PathStep(0, 0, 1.0), PathStep(1, 1, 0.5), PathStep(1, 1, 1.5)), ("a", "b"))
+    meta = [{"model": "A", "name": "a"}, {"model": "B", "name": "b"}]
+    out = export_dfs(a, b, path, tmp_path / "child", recipe=dfs_recipe(path, meta))
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kind, layers, heavy = proc.stdout.split()[-3:]
+    assert (kind, layers) == ("DFSForCausalLM", "2")  # distinct layers only
+    assert heavy == "-", f"`import evomm_dfs` imported {heavy}"
