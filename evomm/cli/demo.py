@@ -18,15 +18,13 @@ import yaml
 
 from evomm.plugins import get_plugins
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+#: The demo recipe ships inside the package (``configs/demo.yaml`` links to it).
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
 
 def demo_recipe(zoo: Path, seed: int = 0, fast: bool = False) -> dict[str, Any]:
-    """The demo's evolve recipe for the zoo at ``zoo`` (``configs/demo.yaml`` when present)."""
-    if CONFIG.is_file():
-        data = yaml.safe_load(CONFIG.read_text())
-    else:  # installed without the configs directory: the same recipe, inline
-        data = _INLINE
+    """The demo's evolve recipe (``evomm/recipes/demo.yaml``) for the zoo at ``zoo``."""
+    data = yaml.safe_load(RECIPE.read_text())
     text = yaml.safe_dump(data).replace("ZOO", str(zoo))
     data = yaml.safe_load(text)
     data["seed"] = seed
@@ -36,21 +34,6 @@ def demo_recipe(zoo: Path, seed: int = 0, fast: bool = False) -> dict[str, Any]:
         for opts in data["tasks"].values():
             opts["limit"] = min(opts.get("limit") or 60, 60)
     return data
-
-
-_INLINE: dict[str, Any] = {
-    "name": "demo", "seed": 0,
-    "parents": [{"name": "ja", "path": "ZOO/models/ja"}, {"name": "math", "path": "ZOO/models/math"}],
-    "base_model": {"name": "base", "path": "ZOO/models/base"},
-    "merge": {"method": "task_arithmetic", "tokenizer_source": "base",
-              "parameters": {"weight": {"evolve": {"low": -0.5, "high": 1.5}, "granularity": "per_layer"}}},
-    "objectives": [{"name": "ja_skill", "task": "toy_ja_skill", "metric": "strict"},
-                   {"name": "math", "task": "toy_math", "metric": "strict"},
-                   {"name": "ja_math", "task": "toy_ja_math", "metric": "strict"}],
-    "tasks": {t: {"data": "ZOO", "split": "dev", "limit": 100} for t in ("toy_ja_skill", "toy_math", "toy_ja_math")},
-    "algorithm": {"name": "nsga2", "pop_size": 12}, "budget": {"generations": 10, "wall_time": 240},
-    "cheap_first": {"subset": 30, "margin": 0.05},
-}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
