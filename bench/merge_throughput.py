@@ -11,6 +11,7 @@ Usage::
 
     .venv/bin/python bench/merge_throughput.py --size 350m --mergekit-python /tmp/mkvenv/bin/python
     .venv/bin/python bench/merge_throughput.py --size tiny          # a quick check
+    .venv/bin/python bench/merge_throughput.py --models /tmp/m350   # make once, then reuse
 
 Timings are wall-clock on whatever machine runs this; nothing is asserted.
 """
@@ -83,8 +84,9 @@ def make_models(root: Path, size: str) -> dict[str, Path]:
     return out
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS of that child in MiB, its combined output)."""
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS of that child in MiB, its combined output,
+    its CPU seconds, user + system: steadier than wall time on a shared machine)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -94,7 +96,7 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
         text = log.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text  # ru_maxrss is KiB on Linux
+    return wall, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB
 
 
 def nbytes(d: Path) -> int:
@@ -127,12 +129,19 @@ def main() -> None:
     ap.add_argument("--mergekit-python", default=None, help="a python with mergekit 0.1.5 installed")
     ap.add_argument("--workdir", default=None, help="where to put models and outputs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--models", default=None,
+                    help="directory of the input models: reused when it holds base/a/b, else made there and kept")
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="evomm-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        models = make_models(root / "models", args.size)
+        mdir = Path(args.models) if args.models else root / "models"
+        if args.models and all((mdir / a / "model.safetensors").is_file() for a in ("base", "a", "b")):
+            models = {a: mdir / a for a in ("base", "a", "b")}
+            print(f"reusing the models in {mdir}", flush=True)
+        else:
+            models = make_models(mdir, args.size)
         in_bytes = {k: nbytes(v) for k, v in models.items()}
         evomm = [str(Path(sys.executable).parent / "evomm")]
         mk = str(Path(args.mergekit_python).parent / "mergekit-yaml") if args.mergekit_python else None
@@ -148,25 +157,26 @@ def main() -> None:
             path.write_text(yaml.safe_dump(recipe, sort_keys=False))
             read = sum(in_bytes.values())  # every recipe reads all three models once
             out_e = root / f"out-evomm-{method}"
-            wall, rss, _ = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--overwrite", "--no-progress"])
-            row = {"method": method, "evomm_s": wall, "evomm_rss": rss, "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9}
+            wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--overwrite", "--no-progress"])
+            row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
+                   "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9}
             if mk:
                 out_m = root / f"out-mergekit-{method}"
                 shutil.rmtree(out_m, ignore_errors=True)
-                wall, rss, _ = run_child([mk, str(path), str(out_m)])
-                row.update(mk_s=wall, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
+                wall, rss, _, cpu = run_child([mk, str(path), str(out_m)])
+                row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
                            max_abs_diff=max_diff(out_e, out_m))
             rows.append(row)
             print(json.dumps(row), flush=True)
         print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default")
-        head = f"{'method':<10} {'evomm s':>8} {'RSS MiB':>8} {'GB/s':>6}"
+        head = f"{'method':<10} {'evomm s':>8} {'cpu s':>6} {'RSS MiB':>8} {'GB/s':>6}"
         if mk:
-            head += f" {'mk s':>8} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9} {'max|diff|':>10}"
+            head += f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9} {'max|diff|':>10}"
         print(head)
         for r in rows:
-            line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
+            line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_cpu_s']:6.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
             if mk:
-                line += (f" {r['mk_s']:8.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
+                line += (f" {r['mk_s']:8.1f} {r['mk_cpu_s']:6.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
                          f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}")
             print(line)
     finally:
