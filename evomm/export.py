@@ -102,7 +102,7 @@ tags: [evomm, merge, evolutionary-model-merge]
 ---
 # {meta.get('name', 'evomm')} / {rec.id}
 
-Bred by [evomm](https://github.com/) {__version__}: evolutionary multi-objective search over merge
+Bred by evomm {__version__}: evolutionary multi-objective search over merge
 recipes (Sakana AI's evolutionary model merge). Operator: `{recipe.get('merge_method', 'n/a')}`.
 
 ## Parents
