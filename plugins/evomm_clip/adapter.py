@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from evomm_hf.common import copy_files, fill_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -267,16 +267,7 @@ class OpenClipCheckpoint(Checkpoint):
             The model in eval mode; its image transform is kept for :meth:`handle`.
         """
         model, self._transforms = self._create(dtype, device)
-        weights = weights or {}
-        with torch.no_grad():
-            for name, target in self.model_tensors(model).items():
-                src = weights[name] if name in weights else self.read(name)
-                if tuple(src.shape) != tuple(target.shape):
-                    raise IncompatibleModelsError(
-                        f"tensor {name!r} has shape {tuple(src.shape)} but the open_clip model of "
-                        f"{self.ref.name!r} expects {tuple(target.shape)}"
-                    )
-                target.copy_(src)
+        fill_model(self.model_tensors(model), weights, self.read, f"the open_clip model of {self.ref.name!r}")
         return model.eval()
 
     def model_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -301,9 +292,7 @@ class OpenClipCheckpoint(Checkpoint):
         data = {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg}
         (out_dir / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
         if self.model_name is None:
-            for fname in TOKENIZER_FILES:
-                if (self.directory / fname).is_file():
-                    shutil.copyfile(self.directory / fname, out_dir / fname)
+            copy_files(self.directory, out_dir, TOKENIZER_FILES)
 
     def tokenizer(self) -> Any:
         """open_clip's tokenizer for this architecture (the bundled BPE for standard CLIPs)."""

@@ -8,9 +8,7 @@ the canonical names (see :mod:`evomm.layout`), so the mapping is the identity; b
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,55 +20,34 @@ from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo, classify_lm_tensor
 from evomm.plan import check_shapes
-from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex, ShardedSafetensorsWriter
+from evomm.safetensors_io import SafetensorsIndex, ShardedSafetensorsWriter
+from evomm_hf.common import (
+    PICKLE_FILES,
+    TEXT_METADATA_FILES,
+    HFDirectoryCheckpoint,
+    PickleIndex,
+    copy_files,
+    fill_model,
+    load_pretrained,
+    open_weights,
+    read_config,
+)
 
 #: Files (besides weights) that make a checkpoint usable; copied from the donor on save.
-METADATA_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+METADATA_FILES = ("config.json", *TEXT_METADATA_FILES)
 _SKIP = re.compile(r"rotary_emb\.inv_freq$|\.masked_bias$|\.attn\.bias$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
-
-
-class _PickleIndex:
-    """Reads ``pytorch_model*.bin`` files (only when the user allowed pickle)."""
-
-    def __init__(self, directory: Path) -> None:
-        index = directory / "pytorch_model.bin.index.json"
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        else:
-            files = ["pytorch_model.bin"]
-        self._tensors: dict[str, torch.Tensor] = {}
-        for f in files:
-            # weights_only still unpickles, but refuses arbitrary objects; mmap avoids a full read.
-            self._tensors.update(torch.load(directory / f, map_location="cpu", mmap=True, weights_only=True))
-
-    def names(self) -> list[str]:
-        return list(self._tensors)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._tensors[name].shape)
-
-    def dtype(self, name: str) -> str:
-        return str(self._tensors[name].dtype).removeprefix("torch.")
-
-    def read(self, name: str) -> torch.Tensor:
-        return self._tensors[name].clone()
-
-    def close(self) -> None:
-        self._tensors.clear()
+#: re-exported for older importers; the pickle reader now lives in :mod:`evomm_hf.common`.
+__all__ = [
+    "METADATA_FILES",
+    "PICKLE_FILES",
+    "HFCausalLMAdapter",
+    "HFCausalLMCheckpoint",
+    "PickleIndex",
+    "_PickleIndex",
+    "read_config",
+]
+_PickleIndex = PickleIndex
 
 
 def _sort_key(name: str) -> tuple[int, int, str]:
@@ -82,17 +59,7 @@ def _sort_key(name: str) -> tuple[int, int, str]:
     return (2, 0 if "norm" in name else 1, name)
 
 
-def read_config(directory: Path) -> dict[str, Any]:
-    path = directory / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{directory} has no config.json; is it a Hugging Face checkpoint directory?")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-
-
-class HFCausalLMCheckpoint(Checkpoint):
+class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
     """A lazily opened Hugging Face causal-LM checkpoint (see module docstring).
 
     Args:
@@ -100,28 +67,15 @@ class HFCausalLMCheckpoint(Checkpoint):
         directory: the local directory (``resolve_model_dir(ref)``).
     """
 
+    _HF_CONFIG_HINT = "; if the model needs custom code, set `trust_remote_code: true` on it"
+
     def __init__(self, ref: ModelRef, directory: Path) -> None:
         self.ref = ref
         self.directory = directory
         self.config = read_config(directory)
         self._hf_config: Any = None
         self._tokenizer: Any = None
-        has_st = (directory / INDEX_FILE).is_file() or any(directory.glob("*.safetensors"))
-        if has_st:
-            self._index: Any = SafetensorsIndex(directory)
-        elif any((directory / f).is_file() for f in PICKLE_FILES):
-            if not ref.allow_pickle:
-                raise CheckpointError(
-                    f"model {ref.name!r} ({ref.path}) has only pickle weights (pytorch_model*.bin), which "
-                    "can run arbitrary code when loaded; convert it to safetensors, or accept the risk "
-                    "with `allow_pickle: true` on this model in the recipe (or `--allow-pickle`)"
-                )
-            self._index = _PickleIndex(directory)
-        else:
-            raise CheckpointError(
-                f"model {ref.name!r}: no weights in {directory} (expected {SINGLE_FILE}, {INDEX_FILE} "
-                "or, with allow_pickle, pytorch_model.bin)"
-            )
+        self._index: Any = open_weights(ref, directory)
         # only ask transformers (seconds to import a config class) when config.json lacks the key
         tied = self.config["tie_word_embeddings"] if "tie_word_embeddings" in self.config else self._default_tied()
         self.tied = bool(tied)
@@ -130,23 +84,6 @@ class HFCausalLMCheckpoint(Checkpoint):
     def _default_tied(self) -> bool:
         # config.json may omit the key; the config class's default decides (Llama: False).
         return bool(getattr(self.hf_config, "tie_word_embeddings", False))
-
-    @property
-    def hf_config(self) -> Any:
-        """The ``transformers`` config (``AutoConfig``), loaded on first use."""
-        if self._hf_config is None:
-            from transformers import AutoConfig
-
-            try:
-                self._hf_config = AutoConfig.from_pretrained(
-                    self.directory, trust_remote_code=self.ref.trust_remote_code
-                )
-            except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
-                raise CheckpointError(
-                    f"model {self.ref.name!r}: transformers cannot read {self.directory / 'config.json'}: "
-                    f"{exc}; if the model needs custom code, set `trust_remote_code: true` on it"
-                ) from exc
-        return self._hf_config
 
     def _build_layout(self) -> dict[str, TensorInfo]:
         layout: dict[str, TensorInfo] = {}
@@ -168,10 +105,6 @@ class HFCausalLMCheckpoint(Checkpoint):
         return layout
 
     @property
-    def layout(self) -> Mapping[str, TensorInfo]:
-        return self._layout
-
-    @property
     def num_layers(self) -> int:
         n = self.config.get("num_hidden_layers")
         if isinstance(n, int):
@@ -190,9 +123,6 @@ class HFCausalLMCheckpoint(Checkpoint):
             return int(info.shape[0])
         v = self.config.get("vocab_size")
         return int(v) if isinstance(v, int) else None
-
-    def read(self, name: str) -> torch.Tensor:
-        return self._index.read(self.require(name).stored_name)
 
     def check_compatible(self, other: Checkpoint, *, vocab_mode: str = "strict") -> None:
         """Same architecture (when both are HF causal LMs), vocabulary size, depth and shapes.
@@ -255,28 +185,19 @@ class HFCausalLMCheckpoint(Checkpoint):
                 self.hf_config, dtype=dtype, trust_remote_code=self.ref.trust_remote_code
             )
         model.to(device)
-        weights = weights or {}
-        with torch.no_grad():
-            for name, target in self.model_tensors(model).items():
-                if name in weights:
-                    src = weights[name]
-                elif name in self._layout:
-                    src = self.read(name)
-                else:
-                    raise CheckpointError(
-                        f"model {self.ref.name!r}: the transformers model has parameter {name!r}, which "
-                        f"the checkpoint at {self.directory} does not store"
-                    )
-                if tuple(src.shape) != tuple(target.shape):
-                    raise IncompatibleModelsError(
-                        f"tensor {name!r} has shape {tuple(src.shape)} but {self.architecture} "
-                        f"expects {tuple(target.shape)}"
-                    )
-                target.copy_(src)
+        fill_model(self.model_tensors(model), weights, self._read_for_model, self.architecture)
         if self.tied:
             model.tie_weights()
         model.requires_grad_(False)  # merged models are evaluated, not trained
         return model.eval()
+
+    def _read_for_model(self, name: str) -> torch.Tensor:
+        if name not in self._layout:
+            raise CheckpointError(
+                f"model {self.ref.name!r}: the transformers model has parameter {name!r}, which "
+                f"the checkpoint at {self.directory} does not store"
+            )
+        return self.read(name)
 
     def model_tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Canonical name -> parameter data inside ``model`` (tied head omitted: it is the embedding)."""
@@ -292,11 +213,7 @@ class HFCausalLMCheckpoint(Checkpoint):
 
     def save_metadata(self, out_dir: Path) -> None:
         """Copy config, generation config, tokenizer files and chat template from this checkpoint."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for fname in METADATA_FILES:
-            src = self.directory / fname
-            if src.is_file():
-                shutil.copyfile(src, out_dir / fname)
+        copy_files(self.directory, out_dir, METADATA_FILES)
 
     def handle(self, model: torch.nn.Module, **options: Any) -> Any:
         """An ``HFCausalLMHandle`` for ``model`` with this checkpoint's tokenizer."""
@@ -312,20 +229,8 @@ class HFCausalLMCheckpoint(Checkpoint):
     def tokenizer(self) -> Any:
         """This checkpoint's tokenizer (``AutoTokenizer``), loaded once."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(
-                    self.directory, trust_remote_code=self.ref.trust_remote_code
-                )
-            except Exception as exc:
-                raise TaskError(
-                    f"model {self.ref.name!r}: cannot load its tokenizer from {self.directory}: {exc}"
-                ) from exc
+            self._tokenizer = load_pretrained("AutoTokenizer", self.ref, self.directory, "tokenizer")
         return self._tokenizer
-
-    def close(self) -> None:
-        self._index.close()
 
 
 class HFCausalLMAdapter(ModelAdapter):

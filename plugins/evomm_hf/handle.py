@@ -19,45 +19,23 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from evomm.errors import TaskError
+from evomm_hf.handle_utils import (
+    batches,
+    check_generate_args,
+    common_prefix,
+    cut_at_stop,
+    progress,
+    stop_kwargs,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-#: Show a progress bar when a call has more than this many requests (and runs for over 2 s,
-#: so that the evolution's own bar is not buried under many short ones).
-_PROGRESS_MIN = 64
-
-
-def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
 
 class HFCausalLMHandle:
     """Lets tasks query a ``transformers`` causal LM (text only).
@@ -150,19 +128,15 @@ class HFCausalLMHandle:
         """
         if images is not None:
             raise TaskError("HFCausalLMHandle is text-only: generate() got images; use a VLM adapter")
-        if batch_size < 1 or max_new_tokens < 0 or num_beams < 1:
-            raise TaskError(
-                f"generate(): batch_size={batch_size}, max_new_tokens={max_new_tokens}, "
-                f"num_beams={num_beams}; use batch_size >= 1, max_new_tokens >= 0, num_beams >= 1"
-            )
+        check_generate_args(batch_size, max_new_tokens, num_beams)
         encoded = self._encode_prompts(prompts, max_new_tokens)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[str] = [""] * len(encoded)
         if max_new_tokens == 0:
             return out
-        bar = tqdm(total=len(order), desc="generate", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
+        bar = progress(len(order), "generate")
         self.model.eval()
-        for idx in _batches(order, batch_size):
+        for idx in batches(order, batch_size):
             ids, mask = self._left_pad([encoded[i] for i in idx])
             with torch.inference_mode():
                 gen = self.model.generate(
@@ -172,22 +146,14 @@ class HFCausalLMHandle:
                     do_sample=False,
                     num_beams=num_beams,
                     pad_token_id=self.pad_id,
-                    **self._stop_kwargs(stop),
+                    **stop_kwargs(stop, self.tokenizer),
                 )
             texts = self.tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
             for i, text in zip(idx, texts):
-                out[i] = _cut_at_stop(text, stop)
+                out[i] = cut_at_stop(text, stop)
             bar.update(len(idx))
         bar.close()
         return out
-
-    def _stop_kwargs(self, stop: Sequence[str]) -> dict[str, Any]:
-        # transformers' StopStringCriteria ends a row early once it has produced a stop string;
-        # the text is cut again after decoding (criteria only stop, they do not trim).
-        stop = [s for s in stop if s]
-        if not stop:
-            return {}
-        return {"stop_strings": list(stop), "tokenizer": self.tokenizer}
 
     # ------------------------------------------------------------------------------------------
     # log-likelihood
@@ -202,7 +168,7 @@ class HFCausalLMHandle:
         """
         whole = self.tokenizer(context + continuation)["input_ids"]
         ctx = self.tokenizer(context)["input_ids"]
-        n_ctx = _common_prefix(ctx, whole)
+        n_ctx = common_prefix(ctx, whole)
         if n_ctx == 0:  # nothing to condition on (no BOS, empty context): start from EOS
             start = self.tokenizer.bos_token_id
             start = self.tokenizer.eos_token_id if start is None else start
@@ -250,9 +216,9 @@ class HFCausalLMHandle:
         split = [self._split_request(c, x) for c, x in requests]
         order = sorted(range(len(split)), key=lambda i: -len(split[i][0]))
         out = [0.0] * len(split)
-        bar = tqdm(total=len(order), desc="loglikelihood", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
+        bar = progress(len(order), "loglikelihood")
         self.model.eval()
-        for idx in _batches(order, batch_size):
+        for idx in batches(order, batch_size):
             rows = [split[i][0][:-1] for i in idx]  # the last token is only a target
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)

@@ -19,22 +19,29 @@ Example::
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# the pickle reader is shared with the causal-LM adapter (same files, same safety rules)
-from evomm_hf.adapter import PICKLE_FILES, _PickleIndex, read_config
+# the checkpoint-directory pieces are shared with the causal-LM adapter (same files, same safety rules)
+from evomm_hf.common import (
+    TEXT_METADATA_FILES,
+    HFDirectoryCheckpoint,
+    copy_files,
+    fill_model,
+    load_pretrained,
+    open_weights,
+    read_config,
+)
 
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
-from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
+from evomm.errors import CheckpointError, IncompatibleModelsError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
 from evomm.plan import check_shapes
-from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex, ShardedSafetensorsWriter
+from evomm.safetensors_io import ShardedSafetensorsWriter
 from evomm_llava.names import canonical_name, classify, is_language_model
 
 #: ``config.json`` ``model_type`` values this adapter opens, with their transformers classes.
@@ -44,20 +51,7 @@ SUPPORTED: dict[str, str] = {
 }
 
 #: Non-weight files copied from the VLM donor on save (``config.json`` is rewritten instead).
-METADATA_FILES = (
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-    "processor_config.json",
-    "preprocessor_config.json",
-)
+METADATA_FILES = (*TEXT_METADATA_FILES, "processor_config.json", "preprocessor_config.json")
 
 #: Buffers that some (older) checkpoints store but that are not weights.
 _BUFFERS = ("rotary_emb.inv_freq", "embeddings.position_ids")
@@ -76,7 +70,7 @@ def _sort_key(info: TensorInfo) -> tuple[int, int, int]:
     return (4, 1 if info.kind is ModuleKind.HEAD else 0, 0)
 
 
-class LlavaCheckpoint(Checkpoint):
+class LlavaCheckpoint(HFDirectoryCheckpoint):
     """A lazily opened LLaVA / LLaVA-NeXT checkpoint (see module docstring).
 
     Args:
@@ -97,24 +91,8 @@ class LlavaCheckpoint(Checkpoint):
         self._hf_config: Any = None
         self._processor: Any = None
         self._out_keys: dict[str, str] | None = None
-        self._index = self._open_index(ref, directory)
+        self._index = open_weights(ref, directory)
         self._layout = self._build_layout()
-
-    @staticmethod
-    def _open_index(ref: ModelRef, directory: Path) -> Any:
-        if (directory / INDEX_FILE).is_file() or any(directory.glob("*.safetensors")):
-            return SafetensorsIndex(directory)
-        if any((directory / f).is_file() for f in PICKLE_FILES):
-            if not ref.allow_pickle:
-                raise CheckpointError(
-                    f"model {ref.name!r} ({ref.path}) has only pickle weights (pytorch_model*.bin), which "
-                    "can run arbitrary code when loaded; convert it to safetensors, or accept the risk "
-                    "with `allow_pickle: true` on this model in the recipe"
-                )
-            return _PickleIndex(directory)
-        raise CheckpointError(
-            f"model {ref.name!r}: no weights in {directory} (expected {SINGLE_FILE} or {INDEX_FILE})"
-        )
 
     def _build_layout(self) -> dict[str, TensorInfo]:
         infos: list[TensorInfo] = []
@@ -150,30 +128,10 @@ class LlavaCheckpoint(Checkpoint):
 
     # ------------------------------------------------------------------ description
     @property
-    def hf_config(self) -> Any:
-        """The transformers config (``AutoConfig``), loaded on first use."""
-        if self._hf_config is None:
-            from transformers import AutoConfig
-
-            try:
-                self._hf_config = AutoConfig.from_pretrained(
-                    self.directory, trust_remote_code=self.ref.trust_remote_code
-                )
-            except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
-                raise CheckpointError(
-                    f"model {self.ref.name!r}: transformers cannot read {self.directory / 'config.json'}: {exc}"
-                ) from exc
-        return self._hf_config
-
-    @property
     def text_config(self) -> dict[str, Any]:
         """The ``text_config`` section of ``config.json`` (empty when absent)."""
         tc = self.config.get("text_config")
         return tc if isinstance(tc, dict) else {}
-
-    @property
-    def layout(self) -> Mapping[str, TensorInfo]:
-        return self._layout
 
     @property
     def num_layers(self) -> int:
@@ -202,9 +160,6 @@ class LlavaCheckpoint(Checkpoint):
     def tied(self) -> bool:
         """Whether the LM head is tied to the embedding (no ``lm_head`` stored)."""
         return "lm_head.weight" not in self._layout
-
-    def read(self, name: str) -> torch.Tensor:
-        return self._index.read(self.require(name).stored_name)
 
     # ------------------------------------------------------------------ compatibility
     def check_compatible(self, other: Checkpoint, *, vocab_mode: str = "strict") -> None:
@@ -281,16 +236,7 @@ class LlavaCheckpoint(Checkpoint):
         with no_init_weights():
             model = self._model_class()._from_config(self.hf_config, dtype=dtype)
         model.to(device)
-        weights = weights or {}
-        with torch.no_grad():
-            for name, target in self.model_tensors(model).items():
-                src = weights[name] if name in weights else self.read(name)
-                if tuple(src.shape) != tuple(target.shape):
-                    raise IncompatibleModelsError(
-                        f"tensor {name!r} has shape {tuple(src.shape)} but {self.architecture} of "
-                        f"{self.ref.name!r} expects {tuple(target.shape)}"
-                    )
-                target.copy_(src)
+        fill_model(self.model_tensors(model), weights, self.read, f"{self.architecture} of {self.ref.name!r}")
         if self.tied:
             model.tie_weights()
         return model.eval()
@@ -343,24 +289,12 @@ class LlavaCheckpoint(Checkpoint):
         chat template and generation config from this (the VLM) checkpoint."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self.hf_config.save_pretrained(out_dir)
-        for fname in METADATA_FILES:
-            src = self.directory / fname
-            if src.is_file():
-                shutil.copyfile(src, out_dir / fname)
+        copy_files(self.directory, out_dir, METADATA_FILES)
 
     def processor(self) -> Any:
         """The VLM's processor (``AutoProcessor``: image processor + tokenizer), loaded once."""
         if self._processor is None:
-            from transformers import AutoProcessor
-
-            try:
-                self._processor = AutoProcessor.from_pretrained(
-                    self.directory, trust_remote_code=self.ref.trust_remote_code
-                )
-            except Exception as exc:
-                raise TaskError(
-                    f"model {self.ref.name!r}: cannot load its processor from {self.directory}: {exc}"
-                ) from exc
+            self._processor = load_pretrained("AutoProcessor", self.ref, self.directory, "processor")
         return self._processor
 
     def handle(self, model: torch.nn.Module, **options: Any) -> Any:
@@ -371,9 +305,6 @@ class LlavaCheckpoint(Checkpoint):
         from evomm_llava.handle import LlavaHandle
 
         return LlavaHandle(model, self.processor(), **options)
-
-    def close(self) -> None:
-        self._index.close()
 
 
 class LlavaWriter(CheckpointWriter):

@@ -23,11 +23,18 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
+from evomm_hf.handle_utils import (
+    batches,
+    check_generate_args,
+    common_prefix,
+    cut_at_stop,
+    progress,
+    stop_kwargs,
+)
 
 from evomm.errors import TaskError
 
@@ -36,31 +43,6 @@ if TYPE_CHECKING:
 
 #: The fallback prompt format when the processor has no chat template (LLaVA-1.5 style).
 DEFAULT_PROMPT_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"
-
-_PROGRESS_MIN = 64
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        if s and (i := text.find(s)) != -1:
-            cut = min(cut, i)
-    return text[:cut]
-
-
-def _batches(order: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
 
 class LlavaHandle:
     """Lets tasks query a LLaVA-family VLM with images and prompts.
@@ -171,33 +153,27 @@ class LlavaHandle:
             One answer per prompt, in order (prompt excluded, special tokens removed).
         """
         self._check_images(len(prompts), images, "generate()")
-        if batch_size < 1 or max_new_tokens < 0 or num_beams < 1:
-            raise TaskError(
-                f"generate(): batch_size={batch_size}, max_new_tokens={max_new_tokens}, num_beams={num_beams}; "
-                "use batch_size >= 1, max_new_tokens >= 0, num_beams >= 1"
-            )
+        check_generate_args(batch_size, max_new_tokens, num_beams)
         texts = [self.format_prompt(p, images is not None) for p in prompts]
         out = [""] * len(texts)
         if max_new_tokens == 0 or not texts:
             return out
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        stop_kwargs: dict[str, Any] = {}
-        if any(stop):
-            stop_kwargs = {"stop_strings": [s for s in stop if s], "tokenizer": self.tokenizer}
-        bar = tqdm(total=len(order), desc="vlm generate", disable=len(order) <= _PROGRESS_MIN, leave=False, delay=2.0)
+        stop_args = stop_kwargs(stop, self.tokenizer)
+        bar = progress(len(order), "vlm generate")
         self.model.eval()
-        for idx in _batches(order, batch_size):
+        for idx in batches(order, batch_size):
             enc = self._encode(
                 [texts[i] for i in idx], [images[i] for i in idx] if images is not None else None, "left"
             )
             with torch.inference_mode():
                 gen = self.model.generate(
                     **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
-                    pad_token_id=self.pad_id, **stop_kwargs,
+                    pad_token_id=self.pad_id, **stop_args,
                 )  # fmt: skip
             width = enc["input_ids"].shape[1]
             for i, text in zip(idx, self.tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)):
-                out[i] = _cut_at_stop(text, stop)
+                out[i] = cut_at_stop(text, stop)
             bar.update(len(idx))
         bar.close()
         return out
@@ -228,11 +204,9 @@ class LlavaHandle:
         if batch_size < 1:
             raise TaskError(f"loglikelihood(): batch_size={batch_size}; use batch_size >= 1")
         out = [0.0] * len(requests)
-        bar = tqdm(
-            total=len(requests), desc="vlm loglikelihood", disable=len(requests) <= _PROGRESS_MIN, leave=False, delay=2.0
-        )
+        bar = progress(len(requests), "vlm loglikelihood")
         self.model.eval()
-        for idx in _batches(list(range(len(requests))), batch_size):
+        for idx in batches(list(range(len(requests))), batch_size):
             ctxs = [self.format_prompt(requests[i][0], images is not None) for i in idx]
             wholes = [c + requests[i][1] for c, i in zip(ctxs, idx)]
             imgs = [images[i] for i in idx] if images is not None else None
@@ -245,7 +219,7 @@ class LlavaHandle:
                 n = int(enc["attention_mask"][j].sum())
                 whole = enc["input_ids"][j, :n].tolist()
                 m = int(ctx_ids["attention_mask"][j].sum())
-                n_ctx = _common_prefix(ctx_ids["input_ids"][j, :m].tolist(), whole)
+                n_ctx = common_prefix(ctx_ids["input_ids"][j, :m].tolist(), whole)
                 if n_ctx == n:
                     raise TaskError(
                         f"loglikelihood(): continuation {requests[i][1]!r} adds no token to its context"

@@ -1,0 +1,250 @@
+"""Pieces shared by the built-in adapters that read Hugging Face-style checkpoint directories.
+
+``hf-causal-lm`` (:mod:`evomm_hf.adapter`), ``llava`` (:mod:`evomm_llava.adapter`) and, for
+:func:`fill_model`, ``open-clip`` (:mod:`evomm_clip.adapter`) use these so that the pickle guard,
+config loading, metadata copying and weight filling behave the same in every adapter.
+
+Example::
+
+    from evomm_hf.common import open_weights, read_config
+
+    config = read_config(directory)
+    index = open_weights(ref, directory)   # SafetensorsIndex, or PickleIndex with allow_pickle
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evomm.adapters import Checkpoint, ModelRef
+from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
+from evomm.layout import TensorInfo
+from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex
+
+#: Non-weight files of a text model besides ``config.json`` (generation config, tokenizer files,
+#: chat template) that adapters copy from the donor on save.
+TEXT_METADATA_FILES = (
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+#: Pickle weight files (read only when the model's ``allow_pickle`` is on).
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class PickleIndex:
+    """Reads ``pytorch_model*.bin`` files (only when the user allowed pickle).
+
+    Args:
+        directory: the checkpoint directory holding ``pytorch_model.bin`` or a sharded index.
+
+    Example:
+        >>> PickleIndex(Path("ckpt")).names()   # doctest: +SKIP
+    """
+
+    def __init__(self, directory: Path) -> None:
+        index = directory / "pytorch_model.bin.index.json"
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        else:
+            files = ["pytorch_model.bin"]
+        self._tensors: dict[str, torch.Tensor] = {}
+        for f in files:
+            # weights_only still unpickles, but refuses arbitrary objects; mmap avoids a full read.
+            self._tensors.update(torch.load(directory / f, map_location="cpu", mmap=True, weights_only=True))
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._tensors[name].shape)
+
+    def dtype(self, name: str) -> str:
+        return str(self._tensors[name].dtype).removeprefix("torch.")
+
+    def read(self, name: str) -> torch.Tensor:
+        return self._tensors[name].clone()
+
+    def close(self) -> None:
+        self._tensors.clear()
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory.
+
+    Args:
+        directory: the checkpoint directory.
+
+    Returns:
+        The JSON object.
+
+    Raises:
+        CheckpointError: the file is missing or not valid JSON.
+
+    Example:
+        >>> read_config(Path("ckpt"))["model_type"]   # doctest: +SKIP
+        'llama'
+    """
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def open_weights(ref: ModelRef, directory: Path) -> SafetensorsIndex | PickleIndex:
+    """Open the weights of ``directory``: safetensors, else pickle files if ``ref.allow_pickle``.
+
+    Args:
+        ref: the model reference (its name, path and ``allow_pickle`` flag).
+        directory: the local checkpoint directory.
+
+    Returns:
+        An index with ``names()``, ``shape()``, ``dtype()``, ``read()``, ``close()``.
+
+    Raises:
+        CheckpointError: only pickle weights without ``allow_pickle``, or no weights at all.
+
+    Example:
+        >>> open_weights(ModelRef("m", "ckpt"), Path("ckpt")).names()   # doctest: +SKIP
+    """
+    if (directory / INDEX_FILE).is_file() or any(directory.glob("*.safetensors")):
+        return SafetensorsIndex(directory)
+    if any((directory / f).is_file() for f in PICKLE_FILES):
+        if not ref.allow_pickle:
+            raise CheckpointError(
+                f"model {ref.name!r} ({ref.path}) has only pickle weights (pytorch_model*.bin), which "
+                "can run arbitrary code when loaded; convert it to safetensors, or accept the risk "
+                "with `allow_pickle: true` on this model in the recipe (or `--allow-pickle`)"
+            )
+        return PickleIndex(directory)
+    raise CheckpointError(
+        f"model {ref.name!r}: no weights in {directory} (expected {SINGLE_FILE}, {INDEX_FILE} "
+        "or, with allow_pickle, pytorch_model.bin)"
+    )
+
+
+def copy_files(src_dir: Path, out_dir: Path, names: Iterable[str]) -> None:
+    """Copy each of ``names`` that exists in ``src_dir`` into ``out_dir`` (created if needed).
+
+    Example:
+        >>> copy_files(Path("donor"), Path("out"), ["tokenizer.json"])   # doctest: +SKIP
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fname in names:
+        src = src_dir / fname
+        if src.is_file():
+            shutil.copyfile(src, out_dir / fname)
+
+
+def load_pretrained(loader: str, ref: ModelRef, directory: Path, what: str) -> Any:
+    """``transformers.<loader>.from_pretrained(directory)`` with a :class:`TaskError` on failure.
+
+    Args:
+        loader: the transformers auto class, e.g. ``"AutoTokenizer"`` or ``"AutoProcessor"``.
+        ref: the model reference (name and ``trust_remote_code``).
+        directory: the checkpoint directory.
+        what: what is loaded, for the error message (``"tokenizer"``).
+
+    Example:
+        >>> load_pretrained("AutoTokenizer", ref, Path("ckpt"), "tokenizer")   # doctest: +SKIP
+    """
+    import transformers
+
+    try:
+        return getattr(transformers, loader).from_pretrained(directory, trust_remote_code=ref.trust_remote_code)
+    except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
+        raise TaskError(f"model {ref.name!r}: cannot load its {what} from {directory}: {exc}") from exc
+
+
+def fill_model(
+    targets: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor] | None,
+    read: Callable[[str], torch.Tensor],
+    model_desc: str,
+) -> None:
+    """Copy into each of ``targets`` its tensor from ``weights``, or else from ``read(name)``.
+
+    Args:
+        targets: canonical name -> parameter data of a freshly built model.
+        weights: canonical name -> tensor that replaces the checkpoint's (may be ``None``).
+        read: reads a checkpoint tensor by canonical name.
+        model_desc: names the model in the shape error (``"LlamaForCausalLM"``).
+
+    Raises:
+        IncompatibleModelsError: a tensor's shape differs from the parameter's.
+
+    Example:
+        >>> fill_model(ckpt.model_tensors(model), None, ckpt.read, "the model")   # doctest: +SKIP
+    """
+    weights = weights or {}
+    with torch.no_grad():
+        for name, target in targets.items():
+            src = weights[name] if name in weights else read(name)
+            if tuple(src.shape) != tuple(target.shape):
+                raise IncompatibleModelsError(
+                    f"tensor {name!r} has shape {tuple(src.shape)} but {model_desc} "
+                    f"expects {tuple(target.shape)}"
+                )
+            target.copy_(src)
+
+
+class HFDirectoryCheckpoint(Checkpoint):
+    """Base of checkpoints stored as a Hugging Face directory (``config.json`` + weights).
+
+    Subclasses set ``ref``, ``directory``, ``config``, ``_index`` (see :func:`open_weights`),
+    ``_layout`` and ``_hf_config = None`` in ``__init__``; this class provides :attr:`layout`,
+    :meth:`read`, :attr:`hf_config` and :meth:`close`.
+    """
+
+    ref: ModelRef
+    directory: Path
+    config: dict[str, Any]
+    _index: Any
+    _layout: dict[str, TensorInfo]
+    _hf_config: Any
+    #: appended to the message when transformers cannot read ``config.json``.
+    _HF_CONFIG_HINT = ""
+
+    @property
+    def layout(self) -> Mapping[str, TensorInfo]:
+        return self._layout
+
+    def read(self, name: str) -> torch.Tensor:
+        return self._index.read(self.require(name).stored_name)
+
+    @property
+    def hf_config(self) -> Any:
+        """The ``transformers`` config (``AutoConfig``), loaded on first use."""
+        if self._hf_config is None:
+            from transformers import AutoConfig
+
+            try:
+                self._hf_config = AutoConfig.from_pretrained(
+                    self.directory, trust_remote_code=self.ref.trust_remote_code
+                )
+            except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
+                raise CheckpointError(
+                    f"model {self.ref.name!r}: transformers cannot read {self.directory / 'config.json'}: "
+                    f"{exc}{self._HF_CONFIG_HINT}"
+                ) from exc
+        return self._hf_config
+
+    def close(self) -> None:
+        self._index.close()
