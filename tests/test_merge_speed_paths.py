@@ -4,7 +4,7 @@
   same bytes as the sequential loop, for linear, TIES and DARE-TIES, and still leaves nothing
   behind when the writer or the operator fails;
 * :func:`evomm.execute.merged_tensors` yields the same tensors for every prefetch depth;
-* ``import evomm_dfs`` stays cheap (no transformers modelling code) and an exported DFS child
+* ``import evomm_dfs`` stays cheap (no transformers at all) and an exported DFS child
   still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
 """
 
@@ -147,16 +147,28 @@ def test_read_error_surfaces_from_the_prefetch_thread(zoo: dict[str, Path], tmp_
 
 _CHILD = """
 import sys
-import evomm_dfs
-heavy = sorted(m for m in ("evomm_dfs.model", "torch._dynamo", "transformers.modeling_utils") if m in sys.modules)
+{first}
+heavy = sorted(m for m in ("evomm_dfs.model", "torch._dynamo", "transformers.modeling_utils", "transformers")
+               if m in sys.modules and m not in before)
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 print(type(model).__name__, len(model.model.layers), ",".join(heavy) or "-")
 """
 
 
+# what the fresh process imports first: evomm_dfs alone (registration deferred to the import of
+# transformers), transformers before evomm_dfs (registered at once), and DFSConfig's module first
+# (transformers is imported while evomm_dfs.config is half-initialised)
+_FIRST = {
+    "evomm_dfs": "before = set(sys.modules)\nimport evomm_dfs",
+    "transformers_first": "import transformers\nbefore = set(sys.modules)\nimport evomm_dfs",
+    "config_module_first": "import evomm_dfs.config\nbefore = {'transformers'}",
+}
+
+
 @pytest.mark.slow
-def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", sorted(_FIRST))
+def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_path: Path, first: str) -> None:
     from evomm_dfs.export import dfs_recipe, export_dfs
     from evomm_dfs.path import DFSPath, PathStep
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -168,7 +180,8 @@ def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_pat
     path = DFSPath((PathStep(0, 0, 1.0), PathStep(1, 1, 0.5), PathStep(1, 1, 1.5)), ("a", "b"))
     meta = [{"model": "A", "name": "a"}, {"model": "B", "name": "b"}]
     out = export_dfs(a, b, path, tmp_path / "child", recipe=dfs_recipe(path, meta))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(out)], capture_output=True, text=True, timeout=300)
+    child = _CHILD.format(first=_FIRST[first])
+    proc = subprocess.run([sys.executable, "-c", child, str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kind, layers, heavy = proc.stdout.split()[-3:]
     assert (kind, layers) == ("DFSForCausalLM", "2")  # distinct layers only

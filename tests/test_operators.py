@@ -335,6 +335,21 @@ def test_selection_on_large_tensors_matches_a_stable_sort(ties):
         assert (got == expected).all()
 
 
+@pytest.mark.parametrize("n", [1000, 300_000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_kth_smallest_ties_counts_and_positions_match_full_passes(n, ties):
+    x = torch.tensor(rnd(101, n))
+    if ties:  # bf16-valued magnitudes and a block of exact zeros: large tie groups
+        x = x.to(torch.bfloat16).float()
+        x[: n // 10] = 0.0
+    mag = x.abs()
+    for rank in (1, 7, n // 20, n // 10 + 1, n // 2, n - 123, n):
+        v, below, tied = sparsify.kth_smallest_ties(mag, rank)
+        assert float(v) == float(np.sort(mag.numpy())[rank - 1])
+        assert below == int((mag < v).sum())
+        assert tied.tolist() == np.flatnonzero(mag.numpy() == float(v)).tolist()
+
+
 def test_ties_on_a_large_tensor_matches_the_reference():
     base = rnd(110, 600, 512)
     models = [base + rnd(111 + i, 600, 512) for i in range(2)]

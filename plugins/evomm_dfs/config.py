@@ -1,11 +1,12 @@
 """The DFS child's config, kept apart from :mod:`evomm_dfs.model` so that registering it is cheap.
 
-``import evomm_dfs`` registers :class:`DFSConfig` with ``AutoConfig`` only (this imports
-transformers' configuration code, not its modelling code: torch._dynamo and friends cost seconds
-and every ``evomm`` command loads the plugins). The first time a :class:`DFSConfig` is created,
-which ``AutoModelForCausalLM.from_pretrained`` / ``from_config`` do before they look the model
-class up, :mod:`evomm_dfs.model` is imported and registers :class:`~evomm_dfs.model.DFSForCausalLM`
-with ``AutoModelForCausalLM``.
+Importing this module registers :class:`DFSConfig` with ``AutoConfig`` (transformers'
+configuration code, not its modelling code: torch._dynamo and friends cost seconds and every
+``evomm`` command loads the plugins). ``import evomm_dfs`` imports this module only once
+transformers itself is imported (see :func:`evomm_dfs.register_when_transformers_loads`). The
+first time a :class:`DFSConfig` is created, which ``AutoModelForCausalLM.from_pretrained`` /
+``from_config`` do before they look the model class up, :mod:`evomm_dfs.model` is imported and
+registers :class:`~evomm_dfs.model.DFSForCausalLM` with ``AutoModelForCausalLM``.
 """
 
 from __future__ import annotations
@@ -68,3 +69,6 @@ def _register_model_class() -> None:
 def register_config() -> None:
     """Make ``AutoConfig`` know ``model_type = "evomm_dfs"`` (idempotent, cheap)."""
     AutoConfig.register(MODEL_TYPE, DFSConfig, exist_ok=True)
+
+
+register_config()

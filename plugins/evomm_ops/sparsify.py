@@ -58,9 +58,44 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
         >>> float(kth_smallest(torch.tensor([3.0, 1.0, 2.0]), 2))
         2.0
     """
+    return kth_smallest_ties(values, rank)[0]
+
+
+def kth_smallest_ties(values: torch.Tensor, rank: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The ``rank``-th smallest entry, how many entries lie strictly below it, and where its ties are.
+
+    The count and the positions come from the small candidate band the selection extracts anyway,
+    so a caller needs no further pass over ``values`` to place the threshold's ties.
+
+    Args:
+        values: 1-D tensor (magnitudes).
+        rank: 1 <= rank <= numel.
+
+    Returns:
+        ``(v, below, tied)``: ``v`` as :func:`kth_smallest`; ``below == int((values < v).sum())``;
+        ``tied`` the ascending flat indices (int64) of the entries equal to ``v``.
+
+    Example:
+        >>> v, below, tied = kth_smallest_ties(torch.tensor([2.0, 1.0, 2.0, 3.0]), 3)
+        >>> float(v), below, tied.tolist()
+        (2.0, 1, [0, 2])
+    """
     n = values.numel()
-    if n < _SAMPLE_MIN_NUMEL:
-        return torch.kthvalue(values, rank).values
+    if n >= _SAMPLE_MIN_NUMEL:
+        band = _candidate_band(values, rank)
+        if band is not None:
+            below, positions = band
+            candidates = values[positions]
+            v = torch.kthvalue(candidates, rank - below).values
+            return v, below + int((candidates < v).count_nonzero()), positions[candidates == v]
+    v = torch.kthvalue(values, rank).values
+    return v, int((values < v).count_nonzero()), (values == v).nonzero().squeeze(1)
+
+
+def _candidate_band(values: torch.Tensor, rank: int) -> tuple[int, torch.Tensor] | None:
+    """Bracket ``rank`` with a strided sample: ``(count below the band, flat positions in it)``,
+    or None when the bracket misses the rank (the caller then selects on the whole tensor)."""
+    n = values.numel()
     # An odd stride visits every column of power-of-two-wide matrices, so the sample is not
     # biased towards a few (possibly outlier) columns.
     step = (n // _SAMPLE_SIZE) | 1
@@ -72,19 +107,20 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
     hi_rank = math.ceil(q * s + margin)
     lo = torch.kthvalue(sample, lo_rank).values if lo_rank >= 1 else None
     hi = torch.kthvalue(sample, hi_rank).values if hi_rank <= s else None
-    below = int((values < lo).count_nonzero()) if lo is not None else 0
-    if lo is not None and hi is not None:
-        inside = (values >= lo).logical_and_(values <= hi)
-    elif lo is not None:
-        inside = values >= lo
-    elif hi is not None:
-        inside = values <= hi
+    if lo is None and hi is None:
+        return None
+    below = 0
+    if lo is not None:
+        outside = values < lo
+        below = int(outside.count_nonzero())
+        # not (x < lo) is x >= lo, and False for NaN like x >= lo: one float pass saved
+        inside = outside.logical_not_() if hi is None else (values <= hi).logical_and_(outside.logical_not_())
     else:
-        return torch.kthvalue(values, rank).values
-    candidates = values[inside]
-    if below < rank <= below + candidates.numel():
-        return torch.kthvalue(candidates, rank - below).values
-    return torch.kthvalue(values, rank).values
+        inside = values <= hi
+    positions = inside.nonzero().squeeze(1)
+    if below < rank <= below + positions.numel():
+        return below, positions
+    return None
 
 
 def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -109,61 +145,22 @@ def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return torch.zeros_like(mag, dtype=torch.bool)
     if lo == 0 and hi == n:
         return torch.ones_like(mag, dtype=torch.bool)
-    v_lo = kth_smallest(mag, lo + 1) if lo > 0 else None
-    v_hi = kth_smallest(mag, hi) if hi < n else None
-    if v_lo is not None and v_hi is not None:
-        mask = (mag >= v_lo).logical_and_(mag <= v_hi)
-    elif v_lo is not None:
-        mask = mag >= v_lo
+    low = kth_smallest_ties(mag, lo + 1) if lo > 0 else None
+    high = kth_smallest_ties(mag, hi) if hi < n else None
+    if low is not None and high is not None:
+        mask = (mag >= low[0]).logical_and_(mag <= high[0])
+    elif low is not None:
+        mask = mag >= low[0]
     else:
-        mask = mag <= v_hi
-    if int(mask.count_nonzero()) == hi - lo:  # no ties across a boundary: the common case
-        return mask
-    return _fix_boundary_ties(mag, mask, lo, hi, v_lo, v_hi)
-
-
-def _fix_boundary_ties(
-    mag: torch.Tensor,
-    mask: torch.Tensor,
-    lo: int,
-    hi: int,
-    v_lo: torch.Tensor | None,
-    v_hi: torch.Tensor | None,
-) -> torch.Tensor:
-    """Keep only the boundary-tied entries whose (magnitude, index) rank is inside the window.
-
-    Entries tied at a boundary value ``v`` have consecutive ranks in flat-index order, starting
-    at ``count(mag < v)``; the first few (lower boundary) or the last few (upper boundary) are
-    dropped by clearing the mask before / after a cut position, found without a full ``nonzero``.
-    """
-    if v_lo is not None:
-        tied = mag == v_lo
-        drop = lo - int((mag < v_lo).count_nonzero())  # tied entries ranked below the window
-        if drop > 0:
-            cut = _after_jth_true(tied, drop)
-            mask[:cut].logical_and_(tied[:cut].logical_not_())
-    if v_hi is not None:
-        tied = mag == v_hi
-        keep = hi - int((mag < v_hi).count_nonzero())  # tied entries ranked inside the window
-        cut = _after_jth_true(tied, keep)
-        mask[cut:].logical_and_(tied[cut:].logical_not_())
+        assert high is not None  # lo == 0 and hi == n returned above
+        mask = mag <= high[0]
+    # Entries tied at a boundary value have consecutive ranks in flat-index order, starting at
+    # the count below that value: clear the tied entries ranked outside the window.
+    if low is not None and low[1] < lo:
+        mask[low[2][: lo - low[1]]] = False
+    if high is not None and high[1] + high[2].numel() > hi:
+        mask[high[2][hi - high[1]:]] = False
     return mask
-
-
-def _after_jth_true(flags: torch.Tensor, j: int) -> int:
-    """The flat position just after the ``j``-th True of a 1-D bool tensor (0 when ``j <= 0``)."""
-    if j <= 0:
-        return 0
-    chunk = 1 << 18
-    seen = 0
-    for start in range(0, flags.numel(), chunk):
-        part = flags[start : start + chunk]
-        count = int(part.count_nonzero())  # whole-slice count_nonzero is vectorised; per-row is not
-        if seen + count >= j:
-            pos = part.nonzero().squeeze(1)
-            return start + int(pos[j - seen - 1]) + 1
-        seen += count
-    return flags.numel()
 
 
 def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
