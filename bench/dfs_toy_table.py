@@ -8,7 +8,7 @@ numbers to ``--out/table.json``.
 
 Usage::
 
-    .venv/bin/python bench/dfs_toy_table.py --zoo ~/.cache/evomm/zoo/demo-v1-s0 --out /tmp/dfs-table
+    .venv/bin/python bench/dfs_toy_table.py --zoo zoo --out /tmp/dfs-table
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from evomm.zoo import rebase_zoo_paths
+
 TASKS = ("toy_ja_skill", "toy_math", "toy_ja_math")
 
 
 def _recipe(config: Path, zoo: Path, generations: int | None, limit: int | None) -> dict:
-    text = config.read_text().replace("~/.cache/evomm/zoo/demo-v1-s0", str(zoo))
-    data = yaml.safe_load(text)
+    data = rebase_zoo_paths(yaml.safe_load(config.read_text()), zoo)
     for st in data["stages"]:
         if generations is not None:
             st["budget"] = {"generations": generations}

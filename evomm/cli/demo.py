@@ -24,9 +24,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
 def demo_recipe(zoo: Path, seed: int = 0, fast: bool = False) -> dict[str, Any]:
     """The demo's evolve recipe (``evomm/recipes/demo.yaml``) for the zoo at ``zoo``."""
-    data = yaml.safe_load(RECIPE.read_text())
-    text = yaml.safe_dump(data).replace("ZOO", str(zoo))
-    data = yaml.safe_load(text)
+    from evomm.zoo import rebase_zoo_paths
+
+    data = rebase_zoo_paths(yaml.safe_load(RECIPE.read_text()), zoo)
     data["seed"] = seed
     if fast:
         data["algorithm"] = {"name": "nsga2", "pop_size": 8}

@@ -15,6 +15,8 @@ Public API:
     :func:`build_zoo` ``(scale="demo", out=None, seed=0, force=False, parts=("text", "vision"),
     progress=True) -> Path``: build (or reuse) a zoo.
     :func:`ensure_zoo` ``(scale="demo", seed=0) -> Path``: the cached zoo, built when missing.
+    :func:`rebase_zoo_paths` ``(recipe_data, zoo) -> recipe_data``: point a recipe that names the
+    zoo as ``zoo/...`` (configs/*.yaml) at another zoo directory.
     :func:`evomm.zoo.text.train_base` ``(tokenizer, out, cfg, arch=None, progress=True)
     -> (model, log)``: pretrain a base LM (the vision half builds its VLM's language model from
     ``<zoo>/models/base``, or trains its own with :func:`evomm.zoo.text.train_lm`).
@@ -34,6 +36,7 @@ Example:
 """
 
 from evomm.zoo.build import build_zoo, default_zoo_dir, ensure_zoo, read_zoo_json
+from evomm.zoo.paths import rebase_zoo_paths
 from evomm.zoo.recipe import RECIPE_VERSION
 
-__all__ = ["RECIPE_VERSION", "build_zoo", "default_zoo_dir", "ensure_zoo", "read_zoo_json"]
+__all__ = ["RECIPE_VERSION", "build_zoo", "default_zoo_dir", "ensure_zoo", "read_zoo_json", "rebase_zoo_paths"]
