@@ -14,7 +14,7 @@ Models: the toy zoo's ``clip_base`` / ``clip_shape`` / ``clip_color`` when ``--z
 Run::
 
     python examples/clip_task_arithmetic/evolve_coefficients.py --out runs/clip-ta
-    python examples/clip_task_arithmetic/evolve_coefficients.py --zoo ~/.cache/evomm/zoo/demo-v1-s0 --per-layer
+    python examples/clip_task_arithmetic/evolve_coefficients.py --zoo zoo --per-layer
 """
 
 from __future__ import annotations
