@@ -19,7 +19,6 @@ from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo, classify_lm_tensor
-from evomm.plan import check_shapes
 from evomm.safetensors_io import SafetensorsIndex, ShardedSafetensorsWriter
 from evomm_hf.common import (
     PICKLE_FILES,
@@ -136,30 +135,7 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
                 f"{where[0]} is a {self.architecture} but {where[1]} is a {other.architecture}; "
                 "only models of one architecture can be merged"
             )
-        pad = vocab_mode == "pad_from_donor"
-        if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
-            if not pad:
-                raise IncompatibleModelsError(
-                    f"vocabulary size {self.vocab_size} of {where[0]} differs from vocabulary size "
-                    f"{other.vocab_size} of {where[1]}; merge models that share a tokenizer (mergekit's "
-                    "tokenizer surgery is not supported), or, when the donor's vocabulary extends the "
-                    "other's, set `vocab: {mode: pad_from_donor}` in the recipe"
-                )
-            if other.vocab_size > self.vocab_size:
-                raise IncompatibleModelsError(
-                    f"vocab: pad_from_donor: the donor {where[0]} has vocabulary size {self.vocab_size} "
-                    f"but {where[1]} has {other.vocab_size}; the donor must have the largest vocabulary: "
-                    "make that model the `tokenizer_source`"
-                )
-        if self.num_layers != other.num_layers:
-            raise IncompatibleModelsError(
-                f"{where[0]} has {self.num_layers} layers but {where[1]} has {other.num_layers}; "
-                "parameter-space merges need equal depth"
-            )
-        if pad:
-            check_shapes(self, other, vocab_mode)
-        else:
-            super().check_compatible(other)
+        self.check_lm_compatible(other, vocab_mode)
 
     def load_model(
         self,

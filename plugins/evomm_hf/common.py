@@ -221,6 +221,49 @@ class HFDirectoryCheckpoint(Checkpoint):
     _hf_config: Any
     #: appended to the message when transformers cannot read ``config.json``.
     _HF_CONFIG_HINT = ""
+    #: how compatibility errors name this checkpoint's kind (``"VLM "`` for LLaVA).
+    _KIND_LABEL = ""
+    #: how to fix a vocabulary mismatch in strict mode.
+    _VOCAB_HINT = (
+        "merge models that share a tokenizer (mergekit's tokenizer surgery is not supported), or, "
+        "when the donor's vocabulary extends the other's, set `vocab: {mode: pad_from_donor}` in the recipe"
+    )
+
+    def check_lm_compatible(self, other: Checkpoint, vocab_mode: str = "strict") -> None:
+        """Vocabulary size, depth and shapes of a language model against ``other``.
+
+        With ``vocab_mode="pad_from_donor"`` (recipe ``vocab:``), ``other`` may have a smaller
+        vocabulary than this (the donor) model; see :func:`evomm.plan.check_shapes`.
+
+        Raises:
+            IncompatibleModelsError: naming both models and both sizes.
+        """
+        from evomm.plan import check_shapes
+
+        me = f"{self._KIND_LABEL}{self.ref.name!r} ({self.ref.path})"
+        them = f"{other.ref.name!r} ({other.ref.path})"
+        pad = vocab_mode == "pad_from_donor"
+        if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
+            if not pad:
+                raise IncompatibleModelsError(
+                    f"vocabulary size {self.vocab_size} of {me} differs from vocabulary size "
+                    f"{other.vocab_size} of {them}; {self._VOCAB_HINT}"
+                )
+            if other.vocab_size > self.vocab_size:
+                raise IncompatibleModelsError(
+                    f"vocab: pad_from_donor: the donor {me} has vocabulary size {self.vocab_size} "
+                    f"but {them} has {other.vocab_size}; the donor must have the largest vocabulary: "
+                    "make that model the `tokenizer_source`"
+                )
+        if self.num_layers != other.num_layers:
+            raise IncompatibleModelsError(
+                f"{me} has {self.num_layers} layers but {them} has {other.num_layers}; "
+                "parameter-space merges need equal depth"
+            )
+        if pad:
+            check_shapes(self, other, vocab_mode)
+        else:
+            Checkpoint.check_compatible(self, other)
 
     @property
     def layout(self) -> Mapping[str, TensorInfo]:

@@ -37,10 +37,9 @@ from evomm_hf.common import (
 )
 
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
-from evomm.errors import CheckpointError, IncompatibleModelsError
+from evomm.errors import CheckpointError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
-from evomm.plan import check_shapes
 from evomm.safetensors_io import ShardedSafetensorsWriter
 from evomm_llava.names import canonical_name, classify, is_language_model
 
@@ -77,6 +76,14 @@ class LlavaCheckpoint(HFDirectoryCheckpoint):
         ref: the model reference.
         directory: its local directory (``resolve_model_dir(ref)``).
     """
+
+    _KIND_LABEL = "VLM "
+    _VOCAB_HINT = (
+        "evomm never truncates or pads embeddings silently. If the VLM's vocabulary extends the LLM's "
+        "(an added <image> token, padding rows), make the VLM the `tokenizer_source` and set "
+        "`vocab: {mode: pad_from_donor}` in the recipe (docs/multimodal.md); otherwise merge a language "
+        "model with the VLM's tokenizer"
+    )
 
     def __init__(self, ref: ModelRef, directory: Path) -> None:
         self.ref = ref
@@ -175,32 +182,7 @@ class LlavaCheckpoint(HFDirectoryCheckpoint):
                 in ``pad_from_donor`` mode when ours is larger), depth, or any other shape of a
                 tensor both have.
         """
-        me = f"{self.ref.name!r} ({self.ref.path})"
-        them = f"{other.ref.name!r} ({other.ref.path})"
-        pad = vocab_mode == "pad_from_donor"
-        if self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size:
-            if not pad:
-                raise IncompatibleModelsError(
-                    f"vocabulary size {self.vocab_size} of VLM {me} differs from vocabulary size "
-                    f"{other.vocab_size} of {them}; evomm never truncates or pads embeddings silently. "
-                    "If the VLM's vocabulary extends the LLM's (an added <image> token, padding rows), "
-                    "make the VLM the `tokenizer_source` and set `vocab: {mode: pad_from_donor}` in the "
-                    "recipe (docs/multimodal.md); otherwise merge a language model with the VLM's tokenizer"
-                )
-            if other.vocab_size > self.vocab_size:
-                raise IncompatibleModelsError(
-                    f"vocab: pad_from_donor: the donor VLM {me} has vocabulary size {self.vocab_size} "
-                    f"but {them} has {other.vocab_size}; the donor must have the largest vocabulary"
-                )
-        if self.num_layers != other.num_layers:
-            raise IncompatibleModelsError(
-                f"{me} has a {self.num_layers}-layer language model but {them} has {other.num_layers} "
-                "layers; parameter-space merges need equal depth"
-            )
-        if pad:
-            check_shapes(self, other, vocab_mode)
-        else:
-            super().check_compatible(other)
+        self.check_lm_compatible(other, vocab_mode)
 
     # ------------------------------------------------------------------ running
     def _model_class(self) -> Any:
