@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,26 @@ _ST_DTYPES = {
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
     "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
+
+
+#: Tensors of at least this many bytes are memory-mapped rather than read (glibc serves such
+#: allocations with fresh mappings anyway: 32 MiB is its largest mmap threshold).
+MAP_MIN_BYTES = 32 * 2**20
+
+
+def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
+    """``size`` bytes of ``path`` from ``offset`` as a uint8 tensor over a private (copy-on-write)
+    memory map that is unmapped when the tensor is freed."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < offset + size:
+                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+            region = mmap.mmap(f.fileno(), offset + size - start, access=mmap.ACCESS_COPY, offset=start)
+    except OSError as exc:
+        raise CheckpointError(f"cannot map tensor {name!r} of {path}: {exc}") from exc
+    # the tensor keeps `region` alive; the map closes with the last reference to it
+    return torch.frombuffer(region, dtype=torch.uint8, count=size, offset=offset - start)
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -143,15 +164,22 @@ class SafetensorsIndex:
         return name
 
     def read(self, name: str) -> torch.Tensor:
-        """Read one tensor (a fresh CPU tensor, in its stored dtype).
+        """Read one tensor (a fresh, writable CPU tensor, in its stored dtype).
 
-        Read with one ``readinto`` rather than through ``safe_open``'s memory map: mapped pages
-        stay counted in the process's resident memory until the file is closed, which would make
-        a streaming merge of a 7B model look (and, under memory pressure, behave) like a 7B load.
+        Tensors below :data:`MAP_MIN_BYTES` are read with one ``readinto`` into memory the
+        allocator reuses; larger ones are memory-mapped copy-on-write, region by region, so
+        their pages come straight from the page cache instead of being faulted in, zeroed and
+        copied (allocations that large are fresh mappings each time in glibc). The mapping
+        lives exactly as long as the tensor, so resident memory still tracks the tensors alive,
+        not the files: whole-file maps would keep every page read so far counted until close,
+        making a streaming merge of a 7B model look (and, under memory pressure, behave) like a
+        7B load.
         """
         path = self._file_of[self._check(name)]
         offset, size = self._span[name]
         shape, dtype = self._meta[name]
+        if size >= MAP_MIN_BYTES:
+            return _map_region(path, offset, size, name).view(getattr(torch, dtype)).reshape(shape)
         buf = torch.empty(size, dtype=torch.uint8)
         with open(path, "rb", buffering=0) as f:
             f.seek(offset)
