@@ -8,6 +8,7 @@ Errors that users cause (:class:`~evomm.errors.EvommError`) are printed as one c
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    # Everything imported so far lives until exit: keep the cyclic garbage collector from
+    # walking those objects again and again while a long command allocates.
+    gc.freeze()
     try:
         result = args.func(args)
     except EvommError as exc:

@@ -72,10 +72,13 @@ def _whole_recipe_operator(path: str, plugins: Any) -> tuple[Any, dict] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evomm.cpu_tuning import tune_for_streaming
     from evomm.execute import merge_to_dir, open_models
     from evomm.plan import build_plan
     from evomm.plugins import get_plugins
     from evomm.recipe import load_recipe
+
+    tune_for_streaming()  # see evomm.cpu_tuning: reuse freed buffers across tensors
 
     plugins = get_plugins(args.plugins_dir)
     whole = _whole_recipe_operator(args.recipe, plugins)
