@@ -84,6 +84,19 @@ def make_models(root: Path, size: str) -> dict[str, Path]:
     return out
 
 
+def settle(paths: list[Path]) -> None:
+    """Give every timed run the same start: the inputs in the page cache (read once, so neither
+    tool pays for a cold disk) and no dirty pages of an earlier run's output waiting to be
+    written back (the kernel throttles a writer once too many are dirty: writing 0.7 GB took
+    0.15 s or 1.8 s on the same machine depending on what the previous run left behind)."""
+    for d in paths:
+        for f in d.glob("*.safetensors"):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.read(64 * 2**20):
+                    pass
+    os.sync()
+
+
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str, float]:
     """Run ``cmd``; return (wall seconds, peak RSS of that child in MiB, its combined output,
     its CPU seconds, user + system: steadier than wall time on a shared machine)."""
@@ -157,12 +170,14 @@ def main() -> None:
             path.write_text(yaml.safe_dump(recipe, sort_keys=False))
             read = sum(in_bytes.values())  # every recipe reads all three models once
             out_e = root / f"out-evomm-{method}"
+            settle(list(models.values()))
             wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--overwrite", "--no-progress"])
             row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
                    "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9}
             if mk:
                 out_m = root / f"out-mergekit-{method}"
                 shutil.rmtree(out_m, ignore_errors=True)
+                settle(list(models.values()))
                 wall, rss, _, cpu = run_child([mk, str(path), str(out_m)])
                 row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
                            max_abs_diff=max_diff(out_e, out_m))

@@ -4,6 +4,12 @@
   same bytes as the sequential loop, for linear, TIES and DARE-TIES, and still leaves nothing
   behind when the writer or the operator fails;
 * :func:`evomm.execute.merged_tensors` yields the same tensors for every prefetch depth;
+* the operators' chunked arithmetic (:data:`evomm_ops._common.CHUNK`) gives the same bits for
+  every chunk size, for every method and dtype;
+* reading a tensor through a copy-on-write memory map (large tensors) gives the same tensor and
+  the same merged checkpoint as ``readinto``, never writes through to the file, and still names
+  a truncated file;
+* ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
 * ``import evomm_dfs`` stays cheap (no transformers at all) and an exported DFS child
   still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
 """
@@ -54,6 +60,109 @@ def _recipe(method: str, zoo: dict[str, Path], **extra: Any) -> MergeRecipe:
         data["base_model"] = str(zoo[data["base_model"]])
     data.update(extra)
     return MergeRecipe.from_dict(data)
+
+
+CHUNKED_CASES = [
+    ("linear", None, [{"weight": 0.4}, {"weight": 0.3}, {"weight": -0.2}], {}),
+    ("task_arithmetic", "base", [{"weight": 0.7}, {"weight": 0.6}], {"lambda": 1.3}),
+    ("ties", "base", [{"weight": 0.5, "density": 0.5}, {"weight": 0.7, "density": 0.3}], {}),
+    ("ties", "base", [{"weight": 1.0, "density": 0.4}, {"weight": 1.0, "density": 0.6}], {"rescale": 1}),
+    ("dare_ties", "base", [{"weight": 0.5, "density": 0.5}, {"weight": 0.5, "density": 0.4}], {}),
+    ("dare_linear", "base", [{"weight": 0.5, "density": 0.7}, {"weight": 0.5, "density": 0.2}], {}),
+    ("breadcrumbs_ties", "base", [{"weight": 0.5, "density": 0.6, "gamma": 0.1}] * 2, {}),
+    ("della", "base", [{"weight": 0.5, "density": 0.5, "epsilon": 0.1}] * 2, {}),
+    ("della_linear", "base", [{"weight": 0.8, "density": 0.4, "epsilon": 0.2}] * 2, {}),
+]
+
+
+@pytest.mark.parametrize(("name", "base", "per", "g"), CHUNKED_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_size_never_changes_a_bit(monkeypatch: pytest.MonkeyPatch, name: str, base: str | None,
+                                        per: list[dict[str, float]], g: dict[str, float], dtype: torch.dtype) -> None:
+    import evomm_ops
+    from evomm_ops import linear, task_arithmetic
+
+    from evomm.layout import ModuleKind
+    from evomm.operators import TensorContext
+
+    gen = torch.Generator().manual_seed(5)
+    b = torch.randn(37, 53, generator=gen)
+    # quantised deltas: many ties at every threshold, as bf16 fine-tunes have
+    models = [(b + torch.randint(-3, 4, b.shape, generator=gen) * 0.01).to(dtype) for _ in per]
+    op = {o.name: o for o in evomm_ops.OPERATORS}[name]()
+    ctx = TensorContext("model.layers.0.mlp.up_proj.weight", ModuleKind.MLP, 0, 99)
+    base_t = b.to(dtype) if base else None
+    results = []
+    for chunk in (1 << 30, 64, 37 * 53 - 1, 1):
+        monkeypatch.setattr(task_arithmetic, "CHUNK", chunk)
+        monkeypatch.setattr(linear, "CHUNK", chunk)
+        results.append(op.merge(models, base_t, g, per, ctx))
+    whole = results[0]
+    assert whole.dtype == dtype and whole.shape == b.shape
+    assert not torch.equal(whole, models[0])  # the merge did something
+    for got in results[1:]:
+        assert torch.equal(got.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
+
+
+def test_mapped_reads_equal_plain_reads_and_never_write_through(
+    zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors import safe_open
+
+    from evomm import safetensors_io
+    from evomm.safetensors_io import SafetensorsIndex
+
+    idx = SafetensorsIndex(zoo["a"])
+    plain = {name: idx.read(name) for name in idx}
+    monkeypatch.setattr(safetensors_io, "MAP_MIN_BYTES", 0)  # map every tensor
+    with safe_open(str(zoo["a"] / "model.safetensors"), "pt") as f:
+        for name in idx:
+            mapped = idx.read(name)
+            assert torch.equal(mapped, plain[name]) and torch.equal(mapped, f.get_tensor(name))
+            mapped.add_(1)  # copy-on-write: the file keeps its bytes
+            assert torch.equal(idx.read(name), plain[name])
+    # a whole merge through mapped reads writes the same bytes
+    plugins = get_plugins()
+    recipe = _recipe("ties", zoo, dtype="bfloat16")
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    mapped_out = merge_to_dir(plan, cks, tmp_path / "mapped", plugins, progress=False)
+    monkeypatch.setattr(safetensors_io, "MAP_MIN_BYTES", 1 << 62)
+    read_out = merge_to_dir(plan, cks, tmp_path / "read", plugins, progress=False)
+    assert _files(mapped_out) == _files(read_out)
+
+
+def test_mapped_read_of_a_truncated_file_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    from evomm import safetensors_io
+    from evomm.safetensors_io import SafetensorsIndex
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.arange(4096, dtype=torch.float32)}, str(path))
+    idx = SafetensorsIndex(tmp_path)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    monkeypatch.setattr(safetensors_io, "MAP_MIN_BYTES", 0)
+    with pytest.raises(CheckpointError, match="truncated.*'w'"):
+        idx.read("w")
+
+
+def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
+    import platform
+
+    from evomm.cpu_tuning import tune_for_streaming
+
+    plugins = get_plugins()
+    recipe = _recipe("dare_ties", zoo, dtype="bfloat16")
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    before = merge_to_dir(plan, cks, tmp_path / "before", plugins, progress=False)
+    applied = tune_for_streaming()
+    assert applied == {"keep_freed_memory": platform.libc_ver()[0] == "glibc"}
+    assert applied["keep_freed_memory"]  # CI and our machines are Linux/glibc: make sure it ran
+    after = merge_to_dir(plan, cks, tmp_path / "after", plugins, progress=False)
+    assert _files(before) == _files(after)
 
 
 def _files(d: Path) -> dict[str, bytes]:

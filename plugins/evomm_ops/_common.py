@@ -18,6 +18,12 @@ from evomm.params import ParamScope, ParamSpec
 
 G, M = ParamScope.GLOBAL, ParamScope.PER_MODEL
 
+#: Entries per chunk of the elementwise pass. The chunk's working set (about a dozen float32
+#: vectors of 1 MiB) stays in cache and its scratch buffers are reused: whole-tensor temporaries
+#: would stream through memory instead and, above glibc's mmap threshold, fault their pages in
+#: again on every call (measured on 2 cores: TIES on a 2816x1024 bf16 tensor 31 ms -> 17 ms).
+CHUNK = 1 << 18
+
 #: Search bounds and validity range of a per-model weight. mergekit accepts any float; we bound
 #: it so that the evolutionary genome has meaningful limits (negative weights subtract a model).
 WEIGHT_LOW, WEIGHT_HIGH = -1.0, 2.0

@@ -17,7 +17,7 @@ import torch
 
 from evomm.errors import MergeError
 from evomm.operators import MergeOperator, TensorContext
-from evomm_ops._common import bool_spec, check_inputs, weight_spec, work_dtype
+from evomm_ops._common import CHUNK, bool_spec, check_inputs, weight_spec, work_dtype
 
 
 class Linear(MergeOperator):
@@ -63,11 +63,20 @@ class Linear(MergeOperator):
                 f"operator 'linear', tensor {ctx.name!r}: weights {ws} sum to 0 and normalize "
                 "is on; change a weight or set normalize: false"
             )
-        shape = (1,) * first.dim()
-        coef = weights.to(first.device).view(-1, *shape) if first.dim() else weights.to(first.device)
-        result = torch.mul(first, coef[0]) if first.dtype == wd else first.to(wd).mul_(coef[0])
-        for t, c in zip(tensors[1:], coef[1:]):
-            result.addcmul_(t, c)
-        if g["normalize"]:
-            result.div_(total.to(first.device))
-        return result.to(first.dtype)
+        # chunk by chunk into the output, as the task-vector methods (same operations per entry)
+        out = torch.empty(first.shape, dtype=first.dtype, device=first.device)
+        flat_out, flats = out.view(-1), [t.reshape(-1) for t in tensors]
+        n = flat_out.numel()
+        size = max(1, min(n, CHUNK))
+        acc = torch.empty(size, dtype=wd, device=first.device)
+        total = total.to(first.device)
+        coef = weights.to(first.device)
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            chunk = acc[: stop - start].copy_(flats[0][start:stop]).mul_(coef[0])
+            for t, c in zip(flats[1:], coef[1:]):
+                chunk.addcmul_(t[start:stop], c)
+            if g["normalize"]:
+                chunk.div_(total)
+            flat_out[start:stop].copy_(chunk)
+        return out

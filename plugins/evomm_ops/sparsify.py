@@ -1,8 +1,11 @@
 """Sparsification of task vectors: magnitude top-k (TIES), random drop (DARE), outlier-aware
 magnitude window (Model Breadcrumbs) and magnitude-ranked random drop (DELLA's MagPrune).
 
-All functions work **in place** on a scratch delta tensor the caller owns (never on a model's
-weights) and follow mergekit 0.1.5's ``sparsify.py`` conventions exactly:
+Each method comes in two forms. ``*_keep(mag, ...)`` looks at the whole task vector's magnitudes
+once and returns a :class:`Keep` (a 0/1 float mask and an optional rescale factor), which the
+operators then apply chunk by chunk (:mod:`evomm_ops.task_arithmetic`); ``*_(delta, ...)`` applies
+the same decision in place to a whole scratch delta the caller owns. Both follow mergekit 0.1.5's
+``sparsify.py`` conventions exactly:
 
 * ``density >= 1`` returns the tensor untouched (no rescaling either);
 * magnitude top-k keeps ``k = max(1, int(density * numel))`` entries (``density <= 0`` gives zeros);
@@ -30,6 +33,7 @@ Randomness (DARE, DELLA) comes only from the ``torch.Generator`` the caller pass
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -139,28 +143,52 @@ def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         >>> rank_window_mask(torch.tensor([5.0, 1.0, 3.0, 3.0]), 2, 4).tolist()
         [True, False, False, True]
     """
+    return rank_window_keep_(mag.clone(), lo, hi).bool()
+
+
+def rank_window_keep_(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Overwrite ``mag`` with ``1.0`` where the ascending rank is in ``[lo, hi)`` and ``0.0``
+    elsewhere, and return it: :func:`rank_window_mask` as a float mask, made in place.
+
+    The mask stays in ``mag``'s floating dtype because multiplying by it is one same-dtype pass,
+    where a bool mask costs a comparison into a new bool tensor plus a conversion (about 4x
+    the memory traffic on CPU). Ties are ranked as in :func:`rank_window_mask`.
+
+    Args:
+        mag: 1-D floating tensor of magnitudes; overwritten.
+        lo, hi: rank window, 0-based, clipped to ``[0, numel]``.
+
+    Returns:
+        ``mag``, now holding 0/1.
+
+    Example:
+        >>> rank_window_keep_(torch.tensor([5.0, 1.0, 3.0, 3.0]), 2, 4).tolist()
+        [1.0, 0.0, 0.0, 1.0]
+    """
     n = mag.numel()
     lo, hi = max(lo, 0), min(hi, n)
     if hi <= lo:
-        return torch.zeros_like(mag, dtype=torch.bool)
+        return mag.zero_()
     if lo == 0 and hi == n:
-        return torch.ones_like(mag, dtype=torch.bool)
+        return mag.fill_(1)
     low = kth_smallest_ties(mag, lo + 1) if lo > 0 else None
     high = kth_smallest_ties(mag, hi) if hi < n else None
     if low is not None and high is not None:
-        mask = (mag >= low[0]).logical_and_(mag <= high[0])
+        upper = mag <= high[0]
+        mag.ge_(low[0]).mul_(as_float(upper, mag.dtype))
+        del upper
     elif low is not None:
-        mask = mag >= low[0]
+        mag.ge_(low[0])
     else:
         assert high is not None  # lo == 0 and hi == n returned above
-        mask = mag <= high[0]
+        mag.le_(high[0])
     # Entries tied at a boundary value have consecutive ranks in flat-index order, starting at
     # the count below that value: clear the tied entries ranked outside the window.
     if low is not None and low[1] < lo:
-        mask[low[2][: lo - low[1]]] = False
+        mag[low[2][: lo - low[1]]] = 0
     if high is not None and high[1] + high[2].numel() > hi:
-        mask[high[2][hi - high[1]:]] = False
-    return mask
+        mag[high[2][hi - high[1]:]] = 0
+    return mag
 
 
 def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -169,53 +197,103 @@ def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.view(torch.uint8).to(dtype)
 
 
-def _apply(delta: torch.Tensor, mask: torch.Tensor, mag: torch.Tensor, rescale: bool) -> torch.Tensor:
-    """``delta *= mask``, then (if ``rescale``) match the L1 norm as mergekit's RescaleNorm.l1."""
-    maskf = as_float(mask, delta.dtype).view_as(delta)
-    if rescale:
-        before = mag.sum()
-        after = mag.view_as(delta).mul_(maskf).sum()
-    delta.mul_(maskf)
-    if rescale and before >= _RESCALE_EPS and after >= _RESCALE_EPS:
-        delta.mul_(before / after)
-    return delta
+@dataclass(frozen=True)
+class Keep:
+    """What sparsification does to one model's task vector, decided on the whole tensor and then
+    applied to it chunk by chunk (:meth:`apply_`): ``delta *= mask``, then ``delta *= scale``.
+
+    Attributes:
+        mask: flat 0/1 float mask over the tensor, or None (keep everything).
+        scale: 0-dim rescale factor (``before / after`` L1 norms), or None.
+        zero: the whole task vector is dropped (``delta.zero_()``; mask and scale unused).
+    """
+
+    mask: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    zero: bool = False
+
+    def apply_(self, delta: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Apply to ``delta``, the flat slice ``[start, start + numel)`` of the task vector.
+
+        Example:
+            >>> Keep(mask=torch.tensor([1.0, 0.0, 1.0])).apply_(torch.tensor([2.0, 3.0, 4.0])).tolist()
+            [2.0, 0.0, 4.0]
+        """
+        if self.zero:
+            return delta.zero_()
+        if self.mask is not None:
+            delta.mul_(self.mask[start : start + delta.numel()].view_as(delta))
+        if self.scale is not None:
+            delta.mul_(self.scale)
+        return delta
 
 
-def magnitude_(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
-    """TIES trimming: keep the ``max(1, int(density*n))`` largest magnitudes, zero the rest.
+#: Sparsification that keeps everything.
+KEEP_ALL = Keep()
+
+
+def _scale(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | None:
+    """mergekit's RescaleNorm.l1 factor, or None when either norm is below 1e-7."""
+    return before / after if before >= _RESCALE_EPS and after >= _RESCALE_EPS else None
+
+
+def _masked(mask: torch.Tensor, mag: torch.Tensor | None, rescale: bool) -> Keep:
+    """``Keep`` of a 0/1 float ``mask``; with ``rescale``, ``mag`` (the magnitudes, consumed)
+    gives the L1 norms before and after masking."""
+    if not rescale:
+        return Keep(mask=mask)
+    assert mag is not None  # callers pass magnitudes whenever rescale is on
+    before = mag.sum()
+    after = mag.view_as(mask).mul_(mask).sum()
+    return Keep(mask=mask, scale=_scale(before, after))
+
+
+def magnitude_keep(mag: torch.Tensor, density: float, rescale: bool = False) -> Keep:
+    """TIES trimming: keep the ``max(1, int(density*n))`` largest magnitudes.
+
+    Args:
+        mag: flat magnitudes ``|delta|``; overwritten (it becomes the mask).
+        density: fraction kept; ``>= 1`` keeps all, ``<= 0`` drops all.
+        rescale: match the L1 norm after dropping.
 
     Example:
-        >>> magnitude_(torch.tensor([0.1, -3.0, 2.0, -0.5]), 0.5).tolist()
-        [0.0, -3.0, 2.0, -0.0]
+        >>> magnitude_keep(torch.tensor([0.1, 3.0, 2.0, 0.5]), 0.5).mask.tolist()
+        [0.0, 1.0, 1.0, 0.0]
     """
     if density >= 1:
-        return delta
-    n = delta.numel()
+        return KEEP_ALL
+    n = mag.numel()
     if density <= 0 or n == 0:
-        return delta.zero_()
+        return Keep(zero=True)
     k = max(1, int(density * n))
-    mag = delta.abs().view(-1)
-    return _apply(delta, rank_window_mask(mag, n - k, n), mag, rescale)
+    return _window(mag, n - k, n, rescale)
 
 
-def magnitude_outliers_(
-    delta: torch.Tensor, density: float, gamma: float, rescale: bool = False
-) -> torch.Tensor:
+def _window(mag: torch.Tensor, lo: int, hi: int, rescale: bool) -> Keep:
+    if not rescale:
+        return Keep(mask=rank_window_keep_(mag, lo, hi))
+    original = mag.clone()
+    return _masked(rank_window_keep_(mag, lo, hi), original, rescale)
+
+
+def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> Keep:
     """Model Breadcrumbs: drop the ``gamma`` fraction of largest magnitudes and the smallest ones,
     keeping ``int(density*n)`` entries (mergekit's ``magnitude_outliers``).
 
+    Args:
+        mag: flat magnitudes; overwritten (it becomes the mask).
+
     Example:
-        >>> magnitude_outliers_(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).tolist()
-        [0.0, 0.0, 2.0, 3.0]
+        >>> magnitude_outliers_keep(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).mask.tolist()
+        [0.0, 0.0, 1.0, 1.0]
     """
     if density >= 1:
-        return delta
-    n = delta.numel()
+        return KEEP_ALL
+    n = mag.numel()
     target = int(density * n)
     n_top = int(gamma * n)
     n_bot = max(0, n - target - n_top)
-    mag = delta.abs().view(-1)
-    return _apply(delta, rank_window_mask(mag, n_bot, n_bot + target), mag, rescale)
+    return _window(mag, n_bot, n_bot + target, rescale)
 
 
 def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -244,21 +322,105 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
     return (halves < threshold).view(shape)
 
 
+def random_keep(
+    numel: int, density: float, generator: torch.Generator, mag: torch.Tensor | None = None,
+    rescale: bool = True, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+) -> Keep:
+    """DARE: drop each entry with probability ``1 - density``; optionally restore the L1 norm.
+
+    Args:
+        numel: entries in the task vector.
+        generator: the per-tensor generator; the mask is one draw of ``numel`` entries.
+        mag: flat magnitudes (needed, and consumed, when ``rescale``).
+        dtype, device: of the mask.
+
+    Example:
+        >>> keep = random_keep(8, 0.5, torch.Generator().manual_seed(1), torch.ones(8))
+        >>> float(keep.apply_(torch.ones(8)).sum())  # L1 norm kept
+        8.0
+    """
+    if density >= 1:
+        return KEEP_ALL
+    mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype)
+    return _masked(mask, mag, rescale)
+
+
+def della_keep(
+    mag: torch.Tensor, density: float, epsilon: float, generator: torch.Generator, rescale: bool = True
+) -> Keep:
+    """DELLA MagPrune: keep probabilities rise linearly with magnitude rank, within each row.
+
+    Along dim 1 (1-D tensors are one row), the entry of ascending rank ``r`` among ``c`` is kept
+    with probability ``density - epsilon + 2 * epsilon * r / (c - 1)`` (mergekit's convention;
+    a single-column row uses ``density``). Probabilities are clamped into [0, 1] where mergekit
+    raises instead, so every genome is a valid recipe.
+
+    Args:
+        mag: magnitudes **in the tensor's shape** (rows matter); consumed when ``rescale``.
+
+    Example:
+        >>> keep = della_keep(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
+        >>> keep.mask.shape
+        torch.Size([8])
+    """
+    if density >= 1:
+        return KEEP_ALL
+    if density <= 0 or mag.numel() == 0:
+        return Keep(zero=True)
+    rows = mag.unsqueeze(0) if mag.dim() < 2 else mag
+    cols = rows.shape[1]
+    order = torch.sort(rows, dim=1, stable=True).indices
+    pos_shape = [1] * rows.dim()
+    pos_shape[1] = cols
+    if cols > 1:
+        ramp = torch.arange(cols, device=mag.device, dtype=torch.float32) / (cols - 1)
+    else:
+        ramp = torch.full((1,), 0.5, device=mag.device)
+    probs = ((density - epsilon) + ramp * (2 * epsilon)).clamp_(0, 1).view(pos_shape)
+    draws = torch.rand(rows.shape, generator=generator, device=mag.device, dtype=torch.float32)
+    keep_sorted = draws < probs
+    mask = torch.empty_like(keep_sorted).scatter_(1, order, keep_sorted)
+    return _masked(as_float(mask, mag.dtype).view(-1), mag, rescale)
+
+
+# In-place forms on a whole delta tensor (the operators use the ``*_keep`` forms chunk by chunk).
+
+
+def magnitude_(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """:func:`magnitude_keep` applied to ``delta`` in place.
+
+    Example:
+        >>> magnitude_(torch.tensor([0.1, -3.0, 2.0, -0.5]), 0.5).tolist()
+        [0.0, -3.0, 2.0, -0.0]
+    """
+    return magnitude_keep(delta.abs().view(-1), density, rescale).apply_(delta)
+
+
+def magnitude_outliers_(
+    delta: torch.Tensor, density: float, gamma: float, rescale: bool = False
+) -> torch.Tensor:
+    """:func:`magnitude_outliers_keep` applied to ``delta`` in place.
+
+    Example:
+        >>> magnitude_outliers_(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).tolist()
+        [0.0, 0.0, 2.0, 3.0]
+    """
+    return magnitude_outliers_keep(delta.abs().view(-1), density, gamma, rescale).apply_(delta)
+
+
 def random_(
     delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True
 ) -> torch.Tensor:
-    """DARE: drop each entry with probability ``1 - density``; rescale to the original L1 norm.
+    """:func:`random_keep` applied to ``delta`` in place.
 
     Example:
         >>> d = random_(torch.ones(8), 0.5, torch.Generator().manual_seed(1))
         >>> float(d.sum())  # L1 norm kept
         8.0
     """
-    if density >= 1:
-        return delta
-    mask = dare_mask(delta.shape, density, generator, delta.device)
-    mag = delta.abs() if rescale else delta
-    return _apply(delta, mask, mag, rescale)
+    mag = delta.abs().view(-1) if rescale else None
+    keep = random_keep(delta.numel(), density, generator, mag, rescale, delta.dtype, delta.device)
+    return keep.apply_(delta)
 
 
 def della_magprune_(
@@ -268,34 +430,11 @@ def della_magprune_(
     generator: torch.Generator,
     rescale: bool = True,
 ) -> torch.Tensor:
-    """DELLA MagPrune: keep probabilities rise linearly with magnitude rank, within each row.
-
-    Along dim 1 (1-D tensors are one row), the entry of ascending rank ``r`` among ``c`` is kept
-    with probability ``density - epsilon + 2 * epsilon * r / (c - 1)`` (mergekit's convention;
-    a single-column row uses ``density``). Probabilities are clamped into [0, 1] where mergekit
-    raises instead, so every genome is a valid recipe.
+    """:func:`della_keep` applied to ``delta`` in place.
 
     Example:
         >>> d = della_magprune_(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
         >>> d.shape
         torch.Size([8])
     """
-    if density >= 1:
-        return delta
-    if density <= 0 or delta.numel() == 0:
-        return delta.zero_()
-    mag = delta.abs()
-    rows = mag.unsqueeze(0) if mag.dim() < 2 else mag
-    cols = rows.shape[1]
-    order = torch.sort(rows, dim=1, stable=True).indices
-    pos_shape = [1] * rows.dim()
-    pos_shape[1] = cols
-    if cols > 1:
-        ramp = torch.arange(cols, device=delta.device, dtype=torch.float32) / (cols - 1)
-    else:
-        ramp = torch.full((1,), 0.5, device=delta.device)
-    probs = ((density - epsilon) + ramp * (2 * epsilon)).clamp_(0, 1).view(pos_shape)
-    draws = torch.rand(rows.shape, generator=generator, device=delta.device, dtype=torch.float32)
-    keep_sorted = draws < probs
-    mask = torch.empty_like(keep_sorted).scatter_(1, order, keep_sorted)
-    return _apply(delta, mask.view_as(delta), mag, rescale)
+    return della_keep(delta.abs(), density, epsilon, generator, rescale).apply_(delta)

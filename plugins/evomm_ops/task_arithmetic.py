@@ -32,7 +32,7 @@ import torch
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
 from evomm_ops import sparsify
-from evomm_ops._common import G, M, bool_spec, check_inputs, density_spec, weight_spec, work_dtype
+from evomm_ops._common import CHUNK, G, M, bool_spec, check_inputs, density_spec, weight_spec, work_dtype
 
 _LAMBDA = ParamSpec("lambda", G, 0.0, 3.0, 1.0, "scale of the merged task vector")
 _GAMMA = ParamSpec("gamma", M, 0.0, 0.5, 0.01, "fraction of largest-magnitude entries dropped")
@@ -74,6 +74,12 @@ class GeneralizedTaskArithmetic(MergeOperator):
     ) -> torch.Tensor:
         """Merge one tensor (see the module docstring for the algorithm).
 
+        Two passes: first each model's sparsification is decided on its whole task vector
+        (:meth:`_keep`), then the arithmetic runs over flat chunks of :data:`CHUNK` entries in
+        reused scratch buffers, writing straight into the output. Per entry, the floating-point
+        operations and their order are those of the whole-tensor formulation, so chunking never
+        changes a bit of the result.
+
         Example:
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
@@ -83,72 +89,124 @@ class GeneralizedTaskArithmetic(MergeOperator):
         g, per = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
         assert base is not None  # check_inputs raised otherwise (requires_base)
         wd = work_dtype(base.dtype)
-        base_w = base.to(wd)
+        flat_base = base.reshape(-1)
+        flats = [t.reshape(-1) for t in tensors]
+        n = flat_base.numel()
         generator = None
         if self.sparsification in ("random", "della_magprune"):
             generator = torch.Generator(device=base.device).manual_seed(ctx.seed)
-        rescale = bool(g["rescale"])
-        deltas = []
-        for t, p in zip(tensors, per):
-            d = torch.sub(t, base_w) if t.dtype == wd else t.to(wd).sub_(base_w)
-            self._sparsify(d, p, rescale, generator)
-            d.mul_(p["weight"])
-            deltas.append(d)
-        weights = torch.tensor([p["weight"] for p in per], dtype=wd, device=base.device)
-        if self.consensus:
-            mixed, divisor = _consensus_sum(deltas, weights)
-            divisor.add_(sparsify.as_float(divisor == 0, divisor.dtype))  # 0 -> 1
-        else:
-            mixed = deltas[0]
-            for d in deltas[1:]:
-                mixed.add_(d)
-            divisor = weights.sum()
-            if divisor.abs() < 1e-8:
-                divisor = torch.ones_like(divisor)
-        del deltas
-        if g["normalize"]:
-            mixed.div_(divisor)
-        if g["lambda"] != 1:
-            mixed.mul_(g["lambda"])
-        return mixed.add_(base_w).to(base.dtype)
+        keeps = [self._keep(t, base, p, bool(g["rescale"]), generator, wd) for t, p in zip(tensors, per)]
+        weights = [p["weight"] for p in per]
+        out = torch.empty(n, dtype=base.dtype, device=base.device)
+        size = max(1, min(n, CHUNK))
+        scratch = _Scratch(size, len(tensors), wd, base.device, self.consensus)
+        # without consensus the divisor is one number, as mergekit's (|sum| < 1e-8 -> 1)
+        divisor = torch.tensor(weights, dtype=wd, device=base.device).sum()
+        if divisor.abs() < 1e-8:
+            divisor = torch.ones_like(divisor)
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            m = stop - start
+            b = scratch.base[:m].copy_(flat_base[start:stop])
+            deltas = []
+            for i, (t, keep, w) in enumerate(zip(flats, keeps, weights)):
+                d = scratch.deltas[i][:m].copy_(t[start:stop]).sub_(b)
+                keep.apply_(d, start)
+                deltas.append(d.mul_(w))
+            if self.consensus:
+                mixed, div = _consensus_sum(deltas, weights, scratch.sign[:m], scratch.agree[:m], scratch.div[:m])
+            else:
+                mixed, div = deltas[0], divisor
+                for d in deltas[1:]:
+                    mixed.add_(d)
+            if g["normalize"]:
+                mixed.div_(div)
+            if g["lambda"] != 1:
+                mixed.mul_(g["lambda"])
+            out[start:stop].copy_(mixed.add_(b))
+        return out.view(base.shape)
 
-    def _sparsify(
-        self, d: torch.Tensor, p: Mapping[str, float], rescale: bool, gen: torch.Generator | None
-    ) -> None:
+    def _keep(
+        self, t: torch.Tensor, base: torch.Tensor, p: Mapping[str, float], rescale: bool,
+        gen: torch.Generator | None, wd: torch.dtype,
+    ) -> sparsify.Keep:
+        """Decide what to keep of one model's task vector ``t - base`` (whole tensor)."""
         method = self.sparsification
+        density = p["density"]
+        if method is None or density >= 1:
+            return sparsify.KEEP_ALL
+        needs_mag = method != "random" or rescale
+        mag = _magnitudes(t, base, wd) if needs_mag else None
         if method == "magnitude":
-            sparsify.magnitude_(d, p["density"], rescale)
-        elif method == "random":
+            assert mag is not None
+            return sparsify.magnitude_keep(mag, density, rescale)
+        if method == "random":
             assert gen is not None
-            sparsify.random_(d, p["density"], gen, rescale)
-        elif method == "magnitude_outliers":
-            sparsify.magnitude_outliers_(d, p["density"], p["gamma"], rescale)
-        elif method == "della_magprune":
-            assert gen is not None
-            sparsify.della_magprune_(d, p["density"], p["epsilon"], gen, rescale)
+            return sparsify.random_keep(t.numel(), density, gen, mag, rescale, wd, t.device)
+        if method == "magnitude_outliers":
+            assert mag is not None
+            return sparsify.magnitude_outliers_keep(mag, density, p["gamma"], rescale)
+        assert gen is not None and mag is not None and method == "della_magprune"
+        return sparsify.della_keep(mag.view(t.shape), density, p["epsilon"], gen, rescale)
 
 
-def _consensus_sum(deltas: list[torch.Tensor], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """TIES sign election and disjoint sums; consumes ``deltas`` (they are overwritten)."""
-    elected = deltas[0].clone()
+
+class _Scratch:
+    """Reused chunk buffers of one merge call."""
+
+    def __init__(self, size: int, models: int, dtype: torch.dtype, device: torch.device, consensus: bool) -> None:
+        def new() -> torch.Tensor:
+            return torch.empty(size, dtype=dtype, device=device)
+
+        self.base = new()
+        self.deltas = [new() for _ in range(models)]
+        self.sign = self.agree = self.div = torch.empty(0, dtype=dtype, device=device)
+        if consensus:
+            self.sign, self.agree, self.div = new(), new(), new()
+
+
+def _magnitudes(t: torch.Tensor, base: torch.Tensor, wd: torch.dtype) -> torch.Tensor:
+    """``|t - base|`` in ``wd``, flat, computed chunk by chunk into one new buffer."""
+    flat_t, flat_b = t.reshape(-1), base.reshape(-1)
+    n = flat_b.numel()
+    mag = torch.empty(n, dtype=wd, device=base.device)
+    size = max(1, min(n, CHUNK))
+    d = torch.empty(size, dtype=wd, device=base.device)
+    b = torch.empty(size, dtype=wd, device=base.device)
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        m = stop - start
+        torch.abs(d[:m].copy_(flat_t[start:stop]).sub_(b[:m].copy_(flat_b[start:stop])), out=mag[start:stop])
+    return mag
+
+
+def _consensus_sum(
+    deltas: list[torch.Tensor], weights: Sequence[float], sign: torch.Tensor, agree: torch.Tensor,
+    divisor: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIES sign election and disjoint sums over one chunk; ``deltas`` are overwritten, ``sign``,
+    ``agree`` and ``divisor`` are scratch of the same length. Returns ``(mixed, divisor)`` with
+    ``mixed`` one of ``deltas`` and the divisor's zeros (no model agrees) set to 1.
+
+    Every step is a same-dtype, in-place float pass (signs and agreement are 0/1 or +-1 floats,
+    never bool tensors): on CPU a bool intermediate costs a comparison into a new tensor plus a
+    conversion back, several times the memory traffic of the arithmetic itself.
+    """
+    elected = sign.copy_(deltas[0])
     for d in deltas[1:]:
         elected.add_(d)
-    # elected sign as +-1 (zero sum counts as positive, as mergekit's `>= 0`)
-    sign = sparsify.as_float(elected >= 0, elected.dtype).mul_(2).sub_(1)
-    del elected
-    # Fresh multi-MB buffers cost page faults on every allocation: reuse one scratch for `agree`.
-    agree = torch.empty_like(sign)
-    mixed = divisor = None
+    # elected sign as +-1 (zero sum, also -0.0, counts as positive, as mergekit's `>= 0`)
+    elected.ge_(0).mul_(2).sub_(1)
+    mixed = deltas[0]
     for i, d in enumerate(deltas):
         torch.mul(d, sign, out=agree).gt_(0)  # 1.0 where same sign as elected and non-zero
         d.mul_(agree)
-        if mixed is None:
-            mixed, divisor = d, agree.mul(weights[i])
+        if i == 0:
+            torch.mul(agree, float(weights[0]), out=divisor)
         else:
             mixed.add_(d)
             divisor.add_(agree, alpha=float(weights[i]))  # + w_i * {0, 1}: exact
-        deltas[i] = None  # type: ignore[call-overload]  # release as we go
-    assert mixed is not None and divisor is not None
+    divisor.add_(torch.eq(divisor, 0, out=agree))  # 0 -> 1 (mixed is 0 there anyway)
     return mixed, divisor
 
 
