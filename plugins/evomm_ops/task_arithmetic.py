@@ -150,7 +150,6 @@ class GeneralizedTaskArithmetic(MergeOperator):
         return sparsify.della_keep(mag.view(t.shape), density, p["epsilon"], gen, rescale)
 
 
-
 class _Scratch:
     """Reused chunk buffers of one merge call."""
 
