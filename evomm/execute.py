@@ -470,7 +470,9 @@ class InMemoryMerger:
         if t is None:
             if alias not in self.checkpoints:
                 raise ConfigError(f"plan names model {alias!r}, which this merger was not given")
-            t = self._cache[key] = self.checkpoints[alias].read(name).to(self.device, self.dtype)
+            # copy=True: a large tensor may come memory-mapped from its file; the cache outlives
+            # any one step, and must not depend on the file staying as it is
+            t = self._cache[key] = self.checkpoints[alias].read(name).to(self.device, self.dtype, copy=True)
         return t
 
     def preload(self) -> None:
