@@ -10,6 +10,8 @@
   the same merged checkpoint as ``readinto``, never writes through to the file, and still names
   a truncated file;
 * ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
+* the selection's NumPy band extraction and DARE's NumPy mask comparison (CPU float tensors)
+  give exactly what the torch formulations give, NaN and open bounds included;
 * ``import evomm_dfs`` stays cheap (no transformers at all) and an exported DFS child
   still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
 """
@@ -146,6 +148,51 @@ def test_mapped_read_of_a_truncated_file_names_it(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(safetensors_io, "MAP_MIN_BYTES", 0)
     with pytest.raises(CheckpointError, match="truncated.*'w'"):
         idx.read("w")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_band_equals_the_torch_band(dtype: torch.dtype) -> None:
+    from evomm_ops import sparsify
+
+    g = torch.Generator().manual_seed(5)
+    values = torch.randn(50_000, generator=g, dtype=dtype).abs()
+    values[::97] = float("nan")
+    lo, hi = torch.tensor(0.2, dtype=dtype), torch.tensor(0.3, dtype=dtype)
+    values[1000:1500] = 0.25  # tie blocks inside the band and on both bounds
+    values[2000:2300] = lo
+    values[3000:3100] = hi
+    for bounds in ((lo, hi), (lo, None), (None, hi)):
+        below, positions = sparsify._band(values, *bounds)
+        # the torch formulation, written out: below = #(x < lo); band = not (x < lo) and x <= hi
+        under = values < bounds[0] if bounds[0] is not None else torch.zeros_like(values, dtype=torch.bool)
+        inside = ~under if bounds[1] is None else (~under & (values <= bounds[1]))
+        assert below == int(under.sum())
+        assert positions.dtype == torch.int64
+        assert positions.tolist() == inside.nonzero().squeeze(1).tolist()
+        # the torch path (taken for float16 and bfloat16, and off the CPU): the same formulation
+        half = values.half()
+        hb = [b.half() if b is not None else None for b in bounds]
+        t_below, t_positions = sparsify._band(half, hb[0], hb[1])
+        h_under = half < hb[0] if hb[0] is not None else torch.zeros_like(half, dtype=torch.bool)
+        h_inside = ~h_under if hb[1] is None else (~h_under & (half <= hb[1]))
+        assert t_below == int(h_under.sum())
+        assert t_positions.tolist() == h_inside.nonzero().squeeze(1).tolist()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 0.999999, 0.9999999])
+def test_dare_mask_numpy_comparison_equals_torch(density: float) -> None:
+    from evomm_ops import sparsify
+
+    shape = torch.Size([300, 77])
+    got = sparsify.dare_mask(shape, density, torch.Generator().manual_seed(9), torch.device("cpu"))
+    # the same draw, compared in torch
+    n = shape.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=torch.Generator().manual_seed(9))
+    threshold = round(density * 65536) - 32768
+    expected = (words.view(torch.int16)[:n].to(torch.int32) < threshold).view(shape)
+    assert got.dtype == torch.bool and got.shape == shape
+    assert torch.equal(got, expected)
 
 
 def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
