@@ -128,6 +128,22 @@ class Checkpoint(ABC):
     def save_metadata(self, out_dir: Path) -> None:
         """Write everything but the weights (config, tokenizer, generation config, processor)."""
 
+    def record_dtype(self, out_dir: Path, dtype: str) -> None:
+        """Note in the metadata :meth:`save_metadata` wrote to ``out_dir`` that the weights are
+        stored in ``dtype`` (a torch dtype name such as ``"float16"``).
+
+        :func:`evomm.execute.merge_to_dir` calls it after :meth:`save_metadata` when a plan sets
+        ``out_dtype``, so that a loader reading the dtype from the metadata (``dtype="auto"`` in
+        transformers) gets what the shards hold. The default does nothing, for formats whose
+        metadata has no dtype.
+
+        Example (what the Hugging Face adapters do, via :func:`evomm_hf.common.set_config_dtype`)::
+
+            def record_dtype(self, out_dir, dtype):
+                set_config_dtype(out_dir / "config.json", dtype)
+        """
+        del out_dir, dtype  # nothing to record by default
+
     @abstractmethod
     def handle(self, model: torch.nn.Module, **options: Any) -> ModelHandle:
         """A :class:`ModelHandle` that lets tasks query ``model``."""

@@ -399,6 +399,8 @@ def merge_to_dir(
             background.close()
         writer.close()
         donor.save_metadata(tmp)
+        if plan.out_dtype:
+            donor.record_dtype(tmp, plan.out_dtype)
         (tmp / "evomm_merge.json").write_text(
             json.dumps({"plan_digest": plan.digest(), **plan.to_dict()}, indent=1, default=str) + "\n"
         )

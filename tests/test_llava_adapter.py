@@ -197,6 +197,25 @@ def test_linear_one_zero_returns_the_vlm_bit_for_bit(zoo, plugins, layout, tmp_p
     assert (out / "processor_config.json").is_file() and (out / "tokenizer.json").is_file()
 
 
+def test_out_dtype_is_recorded_in_the_vlm_config(zoo, plugins, tmp_path):
+    layout = LAYOUTS[0]
+    rec = recipe("linear", zoo[layout], zoo["llm"], vlm={"weight": 1.0}, llm={"weight": 0.0})
+    rec = MergeRecipe.from_dict({**rec.model_dump(exclude_none=True), "out_dtype": "bfloat16"})
+    out = merge(rec, plugins, tmp_path / "out")
+    config = json.loads((out / "config.json").read_text())
+
+    def dtypes(node):  # every dtype field, nested sub-configs included
+        for key, value in node.items():
+            if key in ("dtype", "torch_dtype"):
+                yield value
+            elif isinstance(value, dict):
+                yield from dtypes(value)
+
+    assert set(dtypes(config)) == {"bfloat16"}
+    model = LlavaForConditionalGeneration.from_pretrained(out, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
 def _plain_lm_of(vlm_dir: Path, out: Path) -> Path:
     """The VLM's language model saved as a plain LlamaForCausalLM (an independent extraction)."""
     vlm = LlavaForConditionalGeneration.from_pretrained(vlm_dir)

@@ -3,6 +3,7 @@ in-place merger, and the errors users can cause (each must leave no output behin
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,26 @@ def test_out_dtype_and_compute_dtype(zoo: dict[str, Path], tmp_path: Path) -> No
     a = read_all(zoo["llama_a"])
     assert all(t.dtype == torch.bfloat16 for t in out.values())
     assert torch.equal(out["model.norm.weight"], a["model.norm.weight"].to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("out_dtype", [None, "bfloat16", "float16"])
+def test_config_records_the_stored_dtype(zoo: dict[str, Path], tmp_path: Path, out_dtype: str | None) -> None:
+    extra = {"out_dtype": out_dtype} if out_dtype else {}
+    out = merge(linear(zoo["llama_a"], zoo["llama_b"], 0.5, 0.5, **extra), tmp_path)
+    donor_config = (zoo["llama_a"] / "config.json").read_text()
+    if out_dtype is None:  # nothing changed: the donor's config, byte for byte
+        assert (out / "config.json").read_text() == donor_config
+        return
+    config = json.loads((out / "config.json").read_text())
+    key = "dtype" if "dtype" in json.loads(donor_config) else "torch_dtype"
+    assert config[key] == out_dtype
+    # everything else is the donor's
+    assert {k: v for k, v in config.items() if k != key} == {
+        k: v for k, v in json.loads(donor_config).items() if k != key}
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {getattr(torch, out_dtype)}
 
 
 class Failing(MergeOperator):

@@ -153,6 +153,42 @@ def copy_files(src_dir: Path, out_dir: Path, names: Iterable[str]) -> None:
             shutil.copyfile(src, out_dir / fname)
 
 
+def set_config_dtype(config_path: Path, dtype: str) -> None:
+    """Set the dtype recorded in a Hugging Face ``config.json`` to ``dtype``.
+
+    transformers 5 writes ``dtype``, older versions ``torch_dtype`` (still read as an alias): each
+    key present is updated, at the top level and in nested sub-configs (``text_config``,
+    ``vision_config``); a config with neither at the top level gets ``torch_dtype``, which every
+    version reads. No config file: nothing to do.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "config.json"
+        >>> _ = path.write_text(json.dumps({"dtype": "bfloat16", "text_config": {"torch_dtype": "bfloat16"}}))
+        >>> set_config_dtype(path, "float16")
+        >>> json.loads(path.read_text())
+        {'dtype': 'float16', 'text_config': {'torch_dtype': 'float16'}}
+    """
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+
+    def update(node: dict[str, Any]) -> bool:
+        found = False
+        for key in ("dtype", "torch_dtype"):
+            if key in node:
+                node[key] = dtype
+                found = True
+        for value in node.values():
+            if isinstance(value, dict):
+                update(value)
+        return found
+
+    if not update(config):
+        config["torch_dtype"] = dtype
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def load_pretrained(loader: str, ref: ModelRef, directory: Path, what: str) -> Any:
     """``transformers.<loader>.from_pretrained(directory)`` with a :class:`TaskError` on failure.
 
@@ -210,7 +246,7 @@ class HFDirectoryCheckpoint(Checkpoint):
 
     Subclasses set ``ref``, ``directory``, ``config``, ``_index`` (see :func:`open_weights`),
     ``_layout`` and ``_hf_config = None`` in ``__init__``; this class provides :attr:`layout`,
-    :meth:`read`, :attr:`hf_config` and :meth:`close`.
+    :meth:`read`, :attr:`hf_config`, :meth:`record_dtype` and :meth:`close`.
     """
 
     ref: ModelRef
@@ -228,6 +264,10 @@ class HFDirectoryCheckpoint(Checkpoint):
         "merge models that share a tokenizer (mergekit's tokenizer surgery is not supported), or, "
         "when the donor's vocabulary extends the other's, set `vocab: {mode: pad_from_donor}` in the recipe"
     )
+
+    def record_dtype(self, out_dir: Path, dtype: str) -> None:
+        """Record ``dtype`` in the written ``config.json`` (:func:`set_config_dtype`)."""
+        set_config_dtype(out_dir / "config.json", dtype)
 
     def check_lm_compatible(self, other: Checkpoint, vocab_mode: str = "strict") -> None:
         """Vocabulary size, depth and shapes of a language model against ``other``.
