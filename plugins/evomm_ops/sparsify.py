@@ -19,7 +19,8 @@ Speed: mergekit ranks magnitudes with a full ``argsort`` per tensor. We only nee
 one rank, which a selection finds in O(n): :func:`kth_smallest` narrows the rank with a fixed,
 strided sample (no randomness) and runs ``torch.kthvalue`` on the few candidates in the bracket;
 it falls back to ``torch.kthvalue`` on the whole tensor when the bracket misses (never wrong,
-only slower). torch has no partial-sort primitive that does this, hence the hand-written code.
+only slower). torch has no partial-sort primitive that does this, hence the hand-written code
+(the band itself is extracted with NumPy on CPU float tensors: see :func:`_band`).
 
 Ties: magnitudes are ranked by (magnitude, flat index), so when several entries share the
 threshold magnitude, exactly the requested count is kept and, among equal magnitudes, the entry
