@@ -9,7 +9,7 @@ maximum (32 MiB) and stops trimming the heap, so freed blocks are reused: peak m
 unchanged, but memory stays with the process until it exits. Measured with
 ``bench/merge_throughput.py --size 350m`` on 2 cores: TIES 5.9-6.7 s without, 5.3-5.6 s with.
 
-(Tensors above 32 MiB are memory-mapped from the checkpoint by
+(Tensors above 1 MiB are memory-mapped from the checkpoint by
 :meth:`evomm.safetensors_io.SafetensorsIndex.read`, and the operators work in reused chunk
 buffers, for the same reason.)
 

@@ -40,19 +40,29 @@ _ST_DTYPES = {
 }
 
 
-#: Tensors of at least this many bytes are memory-mapped rather than read (glibc serves such
-#: allocations with fresh mappings anyway: 32 MiB is its largest mmap threshold).
-MAP_MIN_BYTES = 32 * 2**20
+#: Tensors of at least this many bytes are memory-mapped rather than read; smaller ones (norms,
+#: biases) are read into memory, where a mapping would cost more than the copy it saves.
+#: Measured on the 350M bench merge (2 cores, warm page cache; medians of 5-6 alternating runs):
+#: mapping everything from 1 MiB instead of 32 MiB up made the in-process merge 1.16 -> 0.73 s
+#: (linear), 2.93 -> 2.58 s (TIES), 3.20 -> 2.83 s (DARE-TIES): the reader thread no longer
+#: copies 1.7 GB beside the two compute threads, and no heap pages are faulted in for it.
+MAP_MIN_BYTES = 2**20
 
 
 def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
     """``size`` bytes of ``path`` from ``offset`` as a uint8 tensor over a private (copy-on-write)
-    memory map that is unmapped when the tensor is freed."""
+    memory map that is unmapped when the tensor is freed.
+
+    The region is announced to the kernel with ``POSIX_FADV_WILLNEED``, so on a cold page cache
+    the disk read starts now, in the caller's (prefetching) thread, instead of page by page when
+    the merge first touches the tensor; on a warm cache it costs nothing measurable."""
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size < offset + size:
                 raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+            if hasattr(os, "posix_fadvise"):  # not on macOS or Windows
+                os.posix_fadvise(f.fileno(), offset, size, os.POSIX_FADV_WILLNEED)
             region = mmap.mmap(f.fileno(), offset + size - start, access=mmap.ACCESS_COPY, offset=start)
     except OSError as exc:
         raise CheckpointError(f"cannot map tensor {name!r} of {path}: {exc}") from exc
@@ -166,10 +176,9 @@ class SafetensorsIndex:
     def read(self, name: str) -> torch.Tensor:
         """Read one tensor (a fresh, writable CPU tensor, in its stored dtype).
 
-        Tensors below :data:`MAP_MIN_BYTES` are read with one ``readinto`` into memory the
-        allocator reuses; larger ones are memory-mapped copy-on-write, region by region, so
-        their pages come straight from the page cache instead of being faulted in, zeroed and
-        copied (allocations that large are fresh mappings each time in glibc). The mapping
+        Tensors below :data:`MAP_MIN_BYTES` (1 MiB) are read with one ``readinto``; larger ones
+        are memory-mapped copy-on-write, region by region, so their pages come straight from
+        the page cache instead of being copied into freshly faulted, zeroed memory. The mapping
         lives exactly as long as the tensor, so resident memory still tracks the tensors alive,
         not the files: whole-file maps would keep every page read so far counted until close,
         making a streaming merge of a 7B model look (and, under memory pressure, behave) like a
@@ -178,7 +187,7 @@ class SafetensorsIndex:
         path = self._file_of[self._check(name)]
         offset, size = self._span[name]
         shape, dtype = self._meta[name]
-        if size >= MAP_MIN_BYTES:
+        if size >= max(MAP_MIN_BYTES, 1):  # an empty region cannot be mapped
             return _map_region(path, offset, size, name).view(getattr(torch, dtype)).reshape(shape)
         buf = torch.empty(size, dtype=torch.uint8)
         with open(path, "rb", buffering=0) as f:
