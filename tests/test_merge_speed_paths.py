@@ -12,6 +12,10 @@
 * ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
 * the selection's NumPy band extraction and DARE's NumPy mask comparison (CPU float tensors)
   give exactly what the torch formulations give, NaN and open bounds included;
+* the streamed rank window (TIES / breadcrumbs without rescale on CPU: thresholds found in one
+  chunked pass, the mask recomputed per chunk) keeps exactly the entries the whole-tensor mask
+  keeps, ties at both bounds included, never modifies its inputs, and steps aside (None) where
+  it does not apply, so the operators' results are the same bits either way;
 * ``import evomm_dfs`` stays cheap (no transformers at all) and an exported DFS child
   still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
 """
@@ -177,6 +181,95 @@ def test_numpy_band_equals_the_torch_band(dtype: torch.dtype) -> None:
         h_inside = ~h_under if hb[1] is None else (~h_under & (half <= hb[1]))
         assert t_below == int(h_under.sum())
         assert t_positions.tolist() == h_inside.nonzero().squeeze(1).tolist()
+
+
+def _quantised_pair(dtype: torch.dtype, shape: tuple[int, int] = (600, 700)) -> tuple[torch.Tensor, torch.Tensor]:
+    """A base and a model whose task vector takes few distinct values: big tie blocks at every
+    threshold (as bf16 fine-tunes have); above ``_SAMPLE_MIN_NUMEL`` entries."""
+    gen = torch.Generator().manual_seed(11)
+    base = torch.randn(shape, generator=gen, dtype=torch.float64)
+    steps = torch.randint(-40, 41, shape, generator=gen, dtype=torch.float64)
+    return base.to(dtype), (base + steps * 0.001).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("window", ["topk-0.5", "topk-0.07", "outliers", "below"])
+def test_streamed_window_keeps_what_the_whole_tensor_mask_keeps(dtype: torch.dtype, window: str) -> None:
+    from evomm_ops import sparsify
+
+    base, model = _quantised_pair(dtype)
+    before = (base.clone(), model.clone())
+    n = base.numel()
+    wd = torch.float64 if dtype == torch.float64 else torch.float32
+    lo, hi = {
+        "topk-0.5": sparsify.topk_window(n, 0.5),
+        "topk-0.07": sparsify.topk_window(n, 0.07),
+        "outliers": sparsify.outliers_window(n, 0.6, 0.1),
+        "below": (0, n // 3),  # a high bound only
+    }[window]
+    keep = sparsify.window_keep_streamed(model, base, lo, hi, wd)
+    assert keep is not None and keep.mask is None  # the streamed path ran
+    assert (keep.low is not None) == (lo > 0) and (keep.high is not None) == (hi < n)
+    delta = model.to(wd).sub(base.to(wd)).reshape(-1)
+    mask = sparsify.rank_window_keep_(delta.abs(), lo, hi)  # the whole-tensor reference
+    assert int(mask.sum()) == hi - lo
+    tied = (delta.abs() == (keep.low or keep.high).value).sum()  # type: ignore[union-attr]
+    assert tied > 100  # the bound sits in a tie block
+    for chunk in (n, 1 << 18, 99_991):  # apply_ chunk by chunk, at odd offsets too
+        got = torch.cat([keep.apply_(delta[s : s + chunk].clone(), s) for s in range(0, n, chunk)])
+        assert torch.equal(got.view(torch.uint8), (delta * mask).view(torch.uint8))
+    assert torch.equal(base, before[0]) and torch.equal(model, before[1])
+
+
+def test_streamed_window_steps_aside_where_it_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evomm_ops import sparsify
+
+    base, model = _quantised_pair(torch.float32)
+    n = base.numel()
+    assert sparsify.window_keep_streamed(model[:100], base[:100], 50, 100 * 700, torch.float32) is None  # small
+    assert sparsify.window_keep_streamed(model, base, 0, n, torch.float32) is None  # keeps everything
+    assert sparsify.window_keep_streamed(model, base, 5, 5, torch.float32) is None  # keeps nothing
+    assert sparsify.window_keep_streamed(model, base, 10, n, torch.float16) is None  # not a CPU f32/f64 work dtype
+    # a bracket that misses the rank: None, never a wrong threshold
+    monkeypatch.setattr(sparsify, "_bracket", lambda s, q: (1, 2))
+    assert sparsify.window_keep_streamed(model, base, n // 2, n, torch.float32) is None
+
+
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs", "breadcrumbs_ties"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
+    monkeypatch: pytest.MonkeyPatch, name: str, dtype: torch.dtype
+) -> None:
+    import evomm_ops
+    from evomm_ops import sparsify
+
+    from evomm.layout import ModuleKind
+    from evomm.operators import TensorContext
+
+    base, a = _quantised_pair(dtype)
+    b = _quantised_pair(dtype)[1].flip(0)
+    inputs = [a.clone(), b.clone()]
+    per = [{"weight": 0.6, "density": 0.4, "gamma": 0.05}, {"weight": 0.5, "density": 0.7, "gamma": 0.1}]
+    if name == "ties":
+        per = [{k: v for k, v in p.items() if k != "gamma"} for p in per]
+    op = {o.name: o for o in evomm_ops.OPERATORS}[name]()
+    ctx = TensorContext("model.layers.0.mlp.up_proj.weight", ModuleKind.MLP, 0, 7)
+    calls: list[bool] = []
+    real = sparsify.window_keep_streamed
+
+    def spy(*args: Any) -> Any:
+        keep = real(*args)
+        calls.append(keep is not None)
+        return keep
+
+    monkeypatch.setattr(sparsify, "window_keep_streamed", spy)
+    streamed = op.merge(inputs, base, {}, per, ctx)
+    assert calls == [True, True]
+    assert torch.equal(inputs[0], a) and torch.equal(inputs[1], b)  # inputs untouched
+    monkeypatch.setattr(sparsify, "window_keep_streamed", lambda *args: None)
+    whole = op.merge(inputs, base, {}, per, ctx)
+    assert torch.equal(streamed.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
+    assert not torch.equal(whole, base)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 0.999999, 0.9999999])

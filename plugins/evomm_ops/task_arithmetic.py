@@ -135,6 +135,15 @@ class GeneralizedTaskArithmetic(MergeOperator):
         density = p["density"]
         if method is None or density >= 1:
             return sparsify.KEEP_ALL
+        if not rescale and method in ("magnitude", "magnitude_outliers") and 0 < density < 1:
+            n = t.numel()
+            lo, hi = (
+                sparsify.topk_window(n, density) if method == "magnitude"
+                else sparsify.outliers_window(n, density, p["gamma"])
+            )
+            streamed = sparsify.window_keep_streamed(t, base, lo, hi, wd)
+            if streamed is not None:  # no whole-tensor magnitudes needed (same result)
+                return streamed
         needs_mag = method != "random" or rescale
         mag = _magnitudes(t, base, wd) if needs_mag else None
         if method == "magnitude":
