@@ -13,7 +13,10 @@ Usage::
     .venv/bin/python bench/merge_throughput.py --size tiny          # a quick check
     .venv/bin/python bench/merge_throughput.py --models /tmp/m350   # make once, then reuse
 
-Timings are wall-clock on whatever machine runs this; nothing is asserted.
+Timings are wall-clock on whatever machine runs this; nothing is asserted. On a shared or
+virtual machine the same command can take twice as long from one minute to the next:
+``--repeat N`` runs both tools N times, alternating, and reports the median of each (every
+run's time is printed too), so one noisy moment does not decide a ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +116,11 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return wall, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB
 
 
+def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Per-column medians of (wall, peak RSS, CPU) over the runs."""
+    return tuple(statistics.median(col) for col in zip(*runs))  # type: ignore[return-value]
+
+
 def nbytes(d: Path) -> int:
     return sum(f.stat().st_size for f in d.glob("*.safetensors"))
 
@@ -142,6 +151,8 @@ def main() -> None:
     ap.add_argument("--mergekit-python", default=None, help="a python with mergekit 0.1.5 installed")
     ap.add_argument("--workdir", default=None, help="where to put models and outputs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed runs per tool and method, alternating; medians are reported (default 1)")
     ap.add_argument("--models", default=None,
                     help="directory of the input models: reused when it holds base/a/b, else made there and kept")
     args = ap.parse_args()
@@ -170,20 +181,29 @@ def main() -> None:
             path.write_text(yaml.safe_dump(recipe, sort_keys=False))
             read = sum(in_bytes.values())  # every recipe reads all three models once
             out_e = root / f"out-evomm-{method}"
-            settle(list(models.values()))
-            wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--overwrite", "--no-progress"])
-            row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
-                   "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9}
-            if mk:
-                out_m = root / f"out-mergekit-{method}"
-                shutil.rmtree(out_m, ignore_errors=True)
+            out_m = root / f"out-mergekit-{method}"
+            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": []}
+            for _ in range(max(1, args.repeat)):
+                shutil.rmtree(out_e, ignore_errors=True)
                 settle(list(models.values()))
-                wall, rss, _, cpu = run_child([mk, str(path), str(out_m)])
+                wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--no-progress"])
+                runs["evomm"].append((wall, rss, cpu))
+                if mk:
+                    shutil.rmtree(out_m, ignore_errors=True)
+                    settle(list(models.values()))
+                    wall, rss, _, cpu = run_child([mk, str(path), str(out_m)])
+                    runs["mk"].append((wall, rss, cpu))
+            wall, rss, cpu = _medians(runs["evomm"])
+            row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
+                   "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9, "evomm_runs_s": [r[0] for r in runs["evomm"]]}
+            if mk:
+                wall, rss, cpu = _medians(runs["mk"])
                 row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
-                           max_abs_diff=max_diff(out_e, out_m))
+                           mk_runs_s=[r[0] for r in runs["mk"]], max_abs_diff=max_diff(out_e, out_m))
             rows.append(row)
             print(json.dumps(row), flush=True)
-        print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default")
+        runs_note = f", medians of {args.repeat} alternating runs" if args.repeat > 1 else ""
+        print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default{runs_note}")
         head = f"{'method':<10} {'evomm s':>8} {'cpu s':>6} {'RSS MiB':>8} {'GB/s':>6}"
         if mk:
             head += f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9} {'max|diff|':>10}"
@@ -194,6 +214,12 @@ def main() -> None:
                 line += (f" {r['mk_s']:8.1f} {r['mk_cpu_s']:6.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
                          f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}")
             print(line)
+        if args.repeat > 1:
+            for r in rows:
+                each = " ".join(f"{t:.1f}" for t in r["evomm_runs_s"])
+                if mk:
+                    each += " | mergekit " + " ".join(f"{t:.1f}" for t in r["mk_runs_s"])
+                print(f"{r['method']:<10} every run, s: evomm {each}")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
