@@ -4,8 +4,11 @@ magnitude window (Model Breadcrumbs) and magnitude-ranked random drop (DELLA's M
 Each method comes in two forms. ``*_keep(mag, ...)`` looks at the whole task vector's magnitudes
 once and returns a :class:`Keep` (a 0/1 float mask and an optional rescale factor), which the
 operators then apply chunk by chunk (:mod:`evomm_ops.task_arithmetic`); ``*_(delta, ...)`` applies
-the same decision in place to a whole scratch delta the caller owns. Both follow mergekit 0.1.5's
-``sparsify.py`` conventions exactly:
+the same decision in place to a whole scratch delta the caller owns. The magnitude windows also
+have a streamed form, :func:`window_keep_streamed`, which reads ``t`` and ``base`` instead of
+whole-tensor magnitudes and gives a :class:`Keep` holding the window's bounds (same result; the
+operators use it on CPU when nothing is rescaled). All follow mergekit 0.1.5's ``sparsify.py``
+conventions exactly:
 
 * ``density >= 1`` returns the tensor untouched (no rescaling either);
 * magnitude top-k keeps ``k = max(1, int(density * numel))`` entries (``density <= 0`` gives zeros);
@@ -251,93 +254,6 @@ def rank_window_keep_(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return mag
 
 
-#: Entries per chunk of :func:`window_keep_streamed`'s pass (1 MiB of float32: stays in L2).
-_STREAM_CHUNK = 1 << 18
-
-
-def window_keep_streamed(
-    t: torch.Tensor, base: torch.Tensor, lo: int, hi: int, wd: torch.dtype
-) -> Keep | None:
-    """:func:`rank_window_keep_` on the magnitudes ``|t - base|`` (computed in ``wd``), found in
-    one chunked pass over the inputs without holding the whole tensor's magnitudes.
-
-    A strided sample of the magnitudes brackets each bound's rank (as :func:`kth_smallest_ties`
-    does); one pass in chunks of :data:`_STREAM_CHUNK` counts the entries below each bracket and
-    collects the few inside it (NumPy, see :func:`_band`); each bound's value and its tied
-    entries then come from those candidates. The returned :class:`Keep` holds the two bounds and
-    recomputes the mask from ``|delta|`` chunk by chunk in :meth:`Keep.apply_`: the same 0/1
-    values as the stored mask of the whole-tensor path, so the same bits, with neither the
-    magnitudes' nor the mask's whole-tensor buffer written and read back (for a 2816x1024 task
-    vector the threshold work went from ~17 to ~9 ms; a 32000x1024 embedding no longer maps and
-    faults in 131 MB of fresh memory per model).
-
-    Args:
-        t, base: the model's and the base's tensors (same shape and device).
-        lo, hi: the rank window ``[lo, hi)``, 0-based, as :func:`rank_window_keep_`.
-        wd: the work dtype of the magnitudes.
-
-    Returns:
-        The Keep, or None where this path does not apply (not a CPU float32/float64 work dtype,
-        fewer than ``_SAMPLE_MIN_NUMEL`` entries, an empty or full window, a bracket that
-        misses its rank): the caller then takes the whole-tensor path, which gives the same result.
-
-    Example:
-        >>> base = torch.zeros(1 << 18)
-        >>> t = torch.linspace(-1.0, 1.0, 1 << 18)
-        >>> keep = window_keep_streamed(t, base, 1 << 17, 1 << 18, torch.float32)
-        >>> int(keep.apply_(t.clone()).count_nonzero())
-        131072
-    """
-    n = base.numel()
-    if base.device.type != "cpu" or wd not in (torch.float32, torch.float64) or n < _SAMPLE_MIN_NUMEL:
-        return None
-    lo, hi = max(lo, 0), min(hi, n)
-    if hi <= lo or (lo == 0 and hi == n):
-        return None
-    flat_t, flat_b = t.reshape(-1), base.reshape(-1)
-    step = (n // _SAMPLE_SIZE) | 1
-    # out of place: `.to(wd)` of a tensor already in wd is the caller's tensor itself
-    sample = torch.sub(flat_t[::step].to(wd), flat_b[::step].to(wd)).abs_()
-    # (rank of the bound's value, the window edge it stands for): the low bound's value is the
-    # (lo+1)-th smallest magnitude, the high bound's the hi-th
-    ends = ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
-    ranks = [rank for rank, _ in ends]
-    brackets = []
-    for rank in ranks:
-        bounds = _sample_bounds(sample, *_bracket(sample.numel(), rank / n))
-        if bounds == (None, None):
-            return None
-        brackets.append(bounds)
-    size = min(n, _STREAM_CHUNK)
-    d = torch.empty(size, dtype=wd)
-    b = torch.empty(size, dtype=wd)
-    below = [0] * len(ranks)
-    found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in ranks]
-    for start in range(0, n, size):
-        stop = min(n, start + size)
-        m = stop - start
-        # the ops of task_arithmetic._magnitudes, so the magnitudes are the same bits
-        mag = d[:m].copy_(flat_t[start:stop]).sub_(b[:m].copy_(flat_b[start:stop])).abs_()
-        for i, (low, high) in enumerate(brackets):
-            count, positions = _band(mag, low, high)
-            below[i] += count
-            found[i].append((mag[positions], positions.add_(start)))
-    bounds: list[RankBound] = []
-    for i, (rank, edge) in enumerate(ends):
-        candidates = torch.cat([c for c, _ in found[i]])
-        if not below[i] < rank <= below[i] + candidates.numel():
-            return None  # the sample's bracket missed: never wrong, only the slower path
-        v = torch.kthvalue(candidates, rank - below[i]).values
-        under = below[i] + int((candidates < v).count_nonzero())
-        tied = torch.cat([p for _, p in found[i]])[candidates == v]
-        # tied entries rank by flat index: the first `edge - under` of them lie below the edge
-        split = edge - under
-        bounds.append(RankBound(float(v), int(tied[split]) if split < tied.numel() else n))
-    low_bound = bounds[0] if lo > 0 else None
-    high_bound = bounds[-1] if hi < n else None
-    return Keep(low=low_bound, high=high_bound)
-
-
 def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bool mask as 0/1 in ``dtype``. Going through a uint8 view is ~10x faster on CPU than
     ``mask.to(float)``, whose bool cast is not vectorised in torch's CPU kernels."""
@@ -489,6 +405,93 @@ def _window(mag: torch.Tensor, lo: int, hi: int, rescale: bool) -> Keep:
         return Keep(mask=rank_window_keep_(mag, lo, hi))
     original = mag.clone()
     return _masked(rank_window_keep_(mag, lo, hi), original, rescale)
+
+
+#: Entries per chunk of :func:`window_keep_streamed`'s pass (1 MiB of float32: stays in L2).
+_STREAM_CHUNK = 1 << 18
+
+
+def window_keep_streamed(
+    t: torch.Tensor, base: torch.Tensor, lo: int, hi: int, wd: torch.dtype
+) -> Keep | None:
+    """:func:`rank_window_keep_` on the magnitudes ``|t - base|`` (computed in ``wd``), found in
+    one chunked pass over the inputs without holding the whole tensor's magnitudes.
+
+    A strided sample of the magnitudes brackets each bound's rank (as :func:`kth_smallest_ties`
+    does); one pass in chunks of :data:`_STREAM_CHUNK` counts the entries below each bracket and
+    collects the few inside it (NumPy, see :func:`_band`); each bound's value and its tied
+    entries then come from those candidates. The returned :class:`Keep` holds the two bounds and
+    recomputes the mask from ``|delta|`` chunk by chunk in :meth:`Keep.apply_`: the same 0/1
+    values as the stored mask of the whole-tensor path, so the same bits, with neither the
+    magnitudes' nor the mask's whole-tensor buffer written and read back (for a 2816x1024 task
+    vector the threshold work went from ~17 to ~9 ms; a 32000x1024 embedding no longer maps and
+    faults in 131 MB of fresh memory per model).
+
+    Args:
+        t, base: the model's and the base's tensors (same shape and device).
+        lo, hi: the rank window ``[lo, hi)``, 0-based, as :func:`rank_window_keep_`.
+        wd: the work dtype of the magnitudes.
+
+    Returns:
+        The Keep, or None where this path does not apply (not a CPU float32/float64 work dtype,
+        fewer than ``_SAMPLE_MIN_NUMEL`` entries, an empty or full window, a bracket that
+        misses its rank): the caller then takes the whole-tensor path, which gives the same result.
+
+    Example:
+        >>> base = torch.zeros(1 << 18)
+        >>> t = torch.linspace(-1.0, 1.0, 1 << 18)
+        >>> keep = window_keep_streamed(t, base, 1 << 17, 1 << 18, torch.float32)
+        >>> int(keep.apply_(t.clone()).count_nonzero())
+        131072
+    """
+    n = base.numel()
+    if base.device.type != "cpu" or wd not in (torch.float32, torch.float64) or n < _SAMPLE_MIN_NUMEL:
+        return None
+    lo, hi = max(lo, 0), min(hi, n)
+    if hi <= lo or (lo == 0 and hi == n):
+        return None
+    flat_t, flat_b = t.reshape(-1), base.reshape(-1)
+    step = (n // _SAMPLE_SIZE) | 1
+    # out of place: `.to(wd)` of a tensor already in wd is the caller's tensor itself
+    sample = torch.sub(flat_t[::step].to(wd), flat_b[::step].to(wd)).abs_()
+    # (rank of the bound's value, the window edge it stands for): the low bound's value is the
+    # (lo+1)-th smallest magnitude, the high bound's the hi-th
+    ends = ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
+    ranks = [rank for rank, _ in ends]
+    brackets = []
+    for rank in ranks:
+        bounds = _sample_bounds(sample, *_bracket(sample.numel(), rank / n))
+        if bounds == (None, None):
+            return None
+        brackets.append(bounds)
+    size = min(n, _STREAM_CHUNK)
+    d = torch.empty(size, dtype=wd)
+    b = torch.empty(size, dtype=wd)
+    below = [0] * len(ranks)
+    found: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in ranks]
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        m = stop - start
+        # the ops of task_arithmetic._magnitudes, so the magnitudes are the same bits
+        mag = d[:m].copy_(flat_t[start:stop]).sub_(b[:m].copy_(flat_b[start:stop])).abs_()
+        for i, (low, high) in enumerate(brackets):
+            count, positions = _band(mag, low, high)
+            below[i] += count
+            found[i].append((mag[positions], positions.add_(start)))
+    bounds: list[RankBound] = []
+    for i, (rank, edge) in enumerate(ends):
+        candidates = torch.cat([c for c, _ in found[i]])
+        if not below[i] < rank <= below[i] + candidates.numel():
+            return None  # the sample's bracket missed: never wrong, only the slower path
+        v = torch.kthvalue(candidates, rank - below[i]).values
+        under = below[i] + int((candidates < v).count_nonzero())
+        tied = torch.cat([p for _, p in found[i]])[candidates == v]
+        # tied entries rank by flat index: the first `edge - under` of them lie below the edge
+        split = edge - under
+        bounds.append(RankBound(float(v), int(tied[split]) if split < tied.numel() else n))
+    low_bound = bounds[0] if lo > 0 else None
+    high_bound = bounds[-1] if hi < n else None
+    return Keep(low=low_bound, high=high_bound)
 
 
 def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> Keep:
