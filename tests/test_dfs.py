@@ -183,7 +183,8 @@ def test_b_layers_after_a_embedding_run_and_generate(tmp_path) -> None:
     assert out[0] == tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def test_kv_cache_generation_equals_no_cache(parents, monkeypatch) -> None:
+@pytest.mark.parametrize("cache_kw", ["past_key_values", "cache"])  # old and new transformers names
+def test_kv_cache_generation_equals_no_cache(parents, monkeypatch, cache_kw) -> None:
     a, b = parents
     child = DFSForCausalLM.from_parents(a, b, REPEATED).eval()
     ids = _ids(2, 6, seed=3)
@@ -196,7 +197,7 @@ def test_kv_cache_generation_equals_no_cache(parents, monkeypatch) -> None:
         out = child(with_cache[:, :6], use_cache=True)
         cache, steps = out.past_key_values, [out.logits]
         for t in range(6, with_cache.shape[1]):
-            o = child(with_cache[:, t : t + 1], past_key_values=cache, use_cache=True)
+            o = child(with_cache[:, t : t + 1], use_cache=True, **{cache_kw: cache})
             steps.append(o.logits)
     assert torch.equal(with_cache, without)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
@@ -207,6 +208,15 @@ def test_kv_cache_generation_equals_no_cache(parents, monkeypatch) -> None:
         out = child(with_cache[:, :6], use_cache=True)
         bad = child(with_cache[:, 6:7], past_key_values=out.past_key_values, use_cache=True).logits
     assert not torch.allclose(bad, full[:, 6:7], atol=1e-4)
+
+
+def test_two_different_caches_are_refused(parents) -> None:
+    child = DFSForCausalLM.from_parents(*parents, REPEATED).eval()
+    with torch.no_grad():
+        first = child(_ids(1, 4), use_cache=True).past_key_values
+        second = child(_ids(1, 4, seed=1), use_cache=True).past_key_values
+        with pytest.raises(ValueError, match="not both"):
+            child(_ids(1, 1), cache=first, past_key_values=second, use_cache=True)
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -19,6 +19,7 @@ state entering step ``k`` by ``config.path_scales[k]``.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,11 @@ from evomm.errors import IncompatibleModelsError
 
 from .config import MODEL_TYPE, DFSConfig
 from .path import DFSPath
+
+#: The keyword transformers' decoder layers, ``create_causal_mask`` and model outputs use for the
+#: KV cache: ``cache`` since transformers 5.2x (``past_key_values`` deprecated), before that
+#: ``past_key_values``. Read from ``create_causal_mask``'s signature so both generations work.
+CACHE_KW = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 
 class _CacheSlot:
@@ -75,7 +81,7 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
 
     def __init__(self, config: DFSConfig) -> None:
         super().__init__(config)
@@ -147,10 +153,15 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Run the path. Same arguments and outputs as a transformers causal LM."""
+        """Run the path. Same arguments and outputs as a transformers causal LM; the KV cache may
+        come as ``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier releases)."""
         inner = self.model
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("give the KV cache as `cache` or as `past_key_values`, not both")
+        past_key_values = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -165,8 +176,8 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
             config=self.config.base_config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{CACHE_KW: past_key_values},
         )
         hidden = inputs_embeds
         position_embeddings = inner.rotary_emb(hidden, position_ids=position_ids)
@@ -180,8 +191,8 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
                 attention_mask=mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=None if past_key_values is None else _CacheSlot(past_key_values, k),
                 use_cache=use_cache,
+                **{CACHE_KW: None if past_key_values is None else _CacheSlot(past_key_values, k)},
                 **kwargs,
             )
         hidden = inner.norm(hidden)
@@ -190,7 +201,7 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_KW: past_key_values})
 
     def _init_weights(self, module: nn.Module) -> None:
         # Weights always come from the parents or a checkpoint; delegate to the base family's init
