@@ -20,7 +20,8 @@ class Registry(Generic[T]):
 
     Example:
         >>> reg: Registry[type] = Registry("merge operator")
-        >>> reg.add(int, name="int")
+        >>> reg.add(int, name="int")  # returns what it added
+        <class 'int'>
         >>> reg.get("int") is int
         True
     """

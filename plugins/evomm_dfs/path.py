@@ -153,7 +153,7 @@ class DFSLayout:
         >>> lay = DFSLayout(2, 2, repeats=1, max_path_length=4, scaling="destination")
         >>> lay.num_slots, len(lay.indicator_slots()), len(lay.scale_keys())
         (4, 3, 4)
-        >>> lay.decode([1, -1, 1], [1, 1, 0.5, 1]).describe()
+        >>> lay.decode([1, -1, 1], [1, 1, 1, 0.5]).describe()  # scale genes: a0, a1, b0, b1
         'a0 a1 b1*0.50 a1'
     """
 

@@ -46,7 +46,7 @@ class Linear(MergeOperator):
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> Linear().merge([torch.zeros(2), torch.ones(2)], None, {},
-            ...                [{"weight": 1.0}, {"weight": 3.0}], ctx)
+            ...                [{"weight": 0.5}, {"weight": 1.5}], ctx)
             tensor([0.7500, 0.7500])
         """
         g, per = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
