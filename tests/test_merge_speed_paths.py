@@ -10,8 +10,9 @@
   the same merged checkpoint as ``readinto``, never writes through to the file, and still names
   a truncated file;
 * ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
-* the selection's NumPy band extraction and DARE's NumPy mask comparison (CPU float tensors)
-  give exactly what the torch formulations give, NaN and open bounds included;
+* the selection's NumPy band extraction (CPU float tensors) gives exactly what the torch
+  formulation gives, NaN and open bounds included, and DARE's CPU mask is exactly its definition
+  (SFC64 words seeded from the per-tensor generator, compared in torch);
 * the streamed rank window (TIES / breadcrumbs without rescale on CPU: thresholds found in one
   chunked pass, the mask recomputed per chunk) keeps exactly the entries the whole-tensor mask
   keeps, ties at both bounds included, never modifies its inputs, and steps aside (None) where
@@ -273,19 +274,29 @@ def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
 
 
 @pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 0.999999, 0.9999999])
-def test_dare_mask_numpy_comparison_equals_torch(density: float) -> None:
+def test_dare_mask_equals_its_definition_and_successive_masks_differ(density: float) -> None:
+    import numpy as np
     from evomm_ops import sparsify
 
     shape = torch.Size([300, 77])
-    got = sparsify.dare_mask(shape, density, torch.Generator().manual_seed(9), torch.device("cpu"))
-    # the same draw, compared in torch
+    gen = torch.Generator().manual_seed(9)
+    got = sparsify.dare_mask(shape, density, gen, torch.device("cpu"))
+    second = sparsify.dare_mask(shape, density, gen, torch.device("cpu"))
+    # the definition, compared in torch: SFC64 seeded with one 64-bit draw of the generator,
+    # four 16-bit integers per word, kept below round(density * 65536) - 32768
+    ref_gen = torch.Generator().manual_seed(9)
     n = shape.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64)
-    words.random_(-(2**63), None, generator=torch.Generator().manual_seed(9))
-    threshold = round(density * 65536) - 32768
-    expected = (words.view(torch.int16)[:n].to(torch.int32) < threshold).view(shape)
+    expected = []
+    for _ in range(2):
+        seed = int(torch.empty((), dtype=torch.int64).random_(generator=ref_gen))
+        words = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int64))
+        threshold = round(density * 65536) - 32768
+        expected.append((words.view(torch.int16)[:n].to(torch.int32) < threshold).view(shape))
     assert got.dtype == torch.bool and got.shape == shape
-    assert torch.equal(got, expected)
+    assert torch.equal(got, expected[0]) and torch.equal(second, expected[1])
+    if 0.05 < density < 0.95:
+        assert not torch.equal(got, second)  # each model of a tensor gets its own draw
+        assert abs(got.float().mean().item() - density) < 0.01
 
 
 def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
@@ -435,3 +446,28 @@ def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_pat
     kind, layers, heavy = proc.stdout.split()[-3:]
     assert (kind, layers) == ("DFSForCausalLM", "2")  # distinct layers only
     assert heavy == "-", f"`import evomm_dfs` imported {heavy}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_dare_keep_equals_the_whole_tensor_keep(dtype: torch.dtype) -> None:
+    from evomm_ops import sparsify
+
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(600, 700, generator=gen).to(dtype)  # 420,000 entries: two stream chunks
+    model = (base.float() + torch.randn(600, 700, generator=gen) * 0.01).to(dtype)
+    before = (base.clone(), model.clone())
+    delta = model.float().sub(base.float()).reshape(-1)
+    streamed = sparsify.random_keep_streamed(model, base, 0.3, torch.Generator().manual_seed(5), True, torch.float32)
+    whole = sparsify.random_keep(delta.numel(), 0.3, torch.Generator().manual_seed(5), delta.abs(), True)
+    assert streamed.mask is not None and streamed.mask.dtype == torch.bool  # a quarter of a float mask
+    assert torch.equal(streamed.mask.float(), whole.mask)
+    # the same norms, summed in another order: equal to float32 rounding
+    assert streamed.scale is not None and whole.scale is not None
+    assert abs(float(streamed.scale) / float(whole.scale) - 1) < 1e-6
+    kept = streamed.apply_(delta.clone())
+    assert abs(float(kept.abs().sum(dtype=torch.float64)) / float(delta.abs().sum(dtype=torch.float64)) - 1) < 1e-5
+    assert abs(float(streamed.mask.float().mean()) - 0.3) < 0.01
+    plain = sparsify.random_keep_streamed(model, base, 0.3, torch.Generator().manual_seed(5), False, torch.float32)
+    assert plain.scale is None and torch.equal(plain.mask, streamed.mask)
+    assert sparsify.random_keep_streamed(model, base, 1.0, gen, True, torch.float32) is sparsify.KEEP_ALL
+    assert torch.equal(base, before[0]) and torch.equal(model, before[1])

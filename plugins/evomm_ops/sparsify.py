@@ -31,7 +31,8 @@ with the larger flat index ranks higher (is kept first by top-k). mergekit's uns
 breaks such ties arbitrarily; without ties the kept sets are identical.
 
 Randomness (DARE, DELLA) comes only from the ``torch.Generator`` the caller passes, seeded from
-``TensorContext.seed``, so a merge is reproducible bit for bit on the same device type.
+``TensorContext.seed`` (DARE's CPU masks come from a NumPy SFC64 stream seeded by one draw of
+it: see :func:`dare_mask`), so a merge is reproducible bit for bit on the same device type.
 """
 
 from __future__ import annotations
@@ -281,7 +282,8 @@ class Keep:
     window's bounds (``low``/``high``): the same 0/1 values, so the same bits.
 
     Attributes:
-        mask: flat 0/1 float mask over the tensor, or None (keep everything).
+        mask: flat 0/1 float mask over the tensor, or a flat bool mask (a quarter of the memory;
+            converted chunk by chunk), or None (keep everything).
         scale: 0-dim rescale factor (``before / after`` L1 norms), or None.
         zero: the whole task vector is dropped (``delta.zero_()``; mask and scale unused).
         low: keep only entries ranked at or above this bound (``|d| > value``, or ``== value``
@@ -308,7 +310,10 @@ class Keep:
         if self.zero:
             return delta.zero_()
         if self.mask is not None:
-            delta.mul_(self.mask[start : start + delta.numel()].view_as(delta))
+            part = self.mask[start : start + delta.numel()]
+            if part.dtype == torch.bool:
+                part = as_float(part, delta.dtype)
+            delta.mul_(part.view_as(delta))
         elif self.low is not None or self.high is not None:
             delta.mul_(self._window_mask(delta, start))
         if self.scale is not None:
@@ -513,6 +518,13 @@ def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, res
 def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Bernoulli(density) keep mask drawn from 16-bit random integers.
 
+    On CPU the integers come from NumPy's SFC64 generator, seeded with one 64-bit draw of
+    ``generator`` (so successive masks from one per-tensor generator differ, and the same seed
+    gives the same masks); SFC64 fills the words ~2x faster than torch's Mersenne Twister
+    (1.2 vs 2.4 ms for a 2816x1024 tensor on 2 cores) and NumPy compares int16 to a bool array
+    with SIMD, ~4x torch's scalar loop. On other devices the words come from ``generator`` on
+    that device. Either way four 16-bit draws come from each 64-bit word.
+
     Args:
         shape: mask shape.
         density: keep probability.
@@ -528,14 +540,16 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
         True
     """
     n = math.prod(shape)
-    # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(2**63), None, generator=generator)
-    halves = words.view(torch.int16)[:n]
     threshold = round(density * _DARE_LEVELS) - (_DARE_LEVELS // 2)  # int16 is offset by -32768
-    if halves.device.type == "cpu":  # NumPy's SIMD int16 -> bool comparison: ~4x torch's scalar loop
-        return torch.from_numpy(np.less(halves.numpy(), threshold)).view(shape)
-    return (halves < threshold).view(shape)
+    words_needed = (n + 3) // 4
+    if torch.device(device).type == "cpu":
+        seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+        words = np.random.SFC64(seed).random_raw(words_needed)
+        return torch.from_numpy(np.less(words.view(np.int16)[:n], threshold)).view(shape)
+    # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
+    words_t = torch.empty(words_needed, dtype=torch.int64, device=device)
+    words_t.random_(-(2**63), None, generator=generator)
+    return (words_t.view(torch.int16)[:n] < threshold).view(shape)
 
 
 def random_keep(
@@ -559,6 +573,57 @@ def random_keep(
         return KEEP_ALL
     mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype)
     return _masked(mask, mag, rescale)
+
+
+def random_keep_streamed(
+    t: torch.Tensor, base: torch.Tensor, density: float, generator: torch.Generator, rescale: bool,
+    wd: torch.dtype,
+) -> Keep:
+    """:func:`random_keep` of the task vector ``t - base``, without whole-tensor magnitudes.
+
+    The mask is the same draw as :func:`random_keep`'s, kept as a bool tensor (1 byte an entry
+    instead of a float mask's 4). With ``rescale``, the two L1 norms (before and after dropping)
+    are summed in one chunked pass over the inputs (chunks of :data:`_STREAM_CHUNK`, each chunk's
+    sums added in float64), so no ``numel``-sized magnitude buffer is written and read back
+    (131 MB per model for a 32000x1024 embedding). The norms are the same quantities as
+    :func:`random_keep`'s; they are summed in another order, so the scale can differ from it in
+    the last bits of float32.
+
+    Args:
+        t, base: the model's and the base's tensors (same shape and device).
+        density: keep probability (``>= 1`` keeps everything, no rescaling).
+        generator: the per-tensor generator; the mask is one draw of ``numel`` entries.
+        rescale: restore the L1 norm after dropping.
+        wd: the work dtype of the magnitudes.
+
+    Example:
+        >>> t, base = torch.ones(8), torch.zeros(8)
+        >>> keep = random_keep_streamed(t, base, 0.5, torch.Generator().manual_seed(1), True, torch.float32)
+        >>> float(keep.apply_(t.clone()).sum())  # L1 norm kept
+        8.0
+    """
+    if density >= 1:
+        return KEEP_ALL
+    n = base.numel()
+    mask = dare_mask(torch.Size([n]), density, generator, base.device)
+    if not rescale:
+        return Keep(mask=mask)
+    flat_t, flat_b = t.reshape(-1), base.reshape(-1)
+    size = max(1, min(n, _STREAM_CHUNK))
+    d = torch.empty(size, dtype=wd, device=base.device)
+    b = torch.empty(size, dtype=wd, device=base.device)
+    kept = torch.empty(size, dtype=wd, device=base.device)
+    before = after = 0.0
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        m = stop - start
+        mag = d[:m].copy_(flat_t[start:stop]).sub_(b[:m].copy_(flat_b[start:stop])).abs_()
+        before += float(mag.sum(dtype=torch.float64))
+        after += float(torch.dot(mag, kept[:m].copy_(mask[start:stop].view(torch.uint8))))
+    scale = None
+    if before >= _RESCALE_EPS and after >= _RESCALE_EPS:
+        scale = torch.tensor(before / after, dtype=wd, device=base.device)
+    return Keep(mask=mask, scale=scale)
 
 
 def della_keep(

@@ -144,18 +144,15 @@ class GeneralizedTaskArithmetic(MergeOperator):
             streamed = sparsify.window_keep_streamed(t, base, lo, hi, wd)
             if streamed is not None:  # no whole-tensor magnitudes needed (same result)
                 return streamed
-        needs_mag = method != "random" or rescale
-        mag = _magnitudes(t, base, wd) if needs_mag else None
-        if method == "magnitude":
-            assert mag is not None
-            return sparsify.magnitude_keep(mag, density, rescale)
         if method == "random":
             assert gen is not None
-            return sparsify.random_keep(t.numel(), density, gen, mag, rescale, wd, t.device)
+            return sparsify.random_keep_streamed(t, base, density, gen, rescale, wd)
+        mag = _magnitudes(t, base, wd)
+        if method == "magnitude":
+            return sparsify.magnitude_keep(mag, density, rescale)
         if method == "magnitude_outliers":
-            assert mag is not None
             return sparsify.magnitude_outliers_keep(mag, density, p["gamma"], rescale)
-        assert gen is not None and mag is not None and method == "della_magprune"
+        assert gen is not None and method == "della_magprune"
         return sparsify.della_keep(mag.view(t.shape), density, p["epsilon"], gen, rescale)
 
 
