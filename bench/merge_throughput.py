@@ -5,7 +5,9 @@ for smaller/faster runs), merges them with linear, TIES and DARE-TIES using ``ev
 when ``--mergekit-python`` points to a Python with mergekit installed — ``mergekit-yaml`` on the
 same YAML recipe, each in its own child process, and prints wall time, peak RSS of that process
 (``os.wait4``), effective throughput ((bytes read + bytes written) / wall time) and the ratios.
-It also reports the largest difference between the two tools' outputs.
+It also reports the largest difference between the two tools' outputs, each tool's start-up
+(its ``--help``: the imports a merge pays for before merging anything) and the ratio of the wall
+times less those start-ups, which is what the ratio tends to for models whose merge takes minutes.
 
 Usage::
 
@@ -101,24 +103,56 @@ def settle(paths: list[Path]) -> None:
     os.sync()
 
 
+def _hwm_mib(pid: int) -> float | None:
+    """The peak resident set (VmHWM) of a running process, in MiB, or None (not Linux, or gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str, float]:
     """Run ``cmd``; return (wall seconds, peak RSS of that child in MiB, its combined output,
-    its CPU seconds, user + system: steadier than wall time on a shared machine)."""
+    its CPU seconds, user + system: steadier than wall time on a shared machine).
+
+    The peak RSS is the child's VmHWM, polled every 5 ms while it runs. ``ru_maxrss`` from
+    ``wait4`` is not used where /proc exists: Linux carries the forking process's peak over
+    ``exec`` into it, so it never reads below this benchmark's own resident size (~1 GB with
+    torch imported; more after making the models)."""
     start = time.perf_counter()
+    peak = None
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            hwm = _hwm_mib(proc.pid)
+            if hwm is not None:
+                peak = max(peak or 0.0, hwm)
+            time.sleep(0.005)
         wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting
         log.seek(0)
         text = log.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB
+    rss = peak if peak is not None else usage.ru_maxrss / 1024  # ru_maxrss: KiB
+    return wall, rss, text, usage.ru_utime + usage.ru_stime
 
 
 def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     """Per-column medians of (wall, peak RSS, CPU) over the runs."""
     return tuple(statistics.median(col) for col in zip(*runs))  # type: ignore[return-value]
+
+
+def _after_startup(row: dict, start: dict[str, float]) -> float:
+    """mergekit's wall time over evomm's, each less its tool's start-up (floored at 0.1 s)."""
+    return max(row["mk_s"] - start["mk"], 0.1) / max(row["evomm_s"] - start["evomm"], 0.1)
 
 
 def nbytes(d: Path) -> int:
@@ -169,6 +203,14 @@ def main() -> None:
         in_bytes = {k: nbytes(v) for k, v in models.items()}
         evomm = [str(Path(sys.executable).parent / "evomm")]
         mk = str(Path(args.mergekit_python).parent / "mergekit-yaml") if args.mergekit_python else None
+        # Start-up: each tool's `--help`, which imports what a merge imports (torch; for mergekit
+        # also transformers) and merges nothing. It is part of every wall time above; the
+        # "after start-up" ratio divides what is left, the merge itself, as it would scale to
+        # models whose merge takes minutes.
+        start = {"evomm": statistics.median(run_child([*evomm, "merge", "--help"])[0]
+                                            for _ in range(max(1, args.repeat)))}
+        if mk:
+            start["mk"] = statistics.median(run_child([mk, "--help"])[0] for _ in range(max(1, args.repeat)))
         rows = []
         for method in args.methods.split(","):
             recipe = json.loads(json.dumps(RECIPES[method]))
@@ -204,15 +246,19 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         runs_note = f", medians of {args.repeat} alternating runs" if args.repeat > 1 else ""
         print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default{runs_note}")
+        mk_start = f", mergekit {start['mk']:.2f} s" if mk else ""
+        print(f"start-up (`--help`: imports, no merge): evomm {start['evomm']:.2f} s{mk_start}")
         head = f"{'method':<10} {'evomm s':>8} {'cpu s':>6} {'RSS MiB':>8} {'GB/s':>6}"
         if mk:
-            head += f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9} {'max|diff|':>10}"
+            head += (f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9}"
+                     f" {'max|diff|':>10} {'after start-up':>15}")
         print(head)
         for r in rows:
             line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_cpu_s']:6.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
             if mk:
                 line += (f" {r['mk_s']:8.1f} {r['mk_cpu_s']:6.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
-                         f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}")
+                         f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}"
+                         f" {_after_startup(r, start):14.2f}x")
             print(line)
         if args.repeat > 1:
             for r in rows:

@@ -10,6 +10,8 @@
   the same merged checkpoint as ``readinto``, never writes through to the file, and still names
   a truncated file;
 * ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
+* the streaming writer reserves each shard's exact size with ``fallocate`` and writes the same
+  bytes as without it;
 * the selection's NumPy band extraction (CPU float tensors) gives exactly what the torch
   formulation gives, NaN and open bounds included, and DARE's CPU mask is exactly its definition
   (SFC64 words seeded from the per-tensor generator, compared in torch);
@@ -334,6 +336,34 @@ def test_pipelined_merge_writes_the_same_bytes(zoo: dict[str, Path], tmp_path: P
     got, want = _files(fast), _files(slow)
     assert len([n for n in want if n.endswith(".safetensors")]) > 1
     assert got == want
+
+
+def test_preallocated_shards_hold_exactly_the_same_bytes(zoo: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import evomm.safetensors_io as sio
+
+    plugins = get_plugins()
+    recipe = _recipe("ties", zoo, out_dtype="bfloat16")
+    cks = open_models(recipe, plugins)
+    plan = build_plan(recipe, cks, plugins)
+    calls: list[tuple[int, bool]] = []
+    real = sio.preallocate
+
+    def spy(fd: int, size: int) -> bool:
+        calls.append((size, real(fd, size)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(sio, "preallocate", spy)
+    merge_to_dir(plan, cks, tmp_path / "pre", plugins, progress=False, max_shard_bytes=40_000)
+    monkeypatch.setattr(sio, "preallocate", lambda fd, size: False)
+    merge_to_dir(plan, cks, tmp_path / "plain", plugins, progress=False, max_shard_bytes=40_000)
+    pre, plain = _files(tmp_path / "pre"), _files(tmp_path / "plain")
+    assert pre == plain  # no trailing preallocated bytes, nothing else changed
+    shards = sorted(n for n in pre if n.endswith(".safetensors"))
+    assert len(calls) == len(shards) > 1  # one reservation per shard file ...
+    assert sorted(size for size, _ in calls) == sorted(len(pre[n]) for n in shards)  # ... of its exact size
+    # Linux file systems that tests run on (ext4, xfs, btrfs, tmpfs) all support fallocate
+    assert all(ok for _, ok in calls) == sys.platform.startswith("linux")
 
 
 def test_merged_tensors_do_not_depend_on_prefetch_depth(zoo: dict[str, Path]) -> None:
