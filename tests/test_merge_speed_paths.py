@@ -16,8 +16,8 @@
   formulation gives, NaN and open bounds included, and DARE's CPU mask is exactly its definition
   (SFC64 words seeded from the per-tensor generator, compared in torch);
 * the streamed rank window (TIES / breadcrumbs without rescale on CPU: thresholds found in one
-  chunked pass, the mask recomputed per chunk) keeps exactly the entries the whole-tensor mask
-  keeps, ties at both bounds included, never modifies its inputs, and steps aside (None) where
+  chunked pass, for every model at once, the mask recomputed per chunk) keeps exactly the
+  entries the whole-tensor mask keeps, the joint pass gives each model what its own pass gives, ties at both bounds included, never modifies its inputs, and steps aside (None) where
   it does not apply, so the operators' results are the same bits either way;
 * ``import evomm_dfs`` stays cheap (no transformers at all) and an exported DFS child
   still loads with ``AutoModelForCausalLM`` in a fresh process that only imported ``evomm_dfs``.
@@ -238,6 +238,24 @@ def test_streamed_window_steps_aside_where_it_does_not_apply(monkeypatch: pytest
     assert sparsify.window_keep_streamed(model, base, n // 2, n, torch.float32) is None
 
 
+def test_joint_streamed_windows_equal_one_model_at_a_time() -> None:
+    from evomm_ops import sparsify
+
+    base, a = _quantised_pair(torch.bfloat16)
+    b = _quantised_pair(torch.bfloat16)[1].flip(0)
+    n = base.numel()
+    windows = [sparsify.topk_window(n, 0.3), sparsify.outliers_window(n, 0.6, 0.1), (0, n), (7, 7)]
+    models = [a, b, a, b]
+    joint = sparsify.window_keeps_streamed(models, base, windows, torch.float32)
+    alone = [sparsify.window_keep_streamed(t, base, lo, hi, torch.float32) for t, (lo, hi) in zip(models, windows)]
+    assert joint[2] is None and joint[3] is None  # full and empty windows are not streamed
+    assert joint[0] is not None and joint[1] is not None and joint[1].low and joint[1].high  # both bounds
+    assert joint == alone  # the same bounds (value, tie cut), field by field
+    delta = b.float().sub(base.float()).reshape(-1)
+    reference = sparsify.rank_window_keep_(delta.abs(), *windows[1])
+    assert torch.equal(joint[1].apply_(delta.clone()), delta * reference)
+
+
 @pytest.mark.parametrize("name", ["ties", "breadcrumbs", "breadcrumbs_ties"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
@@ -258,18 +276,18 @@ def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
     op = {o.name: o for o in evomm_ops.OPERATORS}[name]()
     ctx = TensorContext("model.layers.0.mlp.up_proj.weight", ModuleKind.MLP, 0, 7)
     calls: list[bool] = []
-    real = sparsify.window_keep_streamed
+    real = sparsify.window_keeps_streamed
 
     def spy(*args: Any) -> Any:
-        keep = real(*args)
-        calls.append(keep is not None)
-        return keep
+        keeps = real(*args)
+        calls.extend(keep is not None for keep in keeps)
+        return keeps
 
-    monkeypatch.setattr(sparsify, "window_keep_streamed", spy)
+    monkeypatch.setattr(sparsify, "window_keeps_streamed", spy)
     streamed = op.merge(inputs, base, {}, per, ctx)
     assert calls == [True, True]
     assert torch.equal(inputs[0], a) and torch.equal(inputs[1], b)  # inputs untouched
-    monkeypatch.setattr(sparsify, "window_keep_streamed", lambda *args: None)
+    monkeypatch.setattr(sparsify, "window_keeps_streamed", lambda models, *args: [None] * len(models))
     whole = op.merge(inputs, base, {}, per, ctx)
     assert torch.equal(streamed.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
     assert not torch.equal(whole, base)

@@ -95,7 +95,12 @@ class GeneralizedTaskArithmetic(MergeOperator):
         generator = None
         if self.sparsification in ("random", "della_magprune"):
             generator = torch.Generator(device=base.device).manual_seed(ctx.seed)
-        keeps = [self._keep(t, base, p, bool(g["rescale"]), generator, wd) for t, p in zip(tensors, per)]
+        rescale = bool(g["rescale"])
+        streamed = self._streamed_windows(tensors, base, per, rescale, wd)
+        keeps = [
+            keep if keep is not None else self._keep(t, base, p, rescale, generator, wd)
+            for t, p, keep in zip(tensors, per, streamed)
+        ]
         weights = [p["weight"] for p in per]
         out = torch.empty(n, dtype=base.dtype, device=base.device)
         size = max(1, min(n, CHUNK))
@@ -126,6 +131,26 @@ class GeneralizedTaskArithmetic(MergeOperator):
             out[start:stop].copy_(mixed.add_(b))
         return out.view(base.shape)
 
+    def _streamed_windows(
+        self, tensors: Sequence[torch.Tensor], base: torch.Tensor, per: Sequence[Mapping[str, float]],
+        rescale: bool, wd: torch.dtype,
+    ) -> list[sparsify.Keep | None]:
+        """The magnitude windows (TIES, breadcrumbs) of every model found in one streamed pass
+        (:func:`evomm_ops.sparsify.window_keeps_streamed`) where that applies (no rescale, a
+        density strictly between 0 and 1, CPU); None for the others, which :meth:`_keep` decides
+        on the whole tensor (the same result)."""
+        method = self.sparsification
+        if rescale or method not in ("magnitude", "magnitude_outliers"):
+            return [None] * len(tensors)
+        n = base.numel()
+        windows = [
+            (0, n) if not 0 < p["density"] < 1  # a full window: not streamed
+            else sparsify.topk_window(n, p["density"]) if method == "magnitude"
+            else sparsify.outliers_window(n, p["density"], p["gamma"])
+            for p in per
+        ]
+        return sparsify.window_keeps_streamed(tensors, base, windows, wd)
+
     def _keep(
         self, t: torch.Tensor, base: torch.Tensor, p: Mapping[str, float], rescale: bool,
         gen: torch.Generator | None, wd: torch.dtype,
@@ -135,15 +160,6 @@ class GeneralizedTaskArithmetic(MergeOperator):
         density = p["density"]
         if method is None or density >= 1:
             return sparsify.KEEP_ALL
-        if not rescale and method in ("magnitude", "magnitude_outliers") and 0 < density < 1:
-            n = t.numel()
-            lo, hi = (
-                sparsify.topk_window(n, density) if method == "magnitude"
-                else sparsify.outliers_window(n, density, p["gamma"])
-            )
-            streamed = sparsify.window_keep_streamed(t, base, lo, hi, wd)
-            if streamed is not None:  # no whole-tensor magnitudes needed (same result)
-                return streamed
         if method == "random":
             assert gen is not None
             return sparsify.random_keep_streamed(t, base, density, gen, rescale, wd)
