@@ -519,3 +519,21 @@ def test_streamed_dare_keep_equals_the_whole_tensor_keep(dtype: torch.dtype) -> 
     assert plain.scale is None and torch.equal(plain.mask, streamed.mask)
     assert sparsify.random_keep_streamed(model, base, 1.0, gen, True, torch.float32) is sparsify.KEEP_ALL
     assert torch.equal(base, before[0]) and torch.equal(model, before[1])
+
+
+def test_joint_dare_keeps_equal_one_model_at_a_time_with_one_generator() -> None:
+    from evomm_ops import sparsify
+
+    gen = torch.Generator().manual_seed(4)
+    base = torch.randn(300, 1000, generator=gen)  # 300,000 entries: two stream chunks
+    models = [base + torch.randn(300, 1000, generator=gen) * 0.01 for _ in range(3)]
+    densities = [0.4, 1.0, 0.7]  # the middle model keeps everything and draws nothing
+    joint = sparsify.random_keeps_streamed(models, base, densities, torch.Generator().manual_seed(8), True,
+                                           torch.float32)
+    one = torch.Generator().manual_seed(8)
+    alone = [sparsify.random_keep_streamed(t, base, d, one, True, torch.float32) for t, d in zip(models, densities)]
+    assert joint[1] is sparsify.KEEP_ALL and alone[1] is sparsify.KEEP_ALL
+    for i in (0, 2):
+        assert torch.equal(joint[i].mask, alone[i].mask)
+        assert torch.equal(joint[i].scale, alone[i].scale)
+    assert not torch.equal(joint[0].mask, joint[2].mask)

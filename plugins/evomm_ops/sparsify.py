@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ _SAMPLE_SIZE = 1 << 16
 #: ``round(density * 65536) / 65536`` (an error below 8e-6, invisible after L1 rescaling).
 _DARE_LEVELS = 1 << 16
 _RESCALE_EPS = 1e-7
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
@@ -479,16 +482,19 @@ class _StreamedWindow:
     positions: list[list[np.ndarray]]
 
 
-#: Threads that extract the bands of several models (or bounds) of one chunk at once: NumPy's
-#: comparisons are single-threaded and release the GIL. Made on first use.
-_BAND_POOL: ThreadPoolExecutor | None = None
+#: Threads that run the NumPy work of several models of one tensor at once (band extraction,
+#: DARE's draws): NumPy's loops are single-threaded and release the GIL. Made on first use.
+_POOL: ThreadPoolExecutor | None = None
 
 
-def _band_pool() -> ThreadPoolExecutor:
-    global _BAND_POOL
-    if _BAND_POOL is None:
-        _BAND_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="evomm-band")
-    return _BAND_POOL
+def _parallel_map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``[fn(x) for x in items]``, in :data:`_POOL`'s threads when there is more than one item."""
+    global _POOL
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="evomm-sparsify")
+    return list(_POOL.map(fn, items))
 
 
 def window_keeps_streamed(
@@ -561,8 +567,7 @@ def window_keeps_streamed(
             below, positions = _band_numpy(mags[i], *todo[i].brackets[j])
             return below, mags[i][positions], positions
 
-        results = map(band, jobs) if len(jobs) == 1 else _band_pool().map(band, jobs)
-        for (i, j), (below, values, positions) in zip(jobs, results):
+        for (i, j), (below, values, positions) in zip(jobs, _parallel_map(band, jobs)):
             w = todo[i]
             w.below[j] += below
             w.values[j].append(values)
@@ -630,16 +635,28 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
         True
     """
     n = math.prod(shape)
-    threshold = round(density * _DARE_LEVELS) - (_DARE_LEVELS // 2)  # int16 is offset by -32768
-    words_needed = (n + 3) // 4
     if torch.device(device).type == "cpu":
-        seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
-        words = np.random.SFC64(seed).random_raw(words_needed)
-        return torch.from_numpy(np.less(words.view(np.int16)[:n], threshold)).view(shape)
+        return _cpu_dare_mask(n, density, _draw_seed(generator)).view(shape)
     # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
-    words_t = torch.empty(words_needed, dtype=torch.int64, device=device)
-    words_t.random_(-(2**63), None, generator=generator)
-    return (words_t.view(torch.int16)[:n] < threshold).view(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)
+    return (words.view(torch.int16)[:n] < _dare_threshold(density)).view(shape)
+
+
+def _dare_threshold(density: float) -> int:
+    """The int16 value below which a 16-bit draw keeps its entry (int16 is offset by -32768)."""
+    return round(density * _DARE_LEVELS) - (_DARE_LEVELS // 2)
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    """One 64-bit draw of ``generator``: the seed of one CPU DARE mask."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+
+
+def _cpu_dare_mask(n: int, density: float, seed: int) -> torch.Tensor:
+    """:func:`dare_mask`'s flat CPU mask of ``n`` entries from an SFC64 stream seeded with ``seed``."""
+    words = np.random.SFC64(seed).random_raw((n + 3) // 4)
+    return torch.from_numpy(np.less(words.view(np.int16)[:n], _dare_threshold(density)))
 
 
 def random_keep(
@@ -677,7 +694,7 @@ def random_keep_streamed(
     sums added in float64), so no ``numel``-sized magnitude buffer is written and read back
     (131 MB per model for a 32000x1024 embedding). The norms are the same quantities as
     :func:`random_keep`'s; they are summed in another order, so the scale can differ from it in
-    the last bits of float32.
+    the last bits of float32. :func:`random_keeps_streamed` does this for several models.
 
     Args:
         t, base: the model's and the base's tensors (same shape and device).
@@ -692,28 +709,58 @@ def random_keep_streamed(
         >>> float(keep.apply_(t.clone()).sum())  # L1 norm kept
         8.0
     """
-    if density >= 1:
-        return KEEP_ALL
+    return random_keeps_streamed([t], base, [density], generator, rescale, wd)[0]
+
+
+def random_keeps_streamed(
+    models: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float],
+    generator: torch.Generator, rescale: bool, wd: torch.dtype,
+) -> list[Keep]:
+    """:func:`random_keep_streamed` for several models of one base: the same Keeps as calling it
+    for each model in turn with one generator (models of density ``>= 1`` draw nothing).
+
+    On CPU the seeds are drawn in model order and the models' masks are then drawn in parallel
+    threads (NumPy's generators and comparisons release the GIL); the rescale's L1 norms of all
+    models are summed in one pass that converts each base chunk once.
+
+    Example:
+        >>> ts, base = [torch.ones(8), 2 * torch.ones(8)], torch.zeros(8)
+        >>> keeps = random_keeps_streamed(ts, base, [0.5, 1.0], torch.Generator().manual_seed(1), True, torch.float32)
+        >>> float(keeps[0].apply_(ts[0].clone()).sum()), keeps[1] is KEEP_ALL
+        (8.0, True)
+    """
     n = base.numel()
-    mask = dare_mask(torch.Size([n]), density, generator, base.device)
-    if not rescale:
-        return Keep(mask=mask)
-    flat_t, flat_b = t.reshape(-1), base.reshape(-1)
+    out: list[Keep] = [KEEP_ALL] * len(models)
+    todo = [i for i, density in enumerate(densities) if density < 1]
+    if base.device.type == "cpu":
+        seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
+        masks = dict(zip(todo, _parallel_map(lambda i: _cpu_dare_mask(n, densities[i], seeds[i]), todo)))
+    else:
+        masks = {i: dare_mask(torch.Size([n]), densities[i], generator, base.device) for i in todo}
+    if not rescale or not todo:
+        return [Keep(mask=masks[i]) if i in masks else KEEP_ALL for i in range(len(models))]
+    flats = {i: models[i].reshape(-1) for i in todo}
+    flat_b = base.reshape(-1)
     size = max(1, min(n, _STREAM_CHUNK))
     d = torch.empty(size, dtype=wd, device=base.device)
     b = torch.empty(size, dtype=wd, device=base.device)
     kept = torch.empty(size, dtype=wd, device=base.device)
-    before = after = 0.0
+    before = dict.fromkeys(todo, 0.0)
+    after = dict.fromkeys(todo, 0.0)
     for start in range(0, n, size):
         stop = min(n, start + size)
         m = stop - start
-        mag = d[:m].copy_(flat_t[start:stop]).sub_(b[:m].copy_(flat_b[start:stop])).abs_()
-        before += float(mag.sum(dtype=torch.float64))
-        after += float(torch.dot(mag, kept[:m].copy_(mask[start:stop].view(torch.uint8))))
-    scale = None
-    if before >= _RESCALE_EPS and after >= _RESCALE_EPS:
-        scale = torch.tensor(before / after, dtype=wd, device=base.device)
-    return Keep(mask=mask, scale=scale)
+        bc = b[:m].copy_(flat_b[start:stop])
+        for i in todo:
+            mag = d[:m].copy_(flats[i][start:stop]).sub_(bc).abs_()
+            before[i] += float(mag.sum(dtype=torch.float64))
+            after[i] += float(torch.dot(mag, kept[:m].copy_(masks[i][start:stop].view(torch.uint8))))
+    for i in todo:
+        scale = None
+        if before[i] >= _RESCALE_EPS and after[i] >= _RESCALE_EPS:
+            scale = torch.tensor(before[i] / after[i], dtype=wd, device=base.device)
+        out[i] = Keep(mask=masks[i], scale=scale)
+    return out
 
 
 def della_keep(

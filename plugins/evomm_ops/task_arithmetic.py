@@ -96,7 +96,13 @@ class GeneralizedTaskArithmetic(MergeOperator):
         if self.sparsification in ("random", "della_magprune"):
             generator = torch.Generator(device=base.device).manual_seed(ctx.seed)
         rescale = bool(g["rescale"])
-        streamed = self._streamed_windows(tensors, base, per, rescale, wd)
+        if self.sparsification == "random":  # DARE: every model's mask and norms at once
+            assert generator is not None
+            streamed: list[sparsify.Keep | None] = list(sparsify.random_keeps_streamed(
+                tensors, base, [p["density"] for p in per], generator, rescale, wd
+            ))
+        else:
+            streamed = self._streamed_windows(tensors, base, per, rescale, wd)
         keeps = [
             keep if keep is not None else self._keep(t, base, p, rescale, generator, wd)
             for t, p, keep in zip(tensors, per, streamed)
@@ -155,14 +161,13 @@ class GeneralizedTaskArithmetic(MergeOperator):
         self, t: torch.Tensor, base: torch.Tensor, p: Mapping[str, float], rescale: bool,
         gen: torch.Generator | None, wd: torch.dtype,
     ) -> sparsify.Keep:
-        """Decide what to keep of one model's task vector ``t - base`` (whole tensor)."""
+        """Decide what to keep of one model's task vector ``t - base`` on the whole tensor: the
+        magnitude methods where the streamed windows do not apply, and DELLA (DARE's keeps all
+        come from :func:`evomm_ops.sparsify.random_keeps_streamed`)."""
         method = self.sparsification
         density = p["density"]
         if method is None or density >= 1:
             return sparsify.KEEP_ALL
-        if method == "random":
-            assert gen is not None
-            return sparsify.random_keep_streamed(t, base, density, gen, rescale, wd)
         mag = _magnitudes(t, base, wd)
         if method == "magnitude":
             return sparsify.magnitude_keep(mag, density, rescale)
