@@ -26,8 +26,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -537,3 +539,23 @@ def test_joint_dare_keeps_equal_one_model_at_a_time_with_one_generator() -> None
         assert torch.equal(joint[i].mask, alone[i].mask)
         assert torch.equal(joint[i].scale, alone[i].scale)
     assert not torch.equal(joint[0].mask, joint[2].mask)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sparsify_threads_work_again_in_a_forked_child() -> None:
+    from evomm_ops import sparsify
+
+    assert sparsify._parallel_map(abs, [-1, -2]) == [1, 2]  # the pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: a pool inherited from the parent would have no threads and hang
+        os._exit(0 if sparsify._POOL is None and sparsify._parallel_map(abs, [-3, -4]) == [3, 4] else 1)
+    start = time.monotonic()
+    while time.monotonic() - start < 20:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child's parallel map hung")
