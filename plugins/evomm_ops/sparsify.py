@@ -4,11 +4,12 @@ magnitude window (Model Breadcrumbs) and magnitude-ranked random drop (DELLA's M
 Each method comes in two forms. ``*_keep(mag, ...)`` looks at the whole task vector's magnitudes
 once and returns a :class:`Keep` (a 0/1 float mask and an optional rescale factor), which the
 operators then apply chunk by chunk (:mod:`evomm_ops.task_arithmetic`); ``*_(delta, ...)`` applies
-the same decision in place to a whole scratch delta the caller owns. The magnitude windows also
-have a streamed form, :func:`window_keep_streamed`, which reads ``t`` and ``base`` instead of
-whole-tensor magnitudes and gives a :class:`Keep` holding the window's bounds (same result; the
-operators use it on CPU when nothing is rescaled). All follow mergekit 0.1.5's ``sparsify.py``
-conventions exactly:
+the same decision in place to a whole scratch delta the caller owns. The magnitude windows and
+DARE also have streamed forms that read ``t`` and ``base`` instead of whole-tensor magnitudes,
+for all models of a tensor in one pass: :func:`window_keeps_streamed` gives a :class:`Keep`
+holding the window's bounds (same result; the operators use it on CPU when nothing is
+rescaled), :func:`random_keeps_streamed` a bool mask and the rescale factor (the operators always
+use it for DARE). All follow mergekit 0.1.5's ``sparsify.py`` conventions exactly:
 
 * ``density >= 1`` returns the tensor untouched (no rescaling either);
 * magnitude top-k keeps ``k = max(1, int(density * numel))`` entries (``density <= 0`` gives zeros);
