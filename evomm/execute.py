@@ -434,7 +434,7 @@ class InMemoryMerger:
         checkpoints: alias -> opened checkpoint (every model plans will name).
         donor: alias of the model whose architecture :attr:`model` has.
         plugins: registries (operators).
-        dtype: compute dtype of the parents' tensors and of the merge.
+        dtype: compute dtype of the parents' tensors and of the merge (default float32).
         model_dtype: dtype of :attr:`model` (default: ``dtype``).
         device: device of :attr:`model` and of the cached tensors.
 
@@ -448,11 +448,12 @@ class InMemoryMerger:
         checkpoints: Mapping[str, Checkpoint],
         donor: str,
         plugins: Plugins,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         *,
         model_dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        dtype = torch.float32 if dtype is None else dtype
         if donor not in checkpoints:
             raise ConfigError(f"InMemoryMerger: donor {donor!r} is not among the models {list(checkpoints)}")
         self.checkpoints = dict(checkpoints)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from evomm.adapters import CheckpointWriter
 from evomm.errors import CheckpointError
@@ -367,6 +366,8 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         if not self._buffer:
             return
         path = self.out_dir / f".shard-{len(self._shards):05d}.safetensors"
+        from safetensors.torch import save_file  # imports torch: only where a buffer is saved
+
         save_file(self._buffer, str(path), metadata=self.metadata)
         self._shards.append((path, list(self._buffer)))
         self._buffer = {}

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from evomm import __version__
+from evomm.deferred import defer
 from evomm.errors import EvommError
 
 #: Subcommand modules, in ``--help`` order.
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # torch loads at its first use, not with the plugins: most of a plan's or --help's start-up
+    defer("torch")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from evomm_hf.common import copy_files, fill_model
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError
@@ -332,6 +331,8 @@ class OpenClipWriter(CheckpointWriter):
         self._tensors[stored_name] = tensor.detach().to("cpu").contiguous()
 
     def close(self) -> None:
+        from safetensors.torch import save_file  # imports torch: only when saving
+
         save_file(self._tensors, str(self.out_dir / WEIGHTS_NAME), metadata={"format": "pt"})
         self._tensors = {}
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from evomm.errors import TaskError
 
@@ -66,7 +65,7 @@ class OpenClipHandle:
             pix = torch.stack([self.preprocess(im) for im in images[i : i + self.batch_size]])
             with torch.inference_mode():
                 feats = self.model.encode_image(pix.to(self.device, self._dtype()))
-            out.append(F.normalize(feats.float(), dim=-1))
+            out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out) if out else torch.empty(0)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -77,7 +76,7 @@ class OpenClipHandle:
             ids = self.tokenizer(list(texts[i : i + self.batch_size]))
             with torch.inference_mode():
                 feats = self.model.encode_text(ids.to(self.device))
-            out.append(F.normalize(feats.float(), dim=-1))
+            out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out) if out else torch.empty(0)
 
     def class_embeddings(self, class_prompts: Sequence[Sequence[str]]) -> torch.Tensor:
@@ -88,7 +87,7 @@ class OpenClipHandle:
         emb = self.encode_texts(flat)
         sizes = [len(p) for p in class_prompts]
         means = torch.stack([chunk.mean(0) for chunk in torch.split(emb, sizes)])
-        return F.normalize(means, dim=-1)
+        return torch.nn.functional.normalize(means, dim=-1)
 
     def classify(self, images: Sequence[Image], class_prompts: Sequence[Sequence[str]]) -> list[int]:
         """Index of the best class for each image (cosine similarity to the class embeddings).

@@ -672,7 +672,7 @@ def _cpu_dare_mask(n: int, density: float, seed: int) -> torch.Tensor:
 
 def random_keep(
     numel: int, density: float, generator: torch.Generator, mag: torch.Tensor | None = None,
-    rescale: bool = True, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    rescale: bool = True, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
 ) -> Keep:
     """DARE: drop each entry with probability ``1 - density``; optionally restore the L1 norm.
 
@@ -680,7 +680,7 @@ def random_keep(
         numel: entries in the task vector.
         generator: the per-tensor generator; the mask is one draw of ``numel`` entries.
         mag: flat magnitudes (needed, and consumed, when ``rescale``).
-        dtype, device: of the mask.
+        dtype, device: of the mask (default float32, CPU).
 
     Example:
         >>> keep = random_keep(8, 0.5, torch.Generator().manual_seed(1), torch.ones(8))
@@ -689,7 +689,7 @@ def random_keep(
     """
     if density >= 1:
         return KEEP_ALL
-    mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype)
+    mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype or torch.float32)
     return _masked(mask, mag, rescale)
 
 
