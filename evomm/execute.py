@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from evomm import host_merge
 from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError
 from evomm.hub import resolve_model_dir
@@ -283,11 +284,12 @@ def _prefetched(
 
 class _BackgroundWriter:
     """Calls ``write(name, tensor)`` in one background thread, in order, with at most ``depth``
-    tensors waiting. The first error is re-raised in the caller by :meth:`put` or :meth:`close`."""
+    tensors (or the CPU engine's arrays) waiting. The first error is re-raised in the caller by
+    :meth:`put` or :meth:`close`."""
 
-    def __init__(self, write: Callable[[str, torch.Tensor], None], depth: int = 2) -> None:
+    def __init__(self, write: Callable[[str, Any], None], depth: int = 2) -> None:
         self._write = write
-        self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="evomm-write", daemon=True)
         self._thread.start()
@@ -308,7 +310,7 @@ class _BackgroundWriter:
         if self._error is not None:
             raise self._error
 
-    def put(self, name: str, tensor: torch.Tensor) -> None:
+    def put(self, name: str, tensor: Any) -> None:
         self._raise()
         self._queue.put((name, tensor))
 
@@ -383,14 +385,29 @@ def merge_to_dir(
         expect = getattr(writer, "expect", None)
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
             expect([_announce(plan, donor, step.name) for step in plan.steps])
-        background = _BackgroundWriter(writer.write) if pipeline else None
-        write = background.put if background is not None else writer.write
-        try:
-            for name, tensor in merged_tensors(
+        op = get_operator(plan, plugins)
+        # torch-free when the plan allows it (evomm.host_merge): the same bytes, no torch import
+        host = host_merge.unsupported(plan, checkpoints, op, writer) is None
+        if host:
+            layout = donor.layout
+            items: Iterator[tuple[str, Any]] = (
+                (name, (raw, layout[name].shape, dtype))
+                for name, raw, dtype in host_merge.merged_arrays(plan, checkpoints, op, progress=progress)
+            )
+
+            def write_one(stored: str, item: Any) -> None:
+                writer.write_array(stored, *item)  # type: ignore[attr-defined]
+        else:
+            items = merged_tensors(
                 plan, checkpoints, plugins, progress=progress, prefetch=PREFETCH_STEPS if pipeline else 0
-            ):
-                write(donor.layout[name].stored_name, tensor)
-                del tensor
+            )
+            write_one = writer.write
+        background = _BackgroundWriter(write_one) if pipeline else None
+        write = background.put if background is not None else write_one
+        try:
+            for name, item in items:
+                write(donor.layout[name].stored_name, item)
+                del item
         except BaseException:
             if background is not None:
                 background.close(reraise=False)  # the loop's own error is the one to report

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from evomm.layout import ModuleKind
@@ -130,3 +131,53 @@ class MergeOperator(ABC):
         Returns:
             The merged tensor, same shape as the inputs (dtype is cast by the executor).
         """
+
+    def merges_arrays(self) -> bool:
+        """Whether :meth:`merge_arrays` merges anything (by default: whether a subclass
+        overrides it). The CPU engine runs a plan only when its operator says so; an operator
+        whose torch-free form covers only some configurations answers for this instance.
+
+        Example:
+            >>> class Mean(MergeOperator):
+            ...     name = "mean"
+            ...     def merge(self, tensors, base, global_params, model_params, ctx):
+            ...         return torch.stack(tensors).mean(0)
+            >>> Mean().merges_arrays()
+            False
+        """
+        return type(self).merge_arrays is not MergeOperator.merge_arrays
+
+    def merge_arrays(
+        self,
+        arrays: Sequence[np.ndarray],
+        base: np.ndarray | None,
+        global_params: Mapping[str, float],
+        model_params: Sequence[Mapping[str, float]],
+        ctx: TensorContext,
+        dtype: str,
+    ) -> np.ndarray | None:
+        """Optional torch-free form of :meth:`merge`, for the CPU engine (:mod:`evomm.host_merge`,
+        which ``evomm merge`` uses when every step of a plan allows it, so torch never loads).
+
+        Args:
+            arrays: each source model's tensor as a flat NumPy array of raw entries of the
+                compute dtype ``dtype`` (``"bfloat16"``: ``uint16`` bit patterns; ``"float32"``:
+                ``float32``); never modify them.
+            base, global_params, model_params, ctx: as :meth:`merge` (``base`` flat and raw).
+            dtype: the compute dtype's name.
+
+        Returns:
+            The merged tensor, flat and raw in ``dtype``, **bit for bit** what :meth:`merge`
+            returns for the same tensors on CPU; or None to decline (the default; the engine
+            then calls :meth:`merge` for this tensor, loading torch).
+
+        Example:
+            >>> class Mean(MergeOperator):
+            ...     name = "mean"
+            ...     def merge(self, tensors, base, global_params, model_params, ctx):
+            ...         return torch.stack(tensors).mean(0)
+            >>> Mean().merge_arrays([np.ones(2, np.float32)], None, {}, [{}], None, "float32") is None
+            True
+        """
+        return None
+

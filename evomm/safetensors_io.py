@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from evomm.adapters import CheckpointWriter
@@ -41,6 +42,17 @@ _ST_DTYPES = {
     "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
 
+#: Bytes per entry of each dtype name (torch-free, so that planning and the CPU engine never
+#: load torch).
+ITEMSIZE = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+    "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+}
+
+#: How :meth:`SafetensorsIndex.read_array` holds each dtype: bfloat16 as its ``uint16`` bit
+#: patterns (NumPy has no bfloat16); dtypes not listed have no raw-array form.
+RAW_NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+
 
 #: Tensors of at least this many bytes are memory-mapped rather than read; smaller ones (norms,
 #: biases) are read into memory, where a mapping would cost more than the copy it saves.
@@ -51,9 +63,9 @@ _ST_DTYPES = {
 MAP_MIN_BYTES = 2**20
 
 
-def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
-    """``size`` bytes of ``path`` from ``offset`` as a uint8 tensor over a private (copy-on-write)
-    memory map that is unmapped when the tensor is freed.
+def _mmap_region(path: Path, offset: int, size: int, name: str) -> tuple[mmap.mmap, int]:
+    """A private (copy-on-write) memory map covering ``size`` bytes of ``path`` from ``offset``,
+    and where in the map those bytes start.
 
     The region is announced to the kernel with ``POSIX_FADV_WILLNEED``, so on a cold page cache
     the disk read starts now, in the caller's (prefetching) thread, instead of page by page when
@@ -68,8 +80,27 @@ def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
             region = mmap.mmap(f.fileno(), offset + size - start, access=mmap.ACCESS_COPY, offset=start)
     except OSError as exc:
         raise CheckpointError(f"cannot map tensor {name!r} of {path}: {exc}") from exc
+    return region, offset - start
+
+
+def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
+    """:func:`_mmap_region` as a uint8 tensor; the map is unmapped when the tensor is freed."""
+    region, at = _mmap_region(path, offset, size, name)
     # the tensor keeps `region` alive; the map closes with the last reference to it
-    return torch.frombuffer(region, dtype=torch.uint8, count=size, offset=offset - start)
+    return torch.frombuffer(region, dtype=torch.uint8, count=size, offset=at)
+
+
+def _read_into(path: Path, offset: int, view: memoryview, name: str) -> None:
+    """Fill ``view`` with the bytes of ``path`` from ``offset`` (one ``readinto`` loop)."""
+    size = len(view)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+            got += n
 
 
 def _fallocate_function() -> Any:
@@ -205,7 +236,7 @@ class SafetensorsIndex:
             n = 1
             for d in shape:
                 n *= d
-            total += n * getattr(torch, dtype).itemsize
+            total += n * ITEMSIZE[dtype]
         return total
 
     def _check(self, name: str) -> str:
@@ -233,16 +264,29 @@ class SafetensorsIndex:
         if size >= max(MAP_MIN_BYTES, 1):  # an empty region cannot be mapped
             return _map_region(path, offset, size, name).view(getattr(torch, dtype)).reshape(shape)
         buf = torch.empty(size, dtype=torch.uint8)
-        with open(path, "rb", buffering=0) as f:
-            f.seek(offset)
-            view = memoryview(buf.numpy())
-            got = 0
-            while got < size:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
-                got += n
+        _read_into(path, offset, memoryview(buf.numpy()), name)
         return buf.view(getattr(torch, dtype)).reshape(shape)
+
+    def read_array(self, name: str) -> np.ndarray:
+        """:meth:`read` without torch: the tensor as a flat NumPy array of its raw entries
+        (:data:`RAW_NUMPY`: bfloat16 as ``uint16`` bit patterns), mapped or read as :meth:`read`
+        does; writable (a copy-on-write map never writes through to the file).
+
+        Raises:
+            CheckpointError: the tensor is missing, or its dtype has no raw-array form.
+        """
+        path = self._file_of[self._check(name)]
+        offset, size = self._span[name]
+        dtype = self._meta[name][1]
+        if dtype not in RAW_NUMPY:
+            raise CheckpointError(f"tensor {name!r} of {self.directory} has dtype {dtype}, which has no raw-array form")
+        kind = np.dtype(RAW_NUMPY[dtype])
+        if size >= max(MAP_MIN_BYTES, 1):
+            region, at = _mmap_region(path, offset, size, name)
+            return np.frombuffer(region, dtype=kind, count=size // kind.itemsize, offset=at)
+        buf = np.empty(size // kind.itemsize, dtype=kind)
+        _read_into(path, offset, memoryview(buf).cast("B"), name)
+        return buf
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._file_of)
@@ -303,7 +347,7 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         layout: list[list[tuple[str, tuple[int, ...], str, int]]] = [[]]
         size = 0
         for name, shape, dtype in entries:
-            n = math.prod(shape) * getattr(torch, dtype).itemsize
+            n = math.prod(shape) * ITEMSIZE[dtype]
             if layout[-1] and size + n > self.max_shard_bytes:
                 layout.append([])
                 size = 0
@@ -324,13 +368,17 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         return len(raw).to_bytes(8, "little") + raw
 
     def _stream(self, stored_name: str, t: torch.Tensor) -> None:
+        shape, dtype = tuple(t.shape), str(t.dtype).removeprefix("torch.")
+        self._stream_bytes(stored_name, shape, dtype, memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+
+    def _stream_bytes(self, stored_name: str, shape: tuple[int, ...], dtype: str, data: memoryview) -> None:
         expected = self._expected or []
         if self._next >= len(expected):
             raise CheckpointError(f"tensor {stored_name!r} was not announced to the writer of {self.out_dir}")
-        shard, name, shape, dtype = expected[self._next]
-        got = (stored_name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-        if got != (name, shape, dtype):
-            raise CheckpointError(f"writer of {self.out_dir} expected {(name, shape, dtype)}, got {got}")
+        shard, name, want_shape, want_dtype = expected[self._next]
+        got = (stored_name, shape, dtype)
+        if got != (name, want_shape, want_dtype):
+            raise CheckpointError(f"writer of {self.out_dir} expected {(name, want_shape, want_dtype)}, got {got}")
         if self._file is None:
             path = self.out_dir / f".shard-{shard:05d}.safetensors"
             self._file = open(path, "wb")  # noqa: SIM115 - closed when the shard is complete
@@ -338,8 +386,8 @@ class ShardedSafetensorsWriter(CheckpointWriter):
             preallocate(self._file.fileno(), len(header) + sum(n for _, _, _, n in self._layout[shard]))
             self._file.write(header)
             self._shards.append((path, [n for n, _, _, _ in self._layout[shard]]))
-        self._file.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-        self._total += _nbytes(t)
+        self._file.write(data)
+        self._total += data.nbytes
         self._next += 1
         if self._next == len(expected) or expected[self._next][0] != shard:
             self._file.close()
@@ -361,6 +409,25 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         self._buffer[stored_name] = t
         self._buffer_bytes += n
         self._total += n
+
+    def write_array(self, stored_name: str, data: np.ndarray, shape: Sequence[int], dtype: str) -> None:
+        """:meth:`write` without torch, once every tensor was announced (:meth:`expect`):
+        ``data`` holds the raw entries (:data:`RAW_NUMPY`) of a tensor of ``shape`` and
+        ``dtype`` (a torch dtype name), and goes straight to its shard.
+
+        Raises:
+            CheckpointError: nothing was announced, or this is not the tensor announced next.
+        """
+        if self._closed:
+            raise CheckpointError(f"writer for {self.out_dir} is closed; cannot write {stored_name!r}")
+        if self._expected is None:
+            raise CheckpointError(f"write_array to {self.out_dir} needs every tensor announced with expect() first")
+        raw = np.ascontiguousarray(data)
+        if raw.dtype != np.dtype(RAW_NUMPY.get(dtype, np.uint8)) or raw.size != math.prod(shape):
+            raise CheckpointError(
+                f"write_array({stored_name!r}): {raw.size} entries of {raw.dtype} do not hold a {dtype} tensor of shape {tuple(shape)}"
+            )
+        self._stream_bytes(stored_name, tuple(shape), dtype, memoryview(raw.reshape(-1)).cast("B"))
 
     def _flush(self) -> None:
         if not self._buffer:

@@ -435,21 +435,28 @@ def test_writer_error_surfaces_and_leaves_nothing(zoo: dict[str, Path], tmp_path
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
-def test_read_error_surfaces_from_the_prefetch_thread(zoo: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["0", "1"])
+def test_read_error_surfaces_from_the_prefetch_thread(
+    zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """With the CPU engine off, the torch path's prefetch thread reads; with it on (linear has
+    a torch-free form), ``read_array`` does, in the merging thread."""
+    monkeypatch.setenv("EVOMM_CPU_ENGINE", engine)
     plugins = get_plugins()
     recipe = _recipe("linear", zoo)
     cks = open_models(recipe, plugins)
     plan = build_plan(recipe, cks, plugins)
     victim = plan.steps[3].name
     ck = cks[plan.models[1].name]
-    real_read = ck.read
+    method = "read_array" if engine == "1" else "read"
+    real_read = getattr(ck, method)
 
-    def read(name: str) -> torch.Tensor:
+    def read(name: str) -> Any:
         if name == victim:
             raise CheckpointError(f"cannot read {name} (test)")
         return real_read(name)
 
-    ck.read = read  # type: ignore[method-assign]
+    setattr(ck, method, read)
     with pytest.raises(CheckpointError, match="cannot read"):
         merge_to_dir(plan, cks, tmp_path / "out", plugins, progress=False)
     assert not (tmp_path / "out").exists()

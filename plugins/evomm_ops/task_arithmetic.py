@@ -27,12 +27,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
 from evomm_ops import sparsify
-from evomm_ops._common import CHUNK, G, M, bool_spec, check_inputs, density_spec, weight_spec, work_dtype
+from evomm_ops._common import (
+    CHUNK,
+    HOST_DTYPES,
+    HOST_MAX_MODELS,
+    G,
+    M,
+    bool_spec,
+    check_inputs,
+    density_spec,
+    f32_sum,
+    weight_spec,
+    work_dtype,
+)
 
 _LAMBDA = ParamSpec("lambda", G, 0.0, 3.0, 1.0, "scale of the merged task vector")
 _GAMMA = ParamSpec("gamma", M, 0.0, 0.5, 0.01, "fraction of largest-magnitude entries dropped")
@@ -136,6 +149,47 @@ class GeneralizedTaskArithmetic(MergeOperator):
                 mixed.mul_(g["lambda"])
             out[start:stop].copy_(mixed.add_(b))
         return out.view(base.shape)
+
+    def merges_arrays(self) -> bool:
+        """Only plain task arithmetic has a torch-free form."""
+        return self.sparsification is None and not self.consensus
+
+    def merge_arrays(
+        self,
+        arrays: Sequence[np.ndarray],
+        base: np.ndarray | None,
+        global_params: Mapping[str, float],
+        model_params: Sequence[Mapping[str, float]],
+        ctx: TensorContext,
+        dtype: str,
+    ) -> np.ndarray | None:
+        """:meth:`merge` without torch, the same bits: plain task arithmetic only
+        (:func:`evomm_ops.host_kernels.task_arithmetic`); the sparsifying and sign-electing
+        methods decline (None), and the engine merges their tensors with torch.
+
+        Example:
+            >>> from evomm.layout import ModuleKind
+            >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
+            >>> TaskArithmetic().merge_arrays([np.ones(2, np.float32)], np.zeros(2, np.float32), {},
+            ...                               [{"weight": 0.5}], ctx, "float32")
+            array([0.5, 0.5], dtype=float32)
+        """
+        if not self.merges_arrays() or dtype not in HOST_DTYPES or len(arrays) > HOST_MAX_MODELS:
+            return None
+        g, per = check_inputs(type(self), arrays, base, global_params, model_params, ctx)
+        assert base is not None  # check_inputs raised otherwise (requires_base)
+        weights = [p["weight"] for p in per]
+        divisor = f32_sum(weights)
+        if abs(divisor) < 1e-8:
+            divisor = np.float32(1.0)
+        from evomm_ops import host_kernels  # numba: compiled (or loaded from its cache) on first use
+
+        out = np.empty(base.size, dtype=HOST_DTYPES[dtype])
+        host_kernels.task_arithmetic(
+            tuple(a.reshape(-1) for a in arrays), base.reshape(-1), np.asarray(weights, dtype=np.float32),
+            divisor, bool(g["normalize"]), np.float32(g["lambda"]), g["lambda"] != 1, out,
+        )
+        return out
 
     def _streamed_windows(
         self, tensors: Sequence[torch.Tensor], base: torch.Tensor, per: Sequence[Mapping[str, float]],

@@ -1,0 +1,269 @@
+"""The CPU engine (:mod:`evomm.host_merge`) gives the torch path's bytes, without torch.
+
+* the operators' torch-free forms (``merge_arrays``: linear and task arithmetic, numba kernels)
+  give exactly what their torch ``merge`` gives on random tensors: bfloat16 and float32, one to
+  four models (five decline), normalise on/off, lambda, negative and zero weights, and NaN, infinities, -0.0
+  and subnormals among the entries (a NaN result may be another NaN's bits, see :func:`_same`);
+* :func:`evomm_ops._common.f32_sum` is torch's float32 sum for up to four weights;
+* :func:`evomm.host_merge.convert` is ``Tensor.to`` between bfloat16, float16 and float32,
+  NaN, overflow and subnormals included;
+* :func:`evomm.execute.merge_to_dir` writes the same files with the engine as without it
+  (``EVOMM_CPU_ENGINE=0``) for linear and task-arithmetic recipes over tiny Llama / Qwen2
+  (tied) checkpoints: bf16 and f32 storage, a float32 compute dtype over bf16 files, a float16
+  output, sharded outputs; an operator that declines some tensors gets them merged by torch,
+  the same bytes again; and the methods without a torch-free form do not use the engine;
+* ``evomm merge`` of a linear recipe in a fresh interpreter never loads torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from evomm_ops._common import f32_sum
+from evomm_ops.linear import Linear
+from evomm_ops.task_arithmetic import TaskArithmetic, Ties
+
+from evomm import hookimpl, host_merge
+from evomm.execute import get_operator, merge_to_dir, open_models
+from evomm.layout import ModuleKind
+from evomm.operators import TensorContext
+from evomm.plan import build_plan
+from evomm.plugins import get_plugins, load_plugins
+from evomm.recipe import MergeRecipe
+from tests.tiny_models import make_tiny_model, perturb_model
+
+CTX = TensorContext("model.layers.0.mlp.up_proj.weight", ModuleKind.MLP, 0, 5)
+
+
+def _raw(t: torch.Tensor) -> np.ndarray:
+    flat = t.contiguous().reshape(-1)
+    return flat.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else flat.numpy()
+
+
+def _same(want: np.ndarray, got: np.ndarray) -> bool:
+    """The same bits, except that a NaN may be another NaN: torch's vectorised float32 ->
+    bfloat16 conversion writes NaN as 0xFFFF and its scalar tail as 0x7FC0, so its own NaN bits
+    depend on where an entry falls in a SIMD register; the engine always writes 0x7FC0."""
+    want, got = want.reshape(-1), got.reshape(-1)
+    if want.dtype == np.uint16:
+        nan_w, nan_g = (want & 0x7FFF) > 0x7F80, (got & 0x7FFF) > 0x7F80
+    else:
+        nan_w, nan_g = np.isnan(want), np.isnan(got)
+    return bool(np.array_equal(nan_w, nan_g) and want[~nan_w].tobytes() == got[~nan_g].tobytes())
+
+
+def _special(n: int, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
+    t = torch.randn(n, generator=gen)
+    t[:8] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 1e-40, -1e-39, 3e38])
+    return t.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("models", [1, 2, 3, 4])
+def test_linear_arrays_equal_the_torch_merge(dtype: torch.dtype, models: int) -> None:
+    gen = torch.Generator().manual_seed(models)
+    n = 70_001  # several kernel blocks and a ragged end
+    ts = [_special(n, dtype, gen) for _ in range(models)]
+    name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+    for trial in range(4):
+        ws = (torch.rand(models, generator=gen) * 3 - 1).tolist()
+        if trial == 1 and models > 1:
+            ws[0] = 0.0
+        for normalize in (True, False):
+            params = [{"weight": w} for w in ws]
+            want = Linear().merge(ts, None, {"normalize": normalize}, params, CTX)
+            got = Linear().merge_arrays([_raw(t) for t in ts], None, {"normalize": normalize}, params, CTX, name)
+            assert got is not None
+            assert _same(_raw(want), got), (ws, normalize)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("models", [1, 3, 4])
+def test_task_arithmetic_arrays_equal_the_torch_merge(dtype: torch.dtype, models: int) -> None:
+    gen = torch.Generator().manual_seed(10 + models)
+    n = 50_003
+    base = _special(n, dtype, gen)
+    ts = [(base.float() + 0.05 * torch.randn(n, generator=gen)).to(dtype) for _ in range(models)]
+    name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+    for lam in (1.0, 0.7):
+        for normalize in (False, True):
+            ws = (torch.rand(models, generator=gen) * 2 - 0.5).tolist()
+            g = {"lambda": lam, "normalize": normalize}
+            params = [{"weight": w} for w in ws]
+            want = TaskArithmetic().merge(ts, base, g, params, CTX)
+            got = TaskArithmetic().merge_arrays([_raw(t) for t in ts], _raw(base), g, params, CTX, name)
+            assert got is not None
+            assert _same(_raw(want), got), (ws, lam, normalize)
+
+
+def test_methods_without_a_torch_free_form_decline() -> None:
+    a = np.ones(4, np.float32)
+    assert not Ties().merges_arrays()
+    assert Ties().merge_arrays([a], a, {}, [{"weight": 1.0, "density": 0.5}], CTX, "float32") is None
+    assert TaskArithmetic().merge_arrays([a], a, {}, [{"weight": 1.0}], CTX, "float16") is None  # not a host dtype
+    assert TaskArithmetic().merge_arrays([a] * 5, a, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
+    assert Linear().merge_arrays([a] * 5, None, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
+
+
+def test_f32_sum_is_torch_sum_for_up_to_four_values() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        k = int(rng.integers(1, 5))
+        values = (rng.standard_normal(k) * 10.0 ** rng.integers(-8, 8, k)).tolist()
+        assert f32_sum(values).tobytes() == torch.tensor(values, dtype=torch.float32).sum().numpy().tobytes(), values
+
+
+@pytest.mark.parametrize("src", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("dst", ["bfloat16", "float16", "float32"])
+def test_convert_is_tensor_to(src: str, dst: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    t = torch.cat([
+        torch.randn(20_000, generator=gen) * 10.0 ** torch.randint(-12, 12, (20_000,), generator=gen),
+        torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), -0.0, 1e-45, 7e4, -1e5, 65519.0]),
+    ]).to(getattr(torch, src))
+    want = t.to(getattr(torch, dst))
+    assert _same(_raw(want), host_merge.convert(_raw(t), src, dst))
+
+
+# --------------------------------------------------------------------------------------------
+# whole merges: engine on and off
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("hostzoo")
+    base = make_tiny_model(d / "base", "llama", seed=40, dtype=torch.bfloat16)
+    z = {
+        "base": base,
+        "a": perturb_model(base, d / "a", seed=41, scale=0.02),
+        "b": perturb_model(base, d / "b", seed=42, scale=0.02),
+        "f32": make_tiny_model(d / "f32", "llama", seed=43),
+        "f32b": make_tiny_model(d / "f32b", "llama", seed=44),
+        "qa": make_tiny_model(d / "qa", "qwen2", seed=45, tie_word_embeddings=True, dtype=torch.bfloat16),
+        "qb": make_tiny_model(d / "qb", "qwen2", seed=46, tie_word_embeddings=True, dtype=torch.bfloat16),
+    }
+    return z
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _merge_both(recipe: dict[str, Any], tmp: Path, monkeypatch: pytest.MonkeyPatch, plugins: Any = None,
+                **kw: Any) -> tuple[dict[str, bytes], dict[str, bytes], bool]:
+    plugins = plugins or get_plugins()
+    r = MergeRecipe.from_dict(recipe)
+    cks = open_models(r, plugins)
+    plan = build_plan(r, cks, plugins)
+    writer = cks[plan.donor].writer(tmp / "probe")
+    engine = host_merge.unsupported(plan, cks, get_operator(plan, plugins), writer) is None
+    host = merge_to_dir(plan, cks, tmp / "host", plugins, progress=False, **kw)
+    monkeypatch.setenv(host_merge.ENV_ENGINE, "0")
+    torch_out = merge_to_dir(plan, cks, tmp / "torch", plugins, progress=False, **kw)
+    monkeypatch.delenv(host_merge.ENV_ENGINE)
+    return _files(host), _files(torch_out), engine
+
+
+def _models(*specs: tuple[Path, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"model": str(p), "parameters": params} for p, params in specs]
+
+
+CASES = {
+    "linear-bf16": lambda z: {"merge_method": "linear", "models": _models(
+        (z["a"], {"weight": 0.3}), (z["b"], {"weight": 0.45}), (z["base"], {"weight": 0.25}))},
+    "linear-gradient-unnormalised": lambda z: {"merge_method": "linear", "parameters": {"normalize": False},
+        "models": _models((z["a"], {"weight": [0.2, 0.9]}), (z["b"], {"weight": [{"filter": "mlp", "value": -0.3},
+                                                                                   {"value": 0.6}]}))},
+    "linear-f32-compute-over-bf16": lambda z: {"merge_method": "linear", "dtype": "float32", "models": _models(
+        (z["a"], {"weight": 0.7}), (z["b"], {"weight": 0.35}))},
+    "linear-f32-files-to-f16": lambda z: {"merge_method": "linear", "dtype": "float32", "out_dtype": "float16",
+        "models": _models((z["f32"], {"weight": 0.6}), (z["f32b"], {"weight": 0.55}))},
+    "linear-bf16-compute-over-f32": lambda z: {"merge_method": "linear", "dtype": "bfloat16", "models": _models(
+        (z["f32"], {"weight": 0.6}), (z["f32b"], {"weight": 0.55}))},
+    "linear-tied-qwen2": lambda z: {"merge_method": "linear", "models": _models(
+        (z["qa"], {"weight": 0.4}), (z["qb"], {"weight": 0.6}))},
+    "task-arithmetic": lambda z: {"merge_method": "task_arithmetic", "base_model": str(z["base"]),
+        "parameters": {"lambda": 0.8}, "models": _models((z["a"], {"weight": [0.5, 1.2]}), (z["b"], {"weight": 0.7}))},
+    "task-arithmetic-normalised": lambda z: {"merge_method": "task_arithmetic", "base_model": str(z["base"]),
+        "dtype": "float32", "parameters": {"normalize": True},
+        "models": _models((z["a"], {"weight": 0.5}), (z["b"], {"weight": 0.3}))},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_engine_writes_the_torch_paths_bytes(case: str, zoo: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    host, torch_files, engine = _merge_both(CASES[case](zoo), tmp_path, monkeypatch)
+    assert engine, "the engine should run this plan"
+    assert host.keys() == torch_files.keys()
+    for name in host:
+        if name != "evomm_merge.json":  # carries no timing, but compare it too below
+            assert host[name] == torch_files[name], name
+    assert host["evomm_merge.json"] == torch_files["evomm_merge.json"]
+
+
+def test_sharded_outputs_are_the_same(zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, torch_files, engine = _merge_both(CASES["linear-bf16"](zoo), tmp_path, monkeypatch, max_shard_bytes=40_000)
+    assert engine and "model.safetensors.index.json" in host and len(host) > 4
+    assert host == torch_files
+
+
+def test_ties_does_not_use_the_engine(zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = {"merge_method": "ties", "base_model": str(zoo["base"]), "models": _models(
+        (zoo["a"], {"weight": 0.5, "density": 0.4}), (zoo["b"], {"weight": 0.5, "density": 0.6}))}
+    host, torch_files, engine = _merge_both(recipe, tmp_path, monkeypatch)
+    assert not engine and host == torch_files
+
+
+class _Choosy(Linear):
+    """Linear whose torch-free form declines the MLP tensors (the engine merges them with torch)."""
+
+    name = "choosy_linear"
+
+    def merge_arrays(self, arrays, base, global_params, model_params, ctx, dtype):  # type: ignore[no-untyped-def]
+        if ctx.kind is ModuleKind.MLP:
+            return None
+        return super().merge_arrays(arrays, base, global_params, model_params, ctx, dtype)
+
+
+class _ChoosyPlugin:
+    @hookimpl
+    def evomm_register_merge_operators(self, registry: Any) -> None:
+        registry.add(_Choosy)
+
+
+def test_tensors_an_operator_declines_are_merged_by_torch(zoo: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = load_plugins(extra=[_ChoosyPlugin()])
+    recipe = CASES["linear-bf16"](zoo) | {"merge_method": "choosy_linear"}
+    host, torch_files, engine = _merge_both(recipe, tmp_path, monkeypatch, plugins=plugins)
+    assert engine
+    assert host["model.safetensors"] == torch_files["model.safetensors"]
+    plain, _, _ = _merge_both(CASES["linear-bf16"](zoo), tmp_path / "plain", monkeypatch)
+    assert host["model.safetensors"] == plain["model.safetensors"]
+
+
+def test_a_cli_linear_merge_never_loads_torch(zoo: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "linear.yaml"
+    recipe.write_text(yaml.safe_dump(CASES["linear-bf16"](zoo)))
+    child = textwrap.dedent("""
+        import sys
+        from evomm.cli import main
+        rc = main(sys.argv[1:])
+        from evomm.deferred import loaded
+        print("RC", rc, "TORCH", loaded("torch"))
+    """)
+    proc = subprocess.run([sys.executable, "-c", child, "merge", str(recipe), "--out", str(tmp_path / "out"),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-4:] == ["RC", "0", "TORCH", "False"]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
