@@ -6,8 +6,11 @@ when ``--mergekit-python`` points to a Python with mergekit installed — ``merg
 same YAML recipe, each in its own child process, and prints wall time, peak RSS of that process
 (``os.wait4``), effective throughput ((bytes read + bytes written) / wall time) and the ratios.
 It also reports the largest difference between the two tools' outputs, each tool's start-up
-(its ``--help``: the imports a merge pays for before merging anything) and the ratio of the wall
-times less those start-ups, which is what the ratio tends to for models whose merge takes minutes.
+(its ``--help``) and the ratio of the wall times less those start-ups, which is what the ratio
+tends to for models whose merge takes minutes. (``evomm --help`` imports neither torch nor numba,
+which evomm loads at first use, so evomm's start-up subtracted there is the smaller part of what
+a merge pays before merging; mergekit's ``--help`` imports torch and transformers.) With
+``--torch-path`` it also times evomm with its CPU engine off (the torch path), in the same run.
 
 Usage::
 
@@ -159,6 +162,14 @@ def nbytes(d: Path) -> int:
     return sum(f.stat().st_size for f in d.glob("*.safetensors"))
 
 
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two output directories hold the same weight files, byte for byte."""
+    names = sorted(p.name for p in a.glob("*.safetensors"))
+    return names == sorted(p.name for p in b.glob("*.safetensors")) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names
+    )
+
+
 def max_diff(a: Path, b: Path) -> float:
     from safetensors import safe_open
 
@@ -189,6 +200,9 @@ def main() -> None:
                     help="timed runs per tool and method, alternating; medians are reported (default 1)")
     ap.add_argument("--models", default=None,
                     help="directory of the input models: reused when it holds base/a/b, else made there and kept")
+    ap.add_argument("--torch-path", action="store_true",
+                    help="also time evomm with its CPU engine off (EVOMM_CPU_ENGINE=0: torch for every "
+                         "tensor), alternating with the other runs, and print the engine's speedup")
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="evomm-bench-"))
@@ -224,12 +238,19 @@ def main() -> None:
             read = sum(in_bytes.values())  # every recipe reads all three models once
             out_e = root / f"out-evomm-{method}"
             out_m = root / f"out-mergekit-{method}"
-            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": []}
+            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": [], "torch": []}
             for _ in range(max(1, args.repeat)):
                 shutil.rmtree(out_e, ignore_errors=True)
                 settle(list(models.values()))
                 wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--no-progress"])
                 runs["evomm"].append((wall, rss, cpu))
+                if args.torch_path:
+                    out_t = root / f"out-evomm-torch-{method}"
+                    shutil.rmtree(out_t, ignore_errors=True)
+                    settle(list(models.values()))
+                    wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_t), "--no-progress"],
+                                                  env={**os.environ, "EVOMM_CPU_ENGINE": "0"})
+                    runs["torch"].append((wall, rss, cpu))
                 if mk:
                     shutil.rmtree(out_m, ignore_errors=True)
                     settle(list(models.values()))
@@ -238,6 +259,10 @@ def main() -> None:
             wall, rss, cpu = _medians(runs["evomm"])
             row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
                    "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9, "evomm_runs_s": [r[0] for r in runs["evomm"]]}
+            if args.torch_path:
+                wall, rss, cpu = _medians(runs["torch"])
+                row.update(torch_s=wall, torch_rss=rss, torch_runs_s=[r[0] for r in runs["torch"]],
+                           torch_same_bytes=_same_files(out_e, root / f"out-evomm-torch-{method}"))
             if mk:
                 wall, rss, cpu = _medians(runs["mk"])
                 row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
@@ -260,9 +285,17 @@ def main() -> None:
                          f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}"
                          f" {_after_startup(r, start):14.2f}x")
             print(line)
+        if args.torch_path:
+            print("\nevomm's CPU engine (torch-free) against its torch path (EVOMM_CPU_ENGINE=0), same run:")
+            for r in rows:
+                print(f"{r['method']:<10} engine {r['evomm_s']:.1f} s, torch path {r['torch_s']:.1f} s: "
+                      f"{r['torch_s'] / r['evomm_s']:.2f}x; peak RSS {r['evomm_rss']:.0f} vs {r['torch_rss']:.0f} MiB; "
+                      f"same bytes: {r['torch_same_bytes']}")
         if args.repeat > 1:
             for r in rows:
                 each = " ".join(f"{t:.1f}" for t in r["evomm_runs_s"])
+                if args.torch_path:
+                    each += " | torch path " + " ".join(f"{t:.1f}" for t in r["torch_runs_s"])
                 if mk:
                     each += " | mergekit " + " ".join(f"{t:.1f}" for t in r["mk_runs_s"])
                 print(f"{r['method']:<10} every run, s: evomm {each}")

@@ -5,8 +5,9 @@
   use, and a submodule import loads the package first;
 * ``evomm plan`` and ``evomm plugins`` (every built-in plugin loaded) never load torch, in a
   fresh interpreter, as nothing on their path uses it;
-* ``evomm merge`` in a fresh interpreter (torch deferred, then loaded where the merge needs it)
-  writes the same bytes as a merge in this process, where torch was imported the plain way.
+* ``evomm merge`` in a fresh interpreter (torch deferred, then loaded where the merge needs it:
+  DELLA has no torch-free form) writes the same bytes as a merge in this process, where torch
+  was imported the plain way.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _recipe(tmp_path: Path) -> Path:
     a = perturb_model(base, tmp_path / "a", seed=31)
     b = perturb_model(base, tmp_path / "b", seed=32)
     recipe = {
-        "merge_method": "ties",
+        "merge_method": "della",
         "base_model": str(base),
         "models": [
             {"model": str(a), "parameters": {"weight": 0.6, "density": 0.5}},
@@ -110,7 +111,7 @@ def _recipe(tmp_path: Path) -> Path:
         ],
         "dtype": "bfloat16",
     }
-    path = tmp_path / "ties.yaml"
+    path = tmp_path / "della.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
 

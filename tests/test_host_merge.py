@@ -1,18 +1,22 @@
 """The CPU engine (:mod:`evomm.host_merge`) gives the torch path's bytes, without torch.
 
-* the operators' torch-free forms (``merge_arrays``: linear and task arithmetic, numba kernels)
-  give exactly what their torch ``merge`` gives on random tensors: bfloat16 and float32, one to
-  four models (five decline), normalise on/off, lambda, negative and zero weights, and NaN, infinities, -0.0
-  and subnormals among the entries (a NaN result may be another NaN's bits, see :func:`_same`);
+* the operators' torch-free forms (``merge_arrays``: linear, task arithmetic, TIES, DARE-TIES,
+  DARE-linear, breadcrumbs (TIES); numba kernels) give exactly what their torch ``merge`` gives
+  on random tensors: bfloat16 and float32, one to four models (five decline), densities 0, tiny,
+  partial and 1, tied magnitudes at the window bounds, tensors below and above the size where
+  selection samples, normalise on/off, lambda, negative and zero weights, and NaN, infinities,
+  -0.0 and subnormals among the entries (a NaN result may be another NaN's bits, see
+  :func:`_same`); DELLA and rescaled magnitude windows decline;
 * :func:`evomm_ops._common.f32_sum` is torch's float32 sum for up to four weights;
 * :func:`evomm.host_merge.convert` is ``Tensor.to`` between bfloat16, float16 and float32,
   NaN, overflow and subnormals included;
 * :func:`evomm.execute.merge_to_dir` writes the same files with the engine as without it
   (``EVOMM_CPU_ENGINE=0``) for linear and task-arithmetic recipes over tiny Llama / Qwen2
-  (tied) checkpoints: bf16 and f32 storage, a float32 compute dtype over bf16 files, a float16
-  output, sharded outputs; an operator that declines some tensors gets them merged by torch,
-  the same bytes again; and the methods without a torch-free form do not use the engine;
-* ``evomm merge`` of a linear recipe in a fresh interpreter never loads torch.
+  (tied) checkpoints, and for TIES, DARE-TIES, DARE-linear and breadcrumbs-TIES recipes: bf16
+  and f32 storage, a float32 compute dtype over bf16 files, a float16 output, sharded outputs;
+  an operator that declines some tensors gets them merged by torch, the same bytes again; and
+  DELLA, which has no torch-free form, does not use the engine;
+* ``evomm merge`` of linear, TIES and DARE-TIES recipes in a fresh interpreter never loads torch.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import yaml
 from evomm_ops._common import f32_sum
 from evomm_ops.linear import Linear
-from evomm_ops.task_arithmetic import TaskArithmetic, Ties
+from evomm_ops.task_arithmetic import TaskArithmetic, Ties  # noqa: F401
 
 from evomm import hookimpl, host_merge
 from evomm.execute import get_operator, merge_to_dir, open_models
@@ -85,32 +89,45 @@ def test_linear_arrays_equal_the_torch_merge(dtype: torch.dtype, models: int) ->
             assert _same(_raw(want), got), (ws, normalize)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("models", [1, 3, 4])
-def test_task_arithmetic_arrays_equal_the_torch_merge(dtype: torch.dtype, models: int) -> None:
-    gen = torch.Generator().manual_seed(10 + models)
-    n = 50_003
+METHODS = ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties"]
+
+
+def _task_vector_inputs(n: int, models: int, dtype: torch.dtype, seed: int, ties: bool):
+    gen = torch.Generator().manual_seed(seed)
     base = _special(n, dtype, gen)
-    ts = [(base.float() + 0.05 * torch.randn(n, generator=gen)).to(dtype) for _ in range(models)]
+    ts = []
+    for _ in range(models):
+        delta = 0.05 * torch.randn(n, generator=gen)
+        if ties:  # few distinct magnitudes: many entries tied at every window bound
+            delta = torch.round(delta * 40) / 40
+        ts.append((base.float() + delta).to(dtype))
+    return base, ts
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n", [5_003, 300_007])  # whole-tensor and streamed/sampled selection
+def test_task_vector_arrays_equal_the_torch_merge(method: str, dtype: torch.dtype, n: int) -> None:
+    plugins = get_plugins()
+    op = plugins.operators.get(method)()
     name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
-    for lam in (1.0, 0.7):
-        for normalize in (False, True):
-            ws = (torch.rand(models, generator=gen) * 2 - 0.5).tolist()
-            g = {"lambda": lam, "normalize": normalize}
-            params = [{"weight": w} for w in ws]
-            want = TaskArithmetic().merge(ts, base, g, params, CTX)
-            got = TaskArithmetic().merge_arrays([_raw(t) for t in ts], _raw(base), g, params, CTX, name)
-            assert got is not None
-            assert _same(_raw(want), got), (ws, lam, normalize)
-
-
-def test_methods_without_a_torch_free_form_decline() -> None:
-    a = np.ones(4, np.float32)
-    assert not Ties().merges_arrays()
-    assert Ties().merge_arrays([a], a, {}, [{"weight": 1.0, "density": 0.5}], CTX, "float32") is None
-    assert TaskArithmetic().merge_arrays([a], a, {}, [{"weight": 1.0}], CTX, "float16") is None  # not a host dtype
-    assert TaskArithmetic().merge_arrays([a] * 5, a, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
-    assert Linear().merge_arrays([a] * 5, None, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
+    cases = [  # (models, densities, weights, global params, tied inputs)
+        (2, [0.5, 0.3], [0.6, 0.4], {}, False),
+        (3, [0.2, 1.0, 0.7], [1.0, -0.5, 0.8], {"lambda": 0.7, "normalize": True}, True),
+        (1, [0.9], [1.3], {"normalize": False}, False),
+        (4, [0.0, 0.4, 1e-6, 0.999], [0.5, 0.5, 0.5, 0.5], {"rescale": False}, True),
+    ]
+    for k, (models, densities, weights, g, tied) in enumerate(cases):
+        base, ts = _task_vector_inputs(n, models, dtype, 100 + k, tied)
+        declared = {p.name for p in op.params}
+        g = {key: v for key, v in g.items() if key in declared}
+        params = [{"weight": w, "density": d} | ({"gamma": 0.05} if "gamma" in declared else {})
+                  for w, d in zip(weights, densities)]
+        ctx = TensorContext(CTX.name, CTX.kind, CTX.layer, 1000 + k)
+        want = op.merge(ts, base, g, params, ctx)
+        got = op.merge_arrays([_raw(t) for t in ts], _raw(base), g, params, ctx, name)
+        assert got is not None, (method, k)
+        assert _same(_raw(want), got), (method, k)
 
 
 def test_f32_sum_is_torch_sum_for_up_to_four_values() -> None:
@@ -193,6 +210,15 @@ CASES = {
         (z["qa"], {"weight": 0.4}), (z["qb"], {"weight": 0.6}))},
     "task-arithmetic": lambda z: {"merge_method": "task_arithmetic", "base_model": str(z["base"]),
         "parameters": {"lambda": 0.8}, "models": _models((z["a"], {"weight": [0.5, 1.2]}), (z["b"], {"weight": 0.7}))},
+    "ties": lambda z: {"merge_method": "ties", "base_model": str(z["base"]), "models": _models(
+        (z["a"], {"weight": 0.6, "density": [0.2, 0.8]}), (z["b"], {"weight": 0.4, "density": 0.5}))},
+    "dare-ties-f32-compute": lambda z: {"merge_method": "dare_ties", "base_model": str(z["base"]), "dtype": "float32",
+        "models": _models((z["a"], {"weight": 0.6, "density": 0.3}), (z["b"], {"weight": 0.7, "density": 0.6}))},
+    "dare-linear": lambda z: {"merge_method": "dare_linear", "base_model": str(z["base"]), "models": _models(
+        (z["a"], {"weight": 0.5, "density": 0.5}), (z["b"], {"weight": 0.5, "density": 0.9}))},
+    "breadcrumbs-ties": lambda z: {"merge_method": "breadcrumbs_ties", "base_model": str(z["base"]),
+        "models": _models((z["a"], {"weight": 1.0, "density": 0.4, "gamma": 0.02}),
+                          (z["b"], {"weight": 1.0, "density": 0.6, "gamma": 0.05}))},
     "task-arithmetic-normalised": lambda z: {"merge_method": "task_arithmetic", "base_model": str(z["base"]),
         "dtype": "float32", "parameters": {"normalize": True},
         "models": _models((z["a"], {"weight": 0.5}), (z["b"], {"weight": 0.3}))},
@@ -217,8 +243,8 @@ def test_sharded_outputs_are_the_same(zoo: dict[str, Path], tmp_path: Path, monk
     assert host == torch_files
 
 
-def test_ties_does_not_use_the_engine(zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe = {"merge_method": "ties", "base_model": str(zoo["base"]), "models": _models(
+def test_della_does_not_use_the_engine(zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = {"merge_method": "della", "base_model": str(zoo["base"]), "models": _models(
         (zoo["a"], {"weight": 0.5, "density": 0.4}), (zoo["b"], {"weight": 0.5, "density": 0.6}))}
     host, torch_files, engine = _merge_both(recipe, tmp_path, monkeypatch)
     assert not engine and host == torch_files
@@ -252,9 +278,10 @@ def test_tensors_an_operator_declines_are_merged_by_torch(zoo: dict[str, Path], 
     assert host["model.safetensors"] == plain["model.safetensors"]
 
 
-def test_a_cli_linear_merge_never_loads_torch(zoo: dict[str, Path], tmp_path: Path) -> None:
-    recipe = tmp_path / "linear.yaml"
-    recipe.write_text(yaml.safe_dump(CASES["linear-bf16"](zoo)))
+@pytest.mark.parametrize("case", ["linear-bf16", "ties", "dare-ties-f32-compute"])
+def test_a_cli_merge_never_loads_torch(case: str, zoo: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(CASES[case](zoo)))
     child = textwrap.dedent("""
         import sys
         from evomm.cli import main

@@ -411,26 +411,32 @@ def test_abandoned_prefetching_generator_stops_cleanly(zoo: dict[str, Path]) -> 
     assert first[0] == plan.steps[0].name
 
 
+@pytest.mark.parametrize("engine", ["0", "1"])
 def test_writer_error_surfaces_and_leaves_nothing(zoo: dict[str, Path], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    """The torch path (engine off) writes tensors with ``write``, the CPU engine arrays with
+    ``write_array``; either failing mid-merge leaves nothing behind."""
     from evomm.safetensors_io import ShardedSafetensorsWriter
 
+    monkeypatch.setenv("EVOMM_CPU_ENGINE", engine)
+    method = "write_array" if engine == "1" else "write"
     plugins = get_plugins()
     recipe = _recipe("ties", zoo)
     cks = open_models(recipe, plugins)
     plan = build_plan(recipe, cks, plugins)
     calls = {"n": 0}
-    real = ShardedSafetensorsWriter.write
+    real = getattr(ShardedSafetensorsWriter, method)
 
-    def failing(self: ShardedSafetensorsWriter, name: str, tensor: torch.Tensor) -> None:
+    def failing(self: ShardedSafetensorsWriter, name: str, *args: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 5:
             raise CheckpointError("disk full (test)")
-        real(self, name, tensor)
+        real(self, name, *args)
 
-    monkeypatch.setattr(ShardedSafetensorsWriter, "write", failing)
+    monkeypatch.setattr(ShardedSafetensorsWriter, method, failing)
     with pytest.raises(CheckpointError, match="disk full"):
         merge_to_dir(plan, cks, tmp_path / "out", plugins, progress=False)
+    assert calls["n"] == 5
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
@@ -550,12 +556,12 @@ def test_joint_dare_keeps_equal_one_model_at_a_time_with_one_generator() -> None
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_sparsify_threads_work_again_in_a_forked_child() -> None:
-    from evomm_ops import sparsify
+    from evomm_ops import host_sparsify
 
-    assert sparsify._parallel_map(abs, [-1, -2]) == [1, 2]  # the pool exists now
+    assert host_sparsify.parallel_map(abs, [-1, -2]) == [1, 2]  # the pool exists now
     pid = os.fork()
     if pid == 0:  # child: a pool inherited from the parent would have no threads and hang
-        os._exit(0 if sparsify._POOL is None and sparsify._parallel_map(abs, [-3, -4]) == [3, 4] else 1)
+        os._exit(0 if host_sparsify._POOL is None and host_sparsify.parallel_map(abs, [-3, -4]) == [3, 4] else 1)
     start = time.monotonic()
     while time.monotonic() - start < 20:
         done, status = os.waitpid(pid, os.WNOHANG)

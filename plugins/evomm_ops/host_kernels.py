@@ -110,22 +110,173 @@ def linear(xs, coef, total, normalize, out):  # type: ignore[no-untyped-def]
             _store(out, i, acc)
 
 
+#: Columns of the ``windows`` argument of :func:`task_vectors`, per model: a low bound
+#: (present, value, cut) and a high bound (present, value, cut), as
+#: :class:`evomm_ops.sparsify.RankBound` holds them.
+WINDOW_COLUMNS = 6
+
+
+@njit(inline="always")
+def _window_pass(d, start, count, value, cut, low):  # type: ignore[no-untyped-def]
+    """Multiply ``d[:count]`` (entries ``start..``) by the 0/1 of one rank-window bound, as
+    ``Keep._window_mask`` computes it: below flat index ``cut`` a low bound keeps ``|d| > v``
+    and a high bound ``|d| <= v``; from ``cut`` on, ``|d| >= v`` and ``|d| < v``. Two plain
+    loops (split at ``cut``) that LLVM vectorises."""
+    split = min(max(cut - start, 0), count)
+    v = np.float32(value)
+    one, zero = np.float32(1.0), np.float32(0.0)
+    if low:
+        for t in range(split):
+            d[t] = d[t] * (one if abs(d[t]) > v else zero)
+        for t in range(split, count):
+            d[t] = d[t] * (one if abs(d[t]) >= v else zero)
+    else:
+        for t in range(split):
+            d[t] = d[t] * (one if abs(d[t]) <= v else zero)
+        for t in range(split, count):
+            d[t] = d[t] * (one if abs(d[t]) < v else zero)
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def task_arithmetic(xs, base, weights, divisor, normalize, lam, scale, out):  # type: ignore[no-untyped-def]
-    """``TaskArithmetic.merge`` (no sparsification, no consensus): per entry
-    ``mixed = sum_i (x_i - b) * w_i`` (added in model order), ``/ divisor`` when normalising,
-    ``* lam`` when ``scale``, ``+ b``."""
+def task_vectors(xs, base, masks, use_mask, windows, coef, consensus, normalize, divisor, lam, use_lam, out):  # type: ignore[no-untyped-def]
+    """``GeneralizedTaskArithmetic.merge`` once every model's sparsification is decided: per
+    entry and model ``d = x - b`` (``+0.0`` where ``use_mask[m] == 2``), times the model's DARE
+    mask (``masks[m]``, 0/1 bytes, where ``use_mask[m] == 1``), times its rank window's 0/1
+    (``windows[m]``: present, value, cut of a low and of a high bound), times its rescale factor
+    and weight (``coef[m]``); then TIES sign election and disjoint sums (``consensus``) or the
+    plain sum, ``/ divisor`` when normalising, ``* lam`` when ``use_lam``, ``+ b``. The float32
+    operations and their order are the torch code's; each step is a loop over a block of
+    entries, which LLVM vectorises.
+
+    (A window's two bounds multiply ``d`` one after the other, where torch multiplies ``d`` by
+    their product: the same bits, as each factor is 0 or 1.)"""
+    n = out.shape[0]
+    m = len(xs)
+    blocks = (n + BLOCK - 1) // BLOCK
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for k in prange(blocks):
+        start = k * BLOCK
+        count = min(n, start + BLOCK) - start
+        b = np.empty(BLOCK, np.float32)
+        for t in range(count):
+            b[t] = _load(base, start + t)
+        d = np.empty((m, BLOCK), np.float32)
+        for j in range(m):
+            dj = d[j]
+            x = xs[j]
+            if use_mask[j] == 2:  # the whole task vector dropped (Keep.zero): +0.0
+                for t in range(count):
+                    dj[t] = zero
+            else:
+                for t in range(count):
+                    dj[t] = _load(x, start + t) - b[t]
+            if use_mask[j] == 1:
+                mj = masks[j]
+                for t in range(count):
+                    dj[t] = dj[t] * (one if mj[start + t] else zero)
+            if windows[j, 0] != 0.0:
+                _window_pass(dj, start, count, windows[j, 1], np.int64(windows[j, 2]), True)
+            if windows[j, 3] != 0.0:
+                _window_pass(dj, start, count, windows[j, 4], np.int64(windows[j, 5]), False)
+            s, w = coef[j, 0], coef[j, 1]
+            if s != one:  # torch skips a missing factor; x * 1 would only requiet a NaN
+                for t in range(count):
+                    dj[t] = dj[t] * s
+            for t in range(count):
+                dj[t] = dj[t] * w
+        r = np.empty(BLOCK, np.float32)
+        if consensus:
+            sign = np.empty(BLOCK, np.float32)
+            for t in range(count):
+                sign[t] = d[0, t]
+            for j in range(1, m):
+                for t in range(count):
+                    sign[t] = sign[t] + d[j, t]
+            for t in range(count):
+                sign[t] = one if sign[t] >= 0 else -one
+            div = np.empty(BLOCK, np.float32)
+            for j in range(m):
+                w = coef[j, 1]
+                for t in range(count):
+                    agree = one if d[j, t] * sign[t] > 0 else zero
+                    if j == 0:
+                        r[t] = d[j, t] * agree
+                        div[t] = agree * w
+                    else:
+                        r[t] = r[t] + d[j, t] * agree
+                        div[t] = div[t] + agree * w
+            for t in range(count):
+                if div[t] == 0:
+                    div[t] = div[t] + one
+            if normalize:
+                for t in range(count):
+                    r[t] = r[t] / div[t]
+        else:
+            for t in range(count):
+                r[t] = d[0, t]
+            for j in range(1, m):
+                for t in range(count):
+                    r[t] = r[t] + d[j, t]
+            if normalize:
+                for t in range(count):
+                    r[t] = r[t] / divisor
+        if use_lam:
+            for t in range(count):
+                r[t] = r[t] * lam
+        for t in range(count):
+            _store(out, start + t, r[t] + b[t])
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def abs_diff(x, base, out):  # type: ignore[no-untyped-def]
+    """``out = |x - b|`` in float32 (the magnitudes a rank window is chosen on)."""
     n = out.shape[0]
     blocks = (n + BLOCK - 1) // BLOCK
     for k in prange(blocks):
-        stop = min(n, (k + 1) * BLOCK)
-        for i in range(k * BLOCK, stop):
-            b = _load(base, i)
-            mixed = (_load(xs[0], i) - b) * weights[0]
-            for m in range(1, len(xs)):
-                mixed = mixed + (_load(xs[m], i) - b) * weights[m]
-            if normalize:
-                mixed = mixed / divisor
-            if scale:
-                mixed = mixed * lam
-            _store(out, i, mixed + b)
+        for i in range(k * BLOCK, min(n, (k + 1) * BLOCK)):
+            out[i] = abs(_load(x, i) - _load(base, i))
+
+
+#: Accumulators of :func:`l1_norms` per block: a fixed number, so the order of additions (and
+#: so the result) does not depend on the CPU's vector width, while LLVM still vectorises.
+LANES = 8
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def l1_norms(x, base, mask):  # type: ignore[no-untyped-def]
+    """DARE's rescale norms: ``(sum |x - b|, sum |x - b| [mask])``. Each float32 magnitude is
+    added in float64 into one of :data:`LANES` accumulators (entry ``i`` into lane ``i % 8``)
+    per block; a block's lanes are then added in lane order and the blocks' sums in block order:
+    a fixed order, the same on every machine and run (the torch path calls this too on CPU)."""
+    n = x.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.zeros((blocks, 2))
+    for k in prange(blocks):
+        start = k * BLOCK
+        count = min(n, start + BLOCK) - start
+        before = np.zeros(LANES)
+        after = np.zeros(LANES)
+        for t0 in range(0, count - count % LANES, LANES):
+            for lane in range(LANES):
+                i = start + t0 + lane
+                a = np.float64(abs(_load(x, i) - _load(base, i)))
+                before[lane] += a
+                after[lane] += a if mask[i] else 0.0
+        for t in range(count - count % LANES, count):
+            i = start + t
+            a = np.float64(abs(_load(x, i) - _load(base, i)))
+            before[t % LANES] += a
+            after[t % LANES] += a if mask[i] else 0.0
+        total_before = 0.0
+        total_after = 0.0
+        for lane in range(LANES):
+            total_before += before[lane]
+            total_after += after[lane]
+        partial[k, 0] = total_before
+        partial[k, 1] = total_after
+    before_sum = 0.0
+    after_sum = 0.0
+    for k in range(blocks):
+        before_sum += partial[k, 0]
+        after_sum += partial[k, 1]
+    return before_sum, after_sum

@@ -39,26 +39,26 @@ it: see :func:`dare_mask`), so a merge is reproducible bit for bit on the same d
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
 
+from evomm_ops import host_sparsify
+from evomm_ops.host_sparsify import band as _band_numpy
+from evomm_ops.host_sparsify import bracket as _bracket
+from evomm_ops.host_sparsify import parallel_map as _parallel_map
+
 #: Below this many elements ``torch.kthvalue`` on the whole tensor is as fast as sampling.
-_SAMPLE_MIN_NUMEL = 1 << 18
+_SAMPLE_MIN_NUMEL = host_sparsify.SAMPLE_MIN_NUMEL
 #: Size of the strided sample used to bracket a rank.
-_SAMPLE_SIZE = 1 << 16
-#: Resolution of DARE's keep probability: masks are drawn from 16-bit random integers (four per
-#: 64-bit draw, ~4x faster than ``torch.rand``), so ``density`` is realised as
-#: ``round(density * 65536) / 65536`` (an error below 8e-6, invisible after L1 rescaling).
-_DARE_LEVELS = 1 << 16
+_SAMPLE_SIZE = host_sparsify.SAMPLE_SIZE
+# DARE's keep probability is resolved to 1/65536 (host_sparsify.DARE_LEVELS): masks are drawn
+# from 16-bit random integers (four per 64-bit draw, ~4x faster than ``torch.rand``), so
+# ``density`` is realised as ``round(density * 65536) / 65536`` (an error below 8e-6,
+# invisible after L1 rescaling).
 _RESCALE_EPS = 1e-7
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
@@ -127,13 +127,6 @@ def _candidate_band(values: torch.Tensor, rank: int) -> tuple[int, torch.Tensor]
     return None
 
 
-def _bracket(s: int, q: float) -> tuple[int, int]:
-    """1-based ranks in a sample of ``s`` that bracket quantile ``q`` of the population with a
-    4-sigma binomial margin (plus 8 for small samples)."""
-    margin = 4.0 * math.sqrt(s * q * (1.0 - q)) + 8.0
-    return math.floor(q * s - margin), math.ceil(q * s + margin)
-
-
 def _sample_bounds(sample: torch.Tensor, lo_rank: int, hi_rank: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The sample's ``lo_rank``-th and ``hi_rank``-th smallest entries (None where the rank is
     outside ``[1, numel]``).
@@ -188,21 +181,6 @@ def _band(values: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None
         assert hi is not None
         inside_t = values <= hi
     return below, inside_t.nonzero().squeeze(1)
-
-
-def _band_numpy(v: np.ndarray, lo: float | None, hi: float | None) -> tuple[int, np.ndarray]:
-    """:func:`_band` of a NumPy float array (``lo``/``hi`` as Python floats, None for open)."""
-    kind = v.dtype.type
-    below, inside = 0, None
-    if lo is not None:
-        under = np.less(v, kind(lo))
-        below = int(np.count_nonzero(under))
-        inside = np.logical_not(under, out=under)
-    if hi is not None:
-        upper = np.less_equal(v, kind(hi))
-        inside = upper if inside is None else np.logical_and(inside, upper, out=inside)
-    assert inside is not None  # the caller passes at least one bound
-    return below, np.flatnonzero(inside)
 
 
 def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -483,31 +461,6 @@ class _StreamedWindow:
     positions: list[list[np.ndarray]]
 
 
-#: Threads that run the NumPy work of several models of one tensor at once (band extraction,
-#: DARE's draws): NumPy's loops are single-threaded and release the GIL. Made on first use.
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _forget_pool() -> None:
-    """In a forked child the pool's threads do not exist: make the next call start a new pool."""
-    global _POOL
-    _POOL = None
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _parallel_map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-    """``[fn(x) for x in items]``, in :data:`_POOL`'s threads when there is more than one item."""
-    global _POOL
-    if len(items) <= 1:
-        return [fn(x) for x in items]
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="evomm-sparsify")
-    return list(_POOL.map(fn, items))
-
-
 def window_keeps_streamed(
     models: Sequence[torch.Tensor], base: torch.Tensor, windows: Sequence[tuple[int, int]], wd: torch.dtype
 ) -> list[Keep | None]:
@@ -651,12 +604,7 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
     # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), None, generator=generator)
-    return (words.view(torch.int16)[:n] < _dare_threshold(density)).view(shape)
-
-
-def _dare_threshold(density: float) -> int:
-    """The int16 value below which a 16-bit draw keeps its entry (int16 is offset by -32768)."""
-    return round(density * _DARE_LEVELS) - (_DARE_LEVELS // 2)
+    return (words.view(torch.int16)[:n] < host_sparsify.dare_threshold(density)).view(shape)
 
 
 def _draw_seed(generator: torch.Generator) -> int:
@@ -666,8 +614,7 @@ def _draw_seed(generator: torch.Generator) -> int:
 
 def _cpu_dare_mask(n: int, density: float, seed: int) -> torch.Tensor:
     """:func:`dare_mask`'s flat CPU mask of ``n`` entries from an SFC64 stream seeded with ``seed``."""
-    words = np.random.SFC64(seed).random_raw((n + 3) // 4)
-    return torch.from_numpy(np.less(words.view(np.int16)[:n], _dare_threshold(density)))
+    return torch.from_numpy(host_sparsify.dare_mask(n, density, seed))
 
 
 def random_keep(
@@ -725,14 +672,18 @@ def random_keep_streamed(
 
 def random_keeps_streamed(
     models: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float],
-    generator: torch.Generator, rescale: bool, wd: torch.dtype,
+    generator: torch.Generator, rescale: bool, wd: torch.dtype, seed: int | None = None,
 ) -> list[Keep]:
     """:func:`random_keep_streamed` for several models of one base: the same Keeps as calling it
     for each model in turn with one generator (models of density ``>= 1`` draw nothing).
 
-    On CPU the seeds are drawn in model order and the models' masks are then drawn in parallel
-    threads (NumPy's generators and comparisons release the GIL); the rescale's L1 norms of all
-    models are summed in one pass that converts each base chunk once.
+    On CPU the models' masks are drawn in parallel threads (NumPy's generators and comparisons
+    release the GIL), each from the seed :func:`evomm_ops.host_sparsify.dare_seed` gives model
+    ``i`` of ``seed`` when ``seed`` is given (the operators pass ``TensorContext.seed``: their
+    torch-free forms then draw the same masks), else from draws of ``generator`` in model order.
+    The rescale's L1 norms of bfloat16/float32 tensors on CPU come from
+    :func:`evomm_ops.host_kernels.l1_norms` (shared with the torch-free forms); others are summed
+    here in one pass that converts each base chunk once.
 
     Example:
         >>> ts, base = [torch.ones(8), 2 * torch.ones(8)], torch.zeros(8)
@@ -744,12 +695,48 @@ def random_keeps_streamed(
     out: list[Keep] = [KEEP_ALL] * len(models)
     todo = [i for i, density in enumerate(densities) if density < 1]
     if base.device.type == "cpu":
-        seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
+        if seed is not None:
+            seeds = {i: host_sparsify.dare_seed(seed, i) for i in todo}
+        else:
+            seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
         masks = dict(zip(todo, _parallel_map(lambda i: _cpu_dare_mask(n, densities[i], seeds[i]), todo)))
     else:
         masks = {i: dare_mask(torch.Size([n]), densities[i], generator, base.device) for i in todo}
     if not rescale or not todo:
         return [Keep(mask=masks[i]) if i in masks else KEEP_ALL for i in range(len(models))]
+    if base.device.type == "cpu" and base.dtype in (torch.bfloat16, torch.float32):
+        norms = {i: _host_l1_norms(models[i], base, masks[i]) for i in todo}
+    else:
+        norms = _l1_norms(models, base, masks, todo, wd)
+    for i in todo:
+        before, after = norms[i]
+        scale = None
+        if before >= _RESCALE_EPS and after >= _RESCALE_EPS:
+            scale = torch.tensor(before / after, dtype=wd, device=base.device)
+        out[i] = Keep(mask=masks[i], scale=scale)
+    return out
+
+
+def _raw(t: torch.Tensor) -> np.ndarray:
+    """A flat NumPy view of a contiguous CPU bfloat16/float32 tensor's raw entries."""
+    flat = t.contiguous().reshape(-1)
+    return flat.view(torch.int16).numpy().view(np.uint16) if flat.dtype == torch.bfloat16 else flat.numpy()
+
+
+def _host_l1_norms(t: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    from evomm_ops import host_kernels
+
+    before, after = host_kernels.l1_norms(_raw(t), _raw(base), mask.numpy())
+    return float(before), float(after)
+
+
+def _l1_norms(
+    models: Sequence[torch.Tensor], base: torch.Tensor, masks: dict[int, torch.Tensor], todo: list[int],
+    wd: torch.dtype,
+) -> dict[int, tuple[float, float]]:
+    """The L1 norms before and after masking of each model in ``todo``, in chunks with torch
+    (other devices and dtypes than :func:`_host_l1_norms`)."""
+    n = base.numel()
     flats = {i: models[i].reshape(-1) for i in todo}
     flat_b = base.reshape(-1)
     size = max(1, min(n, _STREAM_CHUNK))
@@ -766,12 +753,7 @@ def random_keeps_streamed(
             mag = d[:m].copy_(flats[i][start:stop]).sub_(bc).abs_()
             before[i] += float(mag.sum(dtype=torch.float64))
             after[i] += float(torch.dot(mag, kept[:m].copy_(masks[i][start:stop].view(torch.uint8))))
-    for i in todo:
-        scale = None
-        if before[i] >= _RESCALE_EPS and after[i] >= _RESCALE_EPS:
-            scale = torch.tensor(before[i] / after[i], dtype=wd, device=base.device)
-        out[i] = Keep(mask=masks[i], scale=scale)
-    return out
+    return {i: (before[i], after[i]) for i in todo}
 
 
 def della_keep(

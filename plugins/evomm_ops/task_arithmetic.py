@@ -112,7 +112,7 @@ class GeneralizedTaskArithmetic(MergeOperator):
         if self.sparsification == "random":  # DARE: every model's mask and norms at once
             assert generator is not None
             streamed: list[sparsify.Keep | None] = list(sparsify.random_keeps_streamed(
-                tensors, base, [p["density"] for p in per], generator, rescale, wd
+                tensors, base, [p["density"] for p in per], generator, rescale, wd, seed=ctx.seed
             ))
         else:
             streamed = self._streamed_windows(tensors, base, per, rescale, wd)
@@ -151,8 +151,8 @@ class GeneralizedTaskArithmetic(MergeOperator):
         return out.view(base.shape)
 
     def merges_arrays(self) -> bool:
-        """Only plain task arithmetic has a torch-free form."""
-        return self.sparsification is None and not self.consensus
+        """Every method but DELLA has a torch-free form."""
+        return self.sparsification in (None, "random", "magnitude", "magnitude_outliers")
 
     def merge_arrays(
         self,
@@ -163,9 +163,11 @@ class GeneralizedTaskArithmetic(MergeOperator):
         ctx: TensorContext,
         dtype: str,
     ) -> np.ndarray | None:
-        """:meth:`merge` without torch, the same bits: plain task arithmetic only
-        (:func:`evomm_ops.host_kernels.task_arithmetic`); the sparsifying and sign-electing
-        methods decline (None), and the engine merges their tensors with torch.
+        """:meth:`merge` without torch, the same bits: each model's sparsification decided by
+        :mod:`evomm_ops.host_sparsify` (DARE masks and rescale factors, rank-window bounds), then
+        one fused pass (:func:`evomm_ops.host_kernels.task_vectors`). Declines (None) DELLA, a
+        rescaled magnitude window, more than :data:`HOST_MAX_MODELS` models and compute dtypes
+        other than bfloat16 and float32.
 
         Example:
             >>> from evomm.layout import ModuleKind
@@ -178,16 +180,55 @@ class GeneralizedTaskArithmetic(MergeOperator):
             return None
         g, per = check_inputs(type(self), arrays, base, global_params, model_params, ctx)
         assert base is not None  # check_inputs raised otherwise (requires_base)
+        rescale = bool(g["rescale"])
+        windowed = self.sparsification in ("magnitude", "magnitude_outliers")
+        if rescale and windowed:
+            return None
+        from evomm_ops import host_kernels, host_sparsify  # numba: compiled (or cached) on first use
+
+        flats = [a.reshape(-1) for a in arrays]
+        flat_base = base.reshape(-1)
+        n, m = flat_base.size, len(flats)
+        masks = [np.empty(0, np.uint8)] * m
+        use_mask = np.zeros(m, np.uint8)
+        windows = np.zeros((m, host_kernels.WINDOW_COLUMNS))
+        coef = np.ones((m, 2), np.float32)
+        if self.sparsification == "random":  # every model's mask at once, in threads
+            dare = [i for i, p in enumerate(per) if p["density"] < 1]
+            drawn = host_sparsify.parallel_map(
+                lambda i: host_sparsify.dare_mask(n, per[i]["density"], host_sparsify.dare_seed(ctx.seed, i)), dare
+            )
+            for i, mask in zip(dare, drawn):
+                masks[i], use_mask[i] = mask.view(np.uint8), 1
+                if rescale:
+                    coef[i, 0] = host_sparsify.dare_scale(flats[i], flat_base, mask)
+        for i, p in enumerate(per):
+            coef[i, 1] = p["weight"]
+            density = p["density"]
+            if density >= 1 or self.sparsification in (None, "random"):
+                continue
+            if self.sparsification == "magnitude" and (density <= 0 or n == 0):
+                use_mask[i] = 2  # the whole task vector dropped
+                continue
+            lo, hi = (sparsify.topk_window(n, density) if self.sparsification == "magnitude"
+                      else sparsify.outliers_window(n, density, p["gamma"]))
+            lo, hi = max(lo, 0), min(hi, n)
+            if hi <= lo:  # an empty window: a mask of zeros
+                windows[i, :3] = (1.0, np.inf, n)
+            elif lo > 0 or hi < n:
+                low, high = host_sparsify.window_bounds(flats[i], flat_base, lo, hi)
+                if low is not None:
+                    windows[i, :3] = (1.0, *low)
+                if high is not None:
+                    windows[i, 3:] = (1.0, *high)
         weights = [p["weight"] for p in per]
         divisor = f32_sum(weights)
         if abs(divisor) < 1e-8:
             divisor = np.float32(1.0)
-        from evomm_ops import host_kernels  # numba: compiled (or loaded from its cache) on first use
-
-        out = np.empty(base.size, dtype=HOST_DTYPES[dtype])
-        host_kernels.task_arithmetic(
-            tuple(a.reshape(-1) for a in arrays), base.reshape(-1), np.asarray(weights, dtype=np.float32),
-            divisor, bool(g["normalize"]), np.float32(g["lambda"]), g["lambda"] != 1, out,
+        out = np.empty(n, dtype=HOST_DTYPES[dtype])
+        host_kernels.task_vectors(
+            tuple(flats), flat_base, tuple(masks), use_mask, windows, coef, self.consensus,
+            bool(g["normalize"]), divisor, np.float32(g["lambda"]), g["lambda"] != 1, out,
         )
         return out
 
