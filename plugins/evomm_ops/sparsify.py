@@ -719,7 +719,7 @@ def random_keeps_streamed(
 
 def _raw(t: torch.Tensor) -> np.ndarray:
     """A flat NumPy view of a contiguous CPU bfloat16/float32 tensor's raw entries."""
-    flat = t.contiguous().reshape(-1)
+    flat = t.detach().contiguous().reshape(-1)
     return flat.view(torch.int16).numpy().view(np.uint16) if flat.dtype == torch.bfloat16 else flat.numpy()
 
 
