@@ -5,7 +5,8 @@
 * :func:`merge_to_dir` streams tensor by tensor: per output tensor it reads that tensor from each
   parent, merges it, and hands it to the donor's writer (peak memory: about one output shard
   plus one tensor per parent). Output goes to a temporary directory beside ``out_dir`` that is
-  renamed at the end, so an error never leaves a half-written checkpoint.
+  renamed at the end, so an error never leaves a half-written checkpoint. A plan the CPU engine
+  can run (:mod:`evomm.host_merge`) is merged there, without torch; the bytes are the same.
 * :class:`InMemoryMerger` keeps the parents' tensors in memory and writes each candidate's merged
   tensors into one preallocated model, in place: what the evolution loop calls per candidate.
 
