@@ -41,7 +41,7 @@ from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
-from evomm.plan import MergePlan, TensorStep, tensor_seed
+from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 
 if TYPE_CHECKING:
     from evomm.plugins import Plugins
@@ -202,16 +202,6 @@ def _pad_from_donor(t: torch.Tensor, donor: torch.Tensor, rows: int, alias: str,
     return torch.cat([t, donor[rows:].to(t.dtype)], dim=0)
 
 
-def _step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
-    """The models whose tensor ``step`` reads, each once, in the order :func:`merge_step` asks."""
-    if step.action == "copy":
-        return [step.source or plan.donor]
-    aliases = [ref.name for ref in plan.models]
-    if plan.base is not None:
-        aliases.append(plan.base.name)
-    return list(dict.fromkeys(aliases))
-
-
 def merged_tensors(
     plan: MergePlan,
     checkpoints: Mapping[str, Checkpoint],
@@ -245,7 +235,7 @@ def merged_tensors(
     donor = checkpoints[plan.donor]
 
     def read_step(step: TensorStep) -> dict[str, torch.Tensor]:
-        return {alias: checkpoints[alias].read(step.name).to(compute) for alias in _step_aliases(plan, step)}
+        return {alias: checkpoints[alias].read(step.name).to(compute) for alias in step_aliases(plan, step)}
 
     steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
     for step, inputs in _prefetched(steps, read_step, prefetch):

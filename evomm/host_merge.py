@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from evomm.adapters import Checkpoint
 from evomm.errors import EvommError, MergeError
 from evomm.operators import MergeOperator, TensorContext
-from evomm.plan import MergePlan, TensorStep, tensor_seed
+from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 from evomm.safetensors_io import RAW_NUMPY
 
 #: Environment switch: ``0`` sends every merge through torch.
@@ -99,20 +99,11 @@ def unsupported(plan: MergePlan, checkpoints: Mapping[str, Checkpoint], op: Merg
         out = plan.out_dtype or donor.layout[step.name].dtype
         if out not in DTYPES:
             return f"tensor {step.name!r} is written as {out}"
-        for alias in _aliases(plan, step):
+        for alias in step_aliases(plan, step):
             dtype = checkpoints[alias].layout[step.name].dtype
             if dtype not in DTYPES:
                 return f"tensor {step.name!r} of {alias!r} is stored as {dtype}"
     return None
-
-
-def _aliases(plan: MergePlan, step: TensorStep) -> list[str]:
-    if step.action == "copy":
-        return [step.source or plan.donor]
-    aliases = [ref.name for ref in plan.models]
-    if plan.base is not None:
-        aliases.append(plan.base.name)
-    return list(dict.fromkeys(aliases))
 
 
 def merged_arrays(
@@ -128,7 +119,7 @@ def merged_arrays(
     steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
     for step in steps:
         out_dtype = plan.out_dtype or donor.layout[step.name].dtype
-        inputs = {alias: _read(checkpoints[alias], step.name, compute) for alias in _aliases(plan, step)}
+        inputs = {alias: _read(checkpoints[alias], step.name, compute) for alias in step_aliases(plan, step)}
         if step.action == "copy":
             merged = inputs[step.source or plan.donor]
         else:

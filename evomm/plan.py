@@ -103,6 +103,22 @@ class MergePlan:
         raise KeyError(alias)
 
 
+def step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
+    """The models whose tensor ``step`` reads, each once: the copied model, or the source models
+    in plan order and then the base.
+
+    Example:
+        >>> step_aliases(plan, plan.steps[0])        # doctest: +SKIP
+        ['ja', 'math', 'base']
+    """
+    if step.action == "copy":
+        return [step.source or plan.donor]
+    aliases = [ref.name for ref in plan.models]
+    if plan.base is not None:
+        aliases.append(plan.base.name)
+    return list(dict.fromkeys(aliases))
+
+
 def tensor_seed(plan_seed: int, name: str) -> int:
     """Per-tensor seed: a stable hash of the plan seed and the canonical name (63 bits)."""
     h = hashlib.sha256(f"{plan_seed}:{name}".encode()).digest()
