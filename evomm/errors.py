@@ -8,6 +8,9 @@ offline) is raised as a subclass of :class:`EvommError`, never as ``AssertionErr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class EvommError(Exception):
     """Base class of every error evomm raises on purpose."""
@@ -47,3 +50,27 @@ class OfflineError(EvommError):
 
 class SearchError(EvommError):
     """The evolutionary search cannot start or resume."""
+
+
+@contextmanager
+def operator_failures(operator: str, tensor: str) -> Iterator[None]:
+    """Inside, an unexpected exception (an operator's bug, an input it did not expect) becomes a
+    :class:`MergeError` that names the operator and the tensor; an :class:`EvommError` passes
+    through unchanged.
+
+    Example:
+        >>> with operator_failures("linear", "model.norm.weight"):
+        ...     1 / 0
+        Traceback (most recent call last):
+        ...
+        evomm.errors.MergeError: operator 'linear' failed on tensor 'model.norm.weight': ZeroDivisionError: division by zero
+    """
+    try:
+        yield
+    except EvommError:
+        raise
+    except Exception as exc:
+        raise MergeError(
+            f"operator {operator!r} failed on tensor {tensor!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+

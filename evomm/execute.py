@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from evomm import host_merge
 from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
-from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError
+from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError, operator_failures
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
@@ -180,16 +180,10 @@ def merge_step(
     tensors = [get(ref.name) for ref in plan.models]
     base = get(plan.base.name) if plan.base is not None else None
     ctx = TensorContext(step.name, step.kind, step.layer, tensor_seed(plan.seed, step.name))
-    try:
+    with operator_failures(plan.operator, step.name):
         return op.merge(
             tensors, base, dict(step.global_params), [dict(p) for p in step.model_params], ctx
         )
-    except EvommError:
-        raise
-    except Exception as exc:  # an operator bug or an unexpected input: say where
-        raise MergeError(
-            f"operator {plan.operator!r} failed on tensor {step.name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _pad_from_donor(t: torch.Tensor, donor: torch.Tensor, rows: int, alias: str, name: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from evomm.adapters import Checkpoint
-from evomm.errors import EvommError, MergeError
+from evomm.errors import operator_failures
 from evomm.operators import MergeOperator, TensorContext
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 from evomm.safetensors_io import RAW_NUMPY
@@ -139,30 +139,25 @@ def _merge_step(op: MergeOperator, plan: MergePlan, step: TensorStep, inputs: di
     base = inputs[plan.base.name] if plan.base is not None else None
     ctx = TensorContext(step.name, step.kind, step.layer, tensor_seed(plan.seed, step.name))
     params = dict(step.global_params), [dict(p) for p in step.model_params]
-    try:
+    with operator_failures(plan.operator, step.name):
         merged = op.merge_arrays(arrays, base, *params, ctx, compute)
         if merged is None:  # declined for this tensor: the operator's torch form, the same bits
-            merged = _merge_with_torch(op, arrays, base, params, ctx, compute, step)
-    except EvommError:
-        raise
-    except Exception as exc:  # an operator bug or an unexpected input: say where
-        raise MergeError(
-            f"operator {plan.operator!r} failed on tensor {step.name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+            merged = _merge_with_torch(op, arrays, base, params, ctx, compute)
     return merged
 
 
 def _merge_with_torch(
     op: MergeOperator, arrays: list[np.ndarray], base: np.ndarray | None,
-    params: tuple[dict[str, float], list[dict[str, float]]], ctx: TensorContext, compute: str, step: TensorStep,
+    params: tuple[dict[str, float], list[dict[str, float]]], ctx: TensorContext, compute: str,
 ) -> np.ndarray:
+    """``op.merge`` on torch tensors over the arrays (shaped as the tensor: some operators work
+    per row), its result back as raw entries of the compute dtype."""
     import torch
 
     def tensor(raw: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(raw))
         return t.view(torch.bfloat16) if compute == "bfloat16" else t
 
-    # (the arrays have the tensor's shape: some operators work per row)
     merged = op.merge([tensor(a) for a in arrays], None if base is None else tensor(base), *params, ctx)
     flat = merged.detach().to("cpu", getattr(torch, compute)).contiguous().reshape(-1)
     if compute == "bfloat16":
