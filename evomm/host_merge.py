@@ -79,7 +79,7 @@ def unsupported(plan: MergePlan, checkpoints: Mapping[str, Checkpoint], op: Merg
 
     Example:
         >>> unsupported(plan, cks, op, writer)     # doctest: +SKIP
-        'operator dare_ties has no torch-free form (merge_arrays)'
+        'operator della has no torch-free form (merge_arrays)'
     """
     if os.environ.get(ENV_ENGINE, "1").strip().lower() in ("0", "false", "no", "off"):
         return f"{ENV_ENGINE}=0"
