@@ -13,6 +13,11 @@ milliseconds; the loops run in parallel over blocks of entries (``prange``).
 
 Written by hand (numba, not NumPy) because NumPy has no fused multiply-add and no bfloat16, and
 its unfused passes would write a float32 temporary per operation.
+
+The parallel loops run on numba's threading layer (GNU OpenMP where available, as on the
+project's machines), which is thread-safe but not fork-safe: a process that forks after merging
+here should merge in its children only if they were started with ``spawn`` (evomm's own worker
+processes are).
 """
 
 from __future__ import annotations
