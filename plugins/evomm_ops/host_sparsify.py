@@ -25,8 +25,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from evomm_ops import host_kernels
-
 #: Below this many entries the order statistic is selected on the whole tensor.
 SAMPLE_MIN_NUMEL = 1 << 18
 #: Size of the strided sample that brackets a rank.
@@ -98,6 +96,8 @@ def dare_mask(n: int, density: float, seed: int) -> np.ndarray:
 def dare_scale(x: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.float32:
     """DARE's L1 rescale factor ``sum |d| / sum |d| [mask]`` (1 when either is below 1e-7, as
     mergekit), from the raw flat arrays."""
+    from evomm_ops import host_kernels  # numba: imported when a merge first needs it
+
     before, after = host_kernels.l1_norms(x, base, mask)
     if before >= 1e-7 and after >= 1e-7:
         return np.float32(before / after)
@@ -197,6 +197,8 @@ def window_bounds(
         >>> window_bounds(mags, np.zeros(4, np.float32), 2, 4)  # keeps 5.0 and the second 3.0
         ((3.0, 3), None)
     """
+    from evomm_ops import host_kernels  # numba: imported when a merge first needs it
+
     n = base.size
     ends = ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
     found = _streamed_ends(x, base, ends) if n >= SAMPLE_MIN_NUMEL and ends else None
@@ -218,6 +220,8 @@ def _streamed_ends(
 ) -> list[tuple[np.float32, int, np.ndarray]] | None:
     """:func:`kth_with_ties` of ``|x - base|`` for each end's rank, in one chunked pass; None
     when a sample's bracket misses its rank (the caller then selects on the whole tensor)."""
+    from evomm_ops import host_kernels
+
     n = base.size
     step = (n // SAMPLE_SIZE) | 1
     sample = np.empty((n + step - 1) // step, np.float32)
