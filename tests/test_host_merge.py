@@ -33,7 +33,7 @@ import torch
 import yaml
 from evomm_ops._common import f32_sum
 from evomm_ops.linear import Linear
-from evomm_ops.task_arithmetic import TaskArithmetic, Ties  # noqa: F401
+from evomm_ops.task_arithmetic import TaskArithmetic, Ties
 
 from evomm import hookimpl, host_merge
 from evomm.execute import get_operator, merge_to_dir, open_models

@@ -31,9 +31,11 @@ threshold magnitude, exactly the requested count is kept and, among equal magnit
 with the larger flat index ranks higher (is kept first by top-k). mergekit's unstable argsort
 breaks such ties arbitrarily; without ties the kept sets are identical.
 
-Randomness (DARE, DELLA) comes only from the ``torch.Generator`` the caller passes, seeded from
-``TensorContext.seed`` (DARE's CPU masks come from a NumPy SFC64 stream seeded by one draw of
-it: see :func:`dare_mask`), so a merge is reproducible bit for bit on the same device type.
+Randomness (DARE, DELLA) comes only from ``TensorContext.seed``: the operators' DARE masks on
+CPU from NumPy SFC64 streams seeded per model with :func:`evomm_ops.host_sparsify.dare_seed`
+(the CPU engine draws the same ones; see :func:`random_keeps_streamed`), everything else from
+a ``torch.Generator`` seeded with it, so a merge is reproducible bit for bit on the same device
+type.
 """
 
 from __future__ import annotations
