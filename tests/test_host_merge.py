@@ -130,6 +130,20 @@ def test_task_vector_arrays_equal_the_torch_merge(method: str, dtype: torch.dtyp
         assert _same(_raw(want), got), (method, k)
 
 
+def test_methods_without_a_torch_free_form_decline() -> None:
+    a = np.ones(4, np.float32)
+    della = get_plugins().operators.get("della")()
+    assert not della.merges_arrays() and Ties().merges_arrays() and TaskArithmetic().merges_arrays()
+    assert della.merge_arrays([a], a, {}, [{"weight": 1.0, "density": 0.5}], CTX, "float32") is None
+    # a rescaled magnitude window has no torch-free form
+    assert Ties().merge_arrays([a], a, {"rescale": True}, [{"weight": 1.0, "density": 0.5}], CTX, "float32") is None
+    assert TaskArithmetic().merge_arrays([a], a, {}, [{"weight": 1.0}], CTX, "float16") is None  # not a host dtype
+    assert TaskArithmetic().merge_arrays([a] * 5, a, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
+    assert Linear().merge_arrays([a] * 5, None, {}, [{"weight": 1.0}] * 5, CTX, "float32") is None
+    # and what they accept they merge
+    assert TaskArithmetic().merge_arrays([a] * 4, a, {}, [{"weight": 1.0}] * 4, CTX, "float32") is not None
+
+
 def test_f32_sum_is_torch_sum_for_up_to_four_values() -> None:
     rng = np.random.default_rng(0)
     for _ in range(3000):
