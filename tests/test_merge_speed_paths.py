@@ -13,8 +13,7 @@
 * the streaming writer reserves each shard's exact size with ``fallocate`` and writes the same
   bytes as without it;
 * the selection's NumPy band extraction (CPU float tensors) gives exactly what the torch
-  formulation gives, NaN and open bounds included, and DARE's CPU mask is exactly its definition
-  (SFC64 words seeded from the per-tensor generator, compared in torch);
+  formulation gives, NaN and open bounds included (DARE's masks: tests/test_dare_masks.py);
 * the streamed rank window (TIES / breadcrumbs without rescale on CPU: thresholds found in one
   chunked pass, for every model at once, the mask recomputed per chunk) keeps exactly the
   entries the whole-tensor mask keeps, the joint pass gives each model what its own pass gives, ties at both bounds included, never modifies its inputs, and steps aside (None) where
@@ -293,32 +292,6 @@ def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
     whole = op.merge(inputs, base, {}, per, ctx)
     assert torch.equal(streamed.view(-1).view(torch.uint8), whole.view(-1).view(torch.uint8))
     assert not torch.equal(whole, base)
-
-
-@pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 0.999999, 0.9999999])
-def test_dare_mask_equals_its_definition_and_successive_masks_differ(density: float) -> None:
-    import numpy as np
-    from evomm_ops import sparsify
-
-    shape = torch.Size([300, 77])
-    gen = torch.Generator().manual_seed(9)
-    got = sparsify.dare_mask(shape, density, gen, torch.device("cpu"))
-    second = sparsify.dare_mask(shape, density, gen, torch.device("cpu"))
-    # the definition, compared in torch: SFC64 seeded with one 64-bit draw of the generator,
-    # four 16-bit integers per word, kept below round(density * 65536) - 32768
-    ref_gen = torch.Generator().manual_seed(9)
-    n = shape.numel()
-    expected = []
-    for _ in range(2):
-        seed = int(torch.empty((), dtype=torch.int64).random_(generator=ref_gen))
-        words = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int64))
-        threshold = round(density * 65536) - 32768
-        expected.append((words.view(torch.int16)[:n].to(torch.int32) < threshold).view(shape))
-    assert got.dtype == torch.bool and got.shape == shape
-    assert torch.equal(got, expected[0]) and torch.equal(second, expected[1])
-    if 0.05 < density < 0.95:
-        assert not torch.equal(got, second)  # each model of a tensor gets its own draw
-        assert abs(got.float().mean().item() - density) < 0.01
 
 
 def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:

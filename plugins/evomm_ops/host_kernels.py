@@ -28,6 +28,8 @@ from numba import njit, prange
 from numba.core import types
 from numba.core.extending import intrinsic, overload
 
+from evomm_ops.host_sparsify import SPLITMIX64
+
 #: Entries per parallel block.
 BLOCK = 1 << 14
 
@@ -115,6 +117,45 @@ def linear(xs, coef, total, normalize, out):  # type: ignore[no-untyped-def]
             _store(out, i, acc)
 
 
+SPLITMIX_GAMMA, _MIX1, _MIX2 = (np.uint64(c) for c in SPLITMIX64)
+
+
+@njit(inline="always")
+def splitmix64(seed, counter):  # type: ignore[no-untyped-def]
+    """Output ``counter`` (0-based) of the SplitMix64 generator whose state starts at ``seed``:
+    the state after ``counter + 1`` steps, mixed. A counter-based generator, so any word of a
+    stream is computed on its own, in any order and in parallel; uint64 arithmetic wraps."""
+    z = seed + (counter + np.uint64(1)) * SPLITMIX_GAMMA
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _draws(seed, start, count, words):  # type: ignore[no-untyped-def]
+    """DARE's 16-bit draws of entries ``start .. start + count`` (``start`` a multiple of 4) as a
+    uint16 view of ``words``: entry ``i`` is bits ``16 * (i % 4)`` up of word ``i // 4`` of the
+    SplitMix64 stream ``seed`` (a little-endian view of the words)."""
+    first = np.uint64(start >> 2)
+    for w in range((count + 3) >> 2):
+        words[w] = splitmix64(seed, first + np.uint64(w))
+    return words.view(np.uint16)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def dare_mask(seed, level, out):  # type: ignore[no-untyped-def]
+    """DARE's keep mask: ``out[i] = draw_i < level`` (bool), with :func:`_draws`' draws of the
+    stream ``seed``; ``level`` is the keep probability in 1/65536ths."""
+    n = out.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    for k in prange(blocks):
+        start = k * BLOCK
+        count = min(n, start + BLOCK) - start
+        u = _draws(np.uint64(seed), start, count, np.empty(BLOCK // 4, np.uint64))
+        for t in range(count):
+            out[start + t] = u[t] < level
+
+
 #: Columns of the ``windows`` argument of :func:`task_vectors`, per model: a low bound
 #: (present, value, cut) and a high bound (present, value, cut), as
 #: :class:`evomm_ops.sparsify.RankBound` holds them.
@@ -143,10 +184,11 @@ def _window_pass(d, start, count, value, cut, low):  # type: ignore[no-untyped-d
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def task_vectors(xs, base, masks, use_mask, windows, coef, consensus, normalize, divisor, lam, use_lam, out):  # type: ignore[no-untyped-def]
+def task_vectors(xs, base, seeds, levels, use_mask, windows, coef, consensus, normalize, divisor, lam, use_lam, out):  # type: ignore[no-untyped-def]
     """``GeneralizedTaskArithmetic.merge`` once every model's sparsification is decided: per
     entry and model ``d = x - b`` (``+0.0`` where ``use_mask[m] == 2``), times the model's DARE
-    mask (``masks[m]``, 0/1 bytes, where ``use_mask[m] == 1``), times its rank window's 0/1
+    mask where ``use_mask[m] == 1`` (drawn here, as :func:`dare_mask` with ``seeds[m]`` and
+    ``levels[m]``: no mask array is written or read), times its rank window's 0/1
     (``windows[m]``: present, value, cut of a low and of a high bound), times its rescale factor
     and weight (``coef[m]``); then TIES sign election and disjoint sums (``consensus``) or the
     plain sum, ``/ divisor`` when normalising, ``* lam`` when ``use_lam``, ``+ b``. The float32
@@ -166,6 +208,7 @@ def task_vectors(xs, base, masks, use_mask, windows, coef, consensus, normalize,
         for t in range(count):
             b[t] = _load(base, start + t)
         d = np.empty((m, BLOCK), np.float32)
+        words = np.empty(BLOCK // 4, np.uint64)
         for j in range(m):
             dj = d[j]
             x = xs[j]
@@ -176,9 +219,10 @@ def task_vectors(xs, base, masks, use_mask, windows, coef, consensus, normalize,
                 for t in range(count):
                     dj[t] = _load(x, start + t) - b[t]
             if use_mask[j] == 1:
-                mj = masks[j]
+                u = _draws(seeds[j], start, count, words)
+                level = levels[j]
                 for t in range(count):
-                    dj[t] = dj[t] * (one if mj[start + t] else zero)
+                    dj[t] = dj[t] * (one if u[t] < level else zero)
             if windows[j, 0] != 0.0:
                 _window_pass(dj, start, count, windows[j, 1], np.int64(windows[j, 2]), True)
             if windows[j, 3] != 0.0:
@@ -285,3 +329,53 @@ def l1_norms(x, base, mask):  # type: ignore[no-untyped-def]
         before_sum += partial[k, 0]
         after_sum += partial[k, 1]
     return before_sum, after_sum
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def dare_l1_norms(xs, base, seeds, levels, out):  # type: ignore[no-untyped-def]
+    """:func:`l1_norms` of every model of ``xs`` at once, each under its DARE mask drawn here
+    (:func:`dare_mask` with ``seeds[m]``, ``levels[m]``): ``out[m] = (before, after)``, summed
+    in :func:`l1_norms`' order, so the same float64 values as ``l1_norms(x, base,
+    dare_mask(...))``, in one pass that reads the base once and writes no mask."""
+    n = base.shape[0]
+    m = len(xs)
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.zeros((blocks, m, 2))
+    for k in prange(blocks):
+        start = k * BLOCK
+        count = min(n, start + BLOCK) - start
+        b = np.empty(BLOCK, np.float32)
+        for t in range(count):
+            b[t] = _load(base, start + t)
+        words = np.empty(BLOCK // 4, np.uint64)
+        for j in range(m):
+            x = xs[j]
+            u = _draws(seeds[j], start, count, words)
+            level = levels[j]
+            before = np.zeros(LANES)
+            after = np.zeros(LANES)
+            for t0 in range(0, count - count % LANES, LANES):
+                for lane in range(LANES):
+                    t = t0 + lane
+                    a = np.float64(abs(_load(x, start + t) - b[t]))
+                    before[lane] += a
+                    after[lane] += a if u[t] < level else 0.0
+            for t in range(count - count % LANES, count):
+                a = np.float64(abs(_load(x, start + t) - b[t]))
+                before[t % LANES] += a
+                after[t % LANES] += a if u[t] < level else 0.0
+            total_before = 0.0
+            total_after = 0.0
+            for lane in range(LANES):
+                total_before += before[lane]
+                total_after += after[lane]
+            partial[k, j, 0] = total_before
+            partial[k, j, 1] = total_after
+    for j in range(m):
+        before_sum = 0.0
+        after_sum = 0.0
+        for k in range(blocks):
+            before_sum += partial[k, j, 0]
+            after_sum += partial[k, j, 1]
+        out[j, 0] = before_sum
+        out[j, 1] = after_sum

@@ -3,10 +3,12 @@
 What is kept of a task vector is decided here as :mod:`evomm_ops.sparsify` decides it on CPU,
 to the same entries and the same factors (tests/test_host_merge.py):
 
-* **DARE**: model ``i``'s mask is drawn from NumPy's SFC64 seeded with :func:`dare_seed`
-  ``(ctx.seed, i)`` (the torch path on CPU draws the same words), kept with probability
-  ``round(density * 65536) / 65536``; the rescale factor comes from
-  :func:`evomm_ops.host_kernels.l1_norms`, which the torch path calls too.
+* **DARE**: model ``i``'s mask keeps entry ``k`` when its 16-bit draw is below
+  ``round(density * 65536)``; the draws are the 16-bit quarters of the words of a SplitMix64
+  stream seeded with :func:`dare_seed` ``(ctx.seed, i)`` (:func:`evomm_ops.host_kernels.dare_mask`;
+  the torch path draws the same ones, on every device). The rescale factor comes from
+  :func:`evomm_ops.host_kernels.dare_l1_norms`, whose sums are those of
+  :func:`evomm_ops.host_kernels.l1_norms`, which the torch path calls.
 * **Rank windows** (TIES' top-k, Model Breadcrumbs): the bounds of the ascending-rank window
   ``[lo, hi)`` of ``|x - b|``, ties ranked by flat index, as
   :class:`~evomm_ops.sparsify.RankBound` values: the bound's magnitude is the exact order
@@ -31,6 +33,10 @@ SAMPLE_MIN_NUMEL = 1 << 18
 SAMPLE_SIZE = 1 << 16
 #: Resolution of DARE's keep probability (16-bit draws, four per 64-bit word).
 DARE_LEVELS = 1 << 16
+#: SplitMix64's constants (Steele, Lea and Flood, "Fast splittable pseudorandom number
+#: generators", OOPSLA 2014; the output function is Stafford's "Mix13"): the increment of its
+#: state and the two multipliers of its output function. DARE's draws are its words.
+SPLITMIX64 = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -76,32 +82,54 @@ def dare_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence(seed % 2**64, spawn_key=(index,)).generate_state(1, np.uint64)[0])
 
 
-def dare_threshold(density: float) -> int:
-    """The int16 value below which a 16-bit draw keeps its entry (int16 is offset by -32768)."""
-    return round(density * DARE_LEVELS) - (DARE_LEVELS // 2)
+def dare_level(density: float) -> int:
+    """The keep probability ``density`` in 1/65536ths: an entry is kept when its 16-bit draw is
+    below this.
+
+    Example:
+        >>> dare_level(0.5), dare_level(1e-6), dare_level(1.0)
+        (32768, 0, 65536)
+    """
+    return round(density * DARE_LEVELS)
 
 
 def dare_mask(n: int, density: float, seed: int) -> np.ndarray:
-    """A flat bool keep mask of ``n`` entries from an SFC64 stream seeded with ``seed``.
+    """A flat bool keep mask of ``n`` entries drawn from the SplitMix64 stream ``seed``
+    (:func:`evomm_ops.host_kernels.dare_mask`).
 
     Example:
         >>> m = dare_mask(1000, 0.3, dare_seed(0, 0))
         >>> 200 < int(m.sum()) < 400
         True
     """
-    words = np.random.SFC64(seed).random_raw((n + 3) // 4)
-    return np.less(words.view(np.int16)[:n], dare_threshold(density))
-
-
-def dare_scale(x: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.float32:
-    """DARE's L1 rescale factor ``sum |d| / sum |d| [mask]`` (1 when either is below 1e-7, as
-    mergekit), from the raw flat arrays."""
     from evomm_ops import host_kernels  # numba: imported when a merge first needs it
 
-    before, after = host_kernels.l1_norms(x, base, mask)
-    if before >= 1e-7 and after >= 1e-7:
-        return np.float32(before / after)
-    return np.float32(1.0)
+    out = np.empty(n, np.bool_)
+    host_kernels.dare_mask(np.uint64(seed), dare_level(density), out)
+    return out
+
+
+def dare_scales(xs: Sequence[np.ndarray], base: np.ndarray, seeds: Sequence[int], densities: Sequence[float]) -> np.ndarray:
+    """DARE's L1 rescale factors ``sum |d| / sum |d| [mask]`` (1 when either is below 1e-7, as
+    mergekit) of each model's flat raw array against ``base``, each under the mask
+    :func:`dare_mask` draws from its seed and density, in one pass that writes no mask.
+
+    Example:
+        >>> x = np.ones(1000, np.float32)
+        >>> float(dare_scales([x], np.zeros(1000, np.float32), [dare_seed(0, 0)], [0.5])[0]) > 1.8
+        True
+    """
+    from evomm_ops import host_kernels
+
+    norms = np.empty((len(xs), 2))
+    host_kernels.dare_l1_norms(
+        tuple(xs), base, np.array(seeds, np.uint64), np.array([dare_level(d) for d in densities], np.int64), norms
+    )
+    scales = np.ones(len(xs), np.float32)
+    for j, (before, after) in enumerate(norms):
+        if before >= 1e-7 and after >= 1e-7:
+            scales[j] = np.float32(before / after)
+    return scales
 
 
 def bracket(s: int, q: float) -> tuple[int, int]:

@@ -31,11 +31,10 @@ threshold magnitude, exactly the requested count is kept and, among equal magnit
 with the larger flat index ranks higher (is kept first by top-k). mergekit's unstable argsort
 breaks such ties arbitrarily; without ties the kept sets are identical.
 
-Randomness (DARE, DELLA) comes only from ``TensorContext.seed``: the operators' DARE masks on
-CPU from NumPy SFC64 streams seeded per model with :func:`evomm_ops.host_sparsify.dare_seed`
-(the CPU engine draws the same ones; see :func:`random_keeps_streamed`), everything else from
-a ``torch.Generator`` seeded with it, so a merge is reproducible bit for bit on the same device
-type.
+Randomness (DARE, DELLA) comes only from ``TensorContext.seed``: DARE's masks from SplitMix64
+streams seeded per model with :func:`evomm_ops.host_sparsify.dare_seed` (the same masks on every
+device, and the CPU engine's; see :func:`dare_mask`), everything else from a ``torch.Generator``
+seeded with it, so a merge is reproducible bit for bit on the same device type.
 """
 
 from __future__ import annotations
@@ -579,12 +578,12 @@ def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, res
 def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Bernoulli(density) keep mask drawn from 16-bit random integers.
 
-    On CPU the integers come from NumPy's SFC64 generator, seeded with one 64-bit draw of
-    ``generator`` (so successive masks from one per-tensor generator differ, and the same seed
-    gives the same masks); SFC64 fills the words ~2x faster than torch's Mersenne Twister
-    (1.2 vs 2.4 ms for a 2816x1024 tensor on 2 cores) and NumPy compares int16 to a bool array
-    with SIMD, ~4x torch's scalar loop. On other devices the words come from ``generator`` on
-    that device. Either way four 16-bit draws come from each 64-bit word.
+    The integers are the 16-bit quarters of the words of a SplitMix64 stream (a counter-based
+    generator: any word is computed on its own) seeded with one 64-bit draw of ``generator``, so
+    successive masks from one per-tensor generator differ and the same seed gives the same mask
+    on every device: on CPU from the numba kernel :func:`evomm_ops.host_kernels.dare_mask`,
+    elsewhere from :func:`splitmix_mask` in torch. An entry is kept when its draw is below
+    ``round(density * 65536)``.
 
     Args:
         shape: mask shape.
@@ -600,23 +599,49 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
         >>> 200 < int(m.sum()) < 400
         True
     """
-    n = math.prod(shape)
-    if torch.device(device).type == "cpu":
-        return _cpu_dare_mask(n, density, _draw_seed(generator)).view(shape)
-    # random_(-2**63, None) draws all 64 bits (plain random_() leaves the sign bit at 0)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(2**63), None, generator=generator)
-    return (words.view(torch.int16)[:n] < host_sparsify.dare_threshold(density)).view(shape)
+    return _seeded_dare_mask(math.prod(shape), density, _draw_seed(generator), torch.device(device)).view(shape)
 
 
 def _draw_seed(generator: torch.Generator) -> int:
-    """One 64-bit draw of ``generator``: the seed of one CPU DARE mask."""
-    return int(torch.empty((), dtype=torch.int64).random_(generator=generator))
+    """One 64-bit draw of ``generator`` (as an unsigned integer): the seed of one DARE mask."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator)) % 2**64
 
 
-def _cpu_dare_mask(n: int, density: float, seed: int) -> torch.Tensor:
-    """:func:`dare_mask`'s flat CPU mask of ``n`` entries from an SFC64 stream seeded with ``seed``."""
-    return torch.from_numpy(host_sparsify.dare_mask(n, density, seed))
+def _seeded_dare_mask(n: int, density: float, seed: int, device: torch.device) -> torch.Tensor:
+    """:func:`dare_mask`'s flat mask of ``n`` entries from the SplitMix64 stream ``seed``."""
+    if device.type == "cpu":
+        return torch.from_numpy(host_sparsify.dare_mask(n, density, seed))
+    return splitmix_mask(n, host_sparsify.dare_level(density), seed, device)
+
+
+def _signed64(v: int) -> int:
+    """An unsigned 64-bit integer as the int64 with the same bits."""
+    return v - 2**64 if v >= 2**63 else v
+
+
+def _shr(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 ``z`` (torch's ``>>`` is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix_mask(n: int, level: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """DARE's flat keep mask in torch, on any device: entry ``i`` is kept when bits
+    ``16 * (i % 4)`` up of word ``i // 4`` of the SplitMix64 stream ``seed``, as an unsigned
+    16-bit integer, are below ``level`` (what :func:`evomm_ops.host_kernels.dare_mask` computes
+    on CPU). int64 arithmetic wraps as the generator's uint64 arithmetic does.
+
+    Example:
+        >>> splitmix_mask(6, 32768, 1234567).tolist()
+        [False, False, False, True, True, True]
+    """
+    gamma, mix1, mix2 = (_signed64(c) for c in host_sparsify.SPLITMIX64)
+    z = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64, device=device) * gamma
+    z += _signed64(seed % 2**64)
+    z = (z ^ _shr(z, 30)) * mix1
+    z = (z ^ _shr(z, 27)) * mix2
+    z = z ^ _shr(z, 31)
+    draws = z.view(torch.int16)[:n].to(torch.int32) & 0xFFFF  # little-endian quarters, unsigned
+    return draws < level
 
 
 def random_keep(
@@ -679,10 +704,10 @@ def random_keeps_streamed(
     """:func:`random_keep_streamed` for several models of one base: the same Keeps as calling it
     for each model in turn with one generator (models of density ``>= 1`` draw nothing).
 
-    On CPU the models' masks are drawn in parallel threads (NumPy's generators and comparisons
-    release the GIL), each from the seed :func:`evomm_ops.host_sparsify.dare_seed` gives model
-    ``i`` of ``seed`` when ``seed`` is given (the operators pass ``TensorContext.seed``: their
-    torch-free forms then draw the same masks), else from draws of ``generator`` in model order.
+    Each model's mask is drawn (:func:`dare_mask`) from the seed
+    :func:`evomm_ops.host_sparsify.dare_seed` gives model ``i`` of ``seed`` when ``seed`` is
+    given (the operators pass ``TensorContext.seed``: their torch-free forms then draw the same
+    masks), else from draws of ``generator`` in model order.
     The rescale's L1 norms of bfloat16/float32 tensors on CPU come from
     :func:`evomm_ops.host_kernels.l1_norms` (shared with the torch-free forms); others are summed
     here in one pass that converts each base chunk once.
@@ -696,14 +721,11 @@ def random_keeps_streamed(
     n = base.numel()
     out: list[Keep] = [KEEP_ALL] * len(models)
     todo = [i for i, density in enumerate(densities) if density < 1]
-    if base.device.type == "cpu":
-        if seed is not None:
-            seeds = {i: host_sparsify.dare_seed(seed, i) for i in todo}
-        else:
-            seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
-        masks = dict(zip(todo, _parallel_map(lambda i: _cpu_dare_mask(n, densities[i], seeds[i]), todo)))
+    if seed is not None:
+        seeds = {i: host_sparsify.dare_seed(seed, i) for i in todo}
     else:
-        masks = {i: dare_mask(torch.Size([n]), densities[i], generator, base.device) for i in todo}
+        seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
+    masks = {i: _seeded_dare_mask(n, densities[i], seeds[i], base.device) for i in todo}
     if not rescale or not todo:
         return [Keep(mask=masks[i]) if i in masks else KEEP_ALL for i in range(len(models))]
     if base.device.type == "cpu" and base.dtype in (torch.bfloat16, torch.float32):

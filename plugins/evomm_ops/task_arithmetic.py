@@ -189,19 +189,22 @@ class GeneralizedTaskArithmetic(MergeOperator):
         flats = [a.reshape(-1) for a in arrays]
         flat_base = base.reshape(-1)
         n, m = flat_base.size, len(flats)
-        masks = [np.empty(0, np.uint8)] * m
+        seeds = np.zeros(m, np.uint64)
+        levels = np.zeros(m, np.int64)
         use_mask = np.zeros(m, np.uint8)
         windows = np.zeros((m, host_kernels.WINDOW_COLUMNS))
         coef = np.ones((m, 2), np.float32)
-        if self.sparsification == "random":  # every model's mask at once, in threads
+        if self.sparsification == "random":  # masks drawn inside the kernels, from the seeds
             dare = [i for i, p in enumerate(per) if p["density"] < 1]
-            drawn = host_sparsify.parallel_map(
-                lambda i: host_sparsify.dare_mask(n, per[i]["density"], host_sparsify.dare_seed(ctx.seed, i)), dare
-            )
-            for i, mask in zip(dare, drawn):
-                masks[i], use_mask[i] = mask.view(np.uint8), 1
-                if rescale:
-                    coef[i, 0] = host_sparsify.dare_scale(flats[i], flat_base, mask)
+            for i in dare:
+                seeds[i] = host_sparsify.dare_seed(ctx.seed, i)
+                levels[i] = host_sparsify.dare_level(per[i]["density"])
+                use_mask[i] = 1
+            if rescale and dare:
+                scales = host_sparsify.dare_scales(
+                    [flats[i] for i in dare], flat_base, [int(seeds[i]) for i in dare], [per[i]["density"] for i in dare]
+                )
+                coef[dare, 0] = scales
         for i, p in enumerate(per):
             coef[i, 1] = p["weight"]
             density = p["density"]
@@ -227,7 +230,7 @@ class GeneralizedTaskArithmetic(MergeOperator):
             divisor = np.float32(1.0)
         out = np.empty(n, dtype=HOST_DTYPES[dtype])
         host_kernels.task_vectors(
-            tuple(flats), flat_base, tuple(masks), use_mask, windows, coef, self.consensus,
+            tuple(flats), flat_base, seeds, levels, use_mask, windows, coef, self.consensus,
             bool(g["normalize"]), divisor, np.float32(g["lambda"]), g["lambda"] != 1, out,
         )
         return out
