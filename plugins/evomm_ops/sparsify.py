@@ -634,14 +634,16 @@ def splitmix_mask(n: int, level: int, seed: int, device: torch.device | str = "c
         >>> splitmix_mask(6, 32768, 1234567).tolist()
         [False, False, False, True, True, True]
     """
+    if level >= host_sparsify.DARE_LEVELS:
+        return torch.ones(n, dtype=torch.bool, device=device)
     gamma, mix1, mix2 = (_signed64(c) for c in host_sparsify.SPLITMIX64)
-    z = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64, device=device) * gamma
-    z += _signed64(seed % 2**64)
-    z = (z ^ _shr(z, 30)) * mix1
-    z = (z ^ _shr(z, 27)) * mix2
-    z = z ^ _shr(z, 31)
-    draws = z.view(torch.int16)[:n].to(torch.int32) & 0xFFFF  # little-endian quarters, unsigned
-    return draws < level
+    z = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64, device=device).mul_(gamma).add_(_signed64(seed % 2**64))
+    z.bitwise_xor_(_shr(z, 30)).mul_(mix1)
+    z.bitwise_xor_(_shr(z, 27)).mul_(mix2)
+    z.bitwise_xor_(_shr(z, 31))
+    # the little-endian 16-bit quarters as int16; flipping the sign bit maps unsigned u to
+    # u - 32768, so u < level compares in int16 without a wider copy
+    return (z.view(torch.int16)[:n] ^ -32768) < level - 32768
 
 
 def random_keep(
