@@ -8,7 +8,9 @@ when bits ``16 * (i % 4)`` up of output ``i // 4`` of the SplitMix64 generator s
   first outputs of seed 1234567; the numba kernel (CPU), the torch formulation (every other
   device) and the operators' ``dare_mask`` all equal it;
 * the fused norms kernel of the CPU engine (mask drawn inline) sums exactly what the torch
-  path's ``l1_norms`` sums over an explicit mask;
+  path's ``l1_norms`` sums over an explicit mask, and both are their definition: per block of
+  ``BLOCK`` entries the float64 magnitudes summed pairwise, the blocks' sums added in order
+  (recomputed here with NumPy);
 * keep rates, neighbouring entries, the four quarters of a word and two models' masks behave as
   independent Bernoulli draws (5-sigma bounds).
 """
@@ -118,6 +120,32 @@ def test_fused_norms_equal_l1_norms_over_an_explicit_mask(dtype: str, models: in
         assert math.isclose(fused[j, 1], float(mag[mask].sum()), rel_tol=1e-12)
     scales = host_sparsify.dare_scales(xs, base, seeds, densities)
     assert np.array_equal(scales, (fused[:, 0] / fused[:, 1]).astype(np.float32))
+
+
+def pairwise_norm(mag: np.ndarray) -> float:
+    """The definition of the kernels' sums, in NumPy: each block of ``BLOCK`` float64 values
+    zero-padded and halved (``v[:h] + v[h:]``) down to one value, the blocks added in order."""
+    total = 0.0
+    for start in range(0, mag.size, host_kernels.BLOCK):
+        v = np.zeros(host_kernels.BLOCK)
+        chunk = mag[start : start + host_kernels.BLOCK]
+        v[: chunk.size] = chunk
+        while v.size > 1:
+            v = v[: v.size // 2] + v[v.size // 2 :]
+        total += float(v[0])
+    return total
+
+
+@pytest.mark.parametrize("n", [1, 1000, 3 * host_kernels.BLOCK + 5])
+def test_l1_norms_are_blockwise_pairwise_sums(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 1e3 ** rng.integers(-3, 3, n)).astype(np.float32)  # a wide range
+    base = rng.standard_normal(n).astype(np.float32)
+    mask = rng.random(n) < 0.4
+    mag = np.abs(x - base).astype(np.float64)
+    before, after = host_kernels.l1_norms(x, base, mask)
+    assert before == pairwise_norm(mag)
+    assert after == pairwise_norm(np.where(mask, mag, 0.0))
 
 
 def _within(count: int, n: int, p: float) -> bool:
