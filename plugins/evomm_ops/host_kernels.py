@@ -326,8 +326,8 @@ def _block_sum(v):  # type: ignore[no-untyped-def]
 @njit(inline="always")
 def _norms_block(x, b, keep, count, before, after):  # type: ignore[no-untyped-def]
     """One block's ``(sum |x - b|, sum |x - b| [keep])``: ``x`` the block's raw entries, ``b`` its
-    base as float32, ``keep`` a 0/1 per entry (bool, or uint16 draws already compared by the
-    caller); ``before``/``after`` float64 scratch of :data:`BLOCK` entries, zero-padded here."""
+    base as float32, ``keep`` a bool per entry; ``before``/``after`` float64 scratch of
+    :data:`BLOCK` entries, zero-padded here."""
     for t in range(count):
         a = np.float64(abs(_load(x, t) - b[t]))
         before[t] = a
