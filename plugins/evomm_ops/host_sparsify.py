@@ -41,8 +41,8 @@ SPLITMIX64 = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-#: Threads that run the NumPy work of several models of one tensor at once (band extraction,
-#: DARE's draws): NumPy's loops are single-threaded and release the GIL. Made on first use.
+#: Threads that run the NumPy work of several models of one tensor at once (TIES' band
+#: extraction): NumPy's loops are single-threaded and release the GIL. Made on first use.
 _POOL: ThreadPoolExecutor | None = None
 
 

@@ -56,7 +56,7 @@ _SAMPLE_MIN_NUMEL = host_sparsify.SAMPLE_MIN_NUMEL
 #: Size of the strided sample used to bracket a rank.
 _SAMPLE_SIZE = host_sparsify.SAMPLE_SIZE
 # DARE's keep probability is resolved to 1/65536 (host_sparsify.DARE_LEVELS): masks are drawn
-# from 16-bit random integers (four per 64-bit draw, ~4x faster than ``torch.rand``), so
+# from 16-bit random integers (four per 64-bit SplitMix64 word; see dare_mask), so
 # ``density`` is realised as ``round(density * 65536) / 65536`` (an error below 8e-6,
 # invisible after L1 rescaling).
 _RESCALE_EPS = 1e-7
