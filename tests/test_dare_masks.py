@@ -8,8 +8,8 @@ when bits ``16 * (i % 4)`` up of output ``i // 4`` of the SplitMix64 generator s
   first outputs of seed 1234567; the numba kernel (CPU), the torch formulation (every other
   device) and the operators' ``dare_mask`` all equal it;
 * the fused norms kernel of the CPU engine (mask drawn inline) sums exactly what the torch
-  path's ``l1_norms`` sums over an explicit mask, and both are their definition: per block of
-  ``BLOCK`` entries the float64 magnitudes summed pairwise, the blocks' sums added in order
+  path's ``l1_norms`` sums over an explicit mask, and both are their definition: per strip of
+  ``SUM_STRIP`` entries the float64 magnitudes summed pairwise, the strips' sums added in order
   (recomputed here with NumPy);
 * keep rates, neighbouring entries, the four quarters of a word and two models' masks behave as
   independent Bernoulli draws (5-sigma bounds).
@@ -123,12 +123,12 @@ def test_fused_norms_equal_l1_norms_over_an_explicit_mask(dtype: str, models: in
 
 
 def pairwise_norm(mag: np.ndarray) -> float:
-    """The definition of the kernels' sums, in NumPy: each block of ``BLOCK`` float64 values
-    zero-padded and halved (``v[:h] + v[h:]``) down to one value, the blocks added in order."""
+    """The definition of the kernels' sums, in NumPy: each strip of ``SUM_STRIP`` float64 values
+    zero-padded and halved (``v[:h] + v[h:]``) down to one value, the strips added in order."""
     total = 0.0
-    for start in range(0, mag.size, host_kernels.BLOCK):
-        v = np.zeros(host_kernels.BLOCK)
-        chunk = mag[start : start + host_kernels.BLOCK]
+    for start in range(0, mag.size, host_kernels.SUM_STRIP):
+        v = np.zeros(host_kernels.SUM_STRIP)
+        chunk = mag[start : start + host_kernels.SUM_STRIP]
         v[: chunk.size] = chunk
         while v.size > 1:
             v = v[: v.size // 2] + v[v.size // 2 :]
@@ -136,8 +136,8 @@ def pairwise_norm(mag: np.ndarray) -> float:
     return total
 
 
-@pytest.mark.parametrize("n", [1, 1000, 3 * host_kernels.BLOCK + 5])
-def test_l1_norms_are_blockwise_pairwise_sums(n: int) -> None:
+@pytest.mark.parametrize("n", [1, 1000, host_kernels.SUM_STRIP, 3 * host_kernels.BLOCK + 5])
+def test_l1_norms_are_stripwise_pairwise_sums(n: int) -> None:
     rng = np.random.default_rng(n)
     x = (rng.standard_normal(n) * 1e3 ** rng.integers(-3, 3, n)).astype(np.float32)  # a wide range
     base = rng.standard_normal(n).astype(np.float32)
