@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from evomm.adapters import CheckpointWriter
+from evomm.direct_io import DirectWriteFile
 from evomm.errors import CheckpointError
 
 #: File names of a Hugging Face safetensors checkpoint.
@@ -381,7 +382,7 @@ class ShardedSafetensorsWriter(CheckpointWriter):
             raise CheckpointError(f"writer of {self.out_dir} expected {(name, want_shape, want_dtype)}, got {got}")
         if self._file is None:
             path = self.out_dir / f".shard-{shard:05d}.safetensors"
-            self._file = open(path, "wb")  # noqa: SIM115 - closed when the shard is complete
+            self._file = DirectWriteFile(path)  # around the page cache: see evomm.direct_io
             header = self._header(self._layout[shard])
             preallocate(self._file.fileno(), len(header) + sum(n for _, _, _, n in self._layout[shard]))
             self._file.write(header)
