@@ -36,6 +36,7 @@ from evomm_ops.linear import Linear
 from evomm_ops.task_arithmetic import TaskArithmetic, Ties
 
 from evomm import hookimpl, host_merge
+from evomm.cli import main
 from evomm.execute import get_operator, merge_to_dir, open_models
 from evomm.layout import ModuleKind
 from evomm.operators import TensorContext
@@ -308,3 +309,45 @@ def test_a_cli_merge_never_loads_torch(case: str, zoo: dict[str, Path], tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-4:] == ["RC", "0", "TORCH", "False"]
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_the_console_script_skips_teardown_after_a_merge(zoo: dict[str, Path], tmp_path: Path) -> None:
+    """``evomm merge`` through the console script (:func:`evomm.cli.entry`) runs the exit
+    handlers, flushes its output and ends with ``os._exit``: a non-daemon thread that would
+    keep a normal exit waiting forever does not, and the merged bytes are those of ``main``."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(CASES["dare-ties-f32-compute"](zoo)))
+    child = textwrap.dedent("""
+        import atexit, sys, threading
+        from evomm import cli
+        threading.Thread(target=threading.Event().wait).start()  # never ends: blocks a normal exit
+        atexit.register(lambda: print("ATEXIT RAN"))
+        sys.argv = ["evomm", "merge", sys.argv[1], "--out", sys.argv[2], "--no-progress"]
+        cli.entry()
+        print("NOT REACHED")
+    """)
+    proc = subprocess.run([sys.executable, "-c", child, str(recipe), str(tmp_path / "fast")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "merged" in proc.stdout and "ATEXIT RAN" in proc.stdout and "NOT REACHED" not in proc.stdout
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "plain"), "--no-progress"]) == 0
+    for f in ("model.safetensors", "config.json"):
+        assert (tmp_path / "fast" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes()
+
+
+def test_other_commands_and_failed_merges_exit_the_ordinary_way(zoo: dict[str, Path], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from evomm import cli
+
+    monkeypatch.setattr(sys, "argv", ["evomm", "plugins"])
+    with pytest.raises(SystemExit) as done:
+        cli.entry()
+    assert done.value.code == 0
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(CASES["linear-bf16"](zoo)))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("not empty")
+    monkeypatch.setattr(sys, "argv", ["evomm", "merge", str(recipe), "--out", str(tmp_path / "taken")])
+    with pytest.raises(SystemExit) as failed:
+        cli.entry()
+    assert failed.value.code == 2

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="largest output shard, e.g. 5GB (default), 500MB, 2GiB",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fast_exit=True)  # see evomm.cli.entry
 
 
 def _whole_recipe_operator(path: str, plugins: Any) -> tuple[Any, dict] | None:
