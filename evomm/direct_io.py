@@ -12,8 +12,9 @@ Measured on the project's 2-core VM (ext4 on virtio, 0.7 GB written after ``fall
 buffered writes took 1.1-1.2 s of CPU when the page cache had to take fresh pages (it does
 after a ``sync`` and a few seconds' pause: the VM returns freed memory to its host) and 0.11 s
 when it could reuse pages freed a moment before; ``O_DIRECT`` took 0.25-0.28 s of wall time and
-0.03 s of CPU either way. The CPU engine's DARE-TIES merge of the 350M bench models spent
-0.5-0.7 s in its writer thread before, beside the two threads that merge on the same two cores.
+0.03 s of CPU either way. In the CPU engine's DARE-TIES merge of the 350M bench models the
+writer thread's CPU time went from 0.59-1.18 s to 0.11-0.12 s, time taken before from the two
+threads that merge on the same two cores.
 
 Where a file system refuses ``O_DIRECT`` (tmpfs, some network and FUSE file systems, and
 platforms without it), the file is written the ordinary way instead, silently: the flag is

@@ -98,7 +98,7 @@ def entry() -> None:
     handlers have run (:mod:`atexit`: logging, temporary directories, progress bars) and
     stdout and stderr are flushed: the interpreter's teardown, which only frees objects the
     operating system frees anyway, is skipped. It took ~0.1 s after a merge (numba's compiler,
-    NumPy, pydantic and the plugins: measured on the project's 2-core VM, 1.87-2.02 s -> 1.74-1.92
+    NumPy, pydantic and the plugins: measured on the project's 2-core VM, 1.97-2.03 s -> 1.74-1.92
     s for a DARE-TIES merge of the 350M bench models). Every other command, and :func:`main`
     called from Python, exits the ordinary way (threads joined, objects finalised).
     """
