@@ -10,7 +10,9 @@ It also reports the largest difference between the two tools' outputs, each tool
 tends to for models whose merge takes minutes. (``evomm --help`` imports neither torch nor numba,
 which evomm loads at first use, so evomm's start-up subtracted there is the smaller part of what
 a merge pays before merging; mergekit's ``--help`` imports torch and transformers.) With
-``--torch-path`` it also times evomm with its CPU engine off (the torch path), in the same run.
+``--torch-path`` it also times evomm with its CPU engine off (the torch path), and with
+``--buffered-writes`` with its output written through the page cache instead of ``O_DIRECT``,
+in the same run.
 
 Usage::
 
@@ -45,6 +47,11 @@ SIZES = {
     "350m": (1024, 24, 2816, 32000, 16, 8),
     "120m": (768, 12, 2048, 32000, 12, 4),
     "tiny": (256, 4, 688, 8000, 8, 4),
+}
+#: evomm run again with one switch flipped, in the same run: option -> (key, environment, what it is)
+VARIANTS = {
+    "torch_path": ("torch", {"EVOMM_CPU_ENGINE": "0"}, "its torch path (EVOMM_CPU_ENGINE=0)"),
+    "buffered_writes": ("buffered", {"EVOMM_DIRECT_IO": "0"}, "buffered writes (EVOMM_DIRECT_IO=0)"),
 }
 RECIPES = {
     "linear": {"merge_method": "linear", "models": [
@@ -203,7 +210,11 @@ def main() -> None:
     ap.add_argument("--torch-path", action="store_true",
                     help="also time evomm with its CPU engine off (EVOMM_CPU_ENGINE=0: torch for every "
                          "tensor), alternating with the other runs, and print the engine's speedup")
+    ap.add_argument("--buffered-writes", action="store_true",
+                    help="also time evomm writing its output through the page cache (EVOMM_DIRECT_IO=0) "
+                         "instead of O_DIRECT, alternating with the other runs")
     args = ap.parse_args()
+    variants = [VARIANTS[option] for option in VARIANTS if getattr(args, option)]
     torch.set_num_threads(1)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="evomm-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -238,19 +249,20 @@ def main() -> None:
             read = sum(in_bytes.values())  # every recipe reads all three models once
             out_e = root / f"out-evomm-{method}"
             out_m = root / f"out-mergekit-{method}"
-            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": [], "torch": []}
+            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": []}
+            runs.update({key: [] for key, _, _ in variants})
             for _ in range(max(1, args.repeat)):
                 shutil.rmtree(out_e, ignore_errors=True)
                 settle(list(models.values()))
                 wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--no-progress"])
                 runs["evomm"].append((wall, rss, cpu))
-                if args.torch_path:
-                    out_t = root / f"out-evomm-torch-{method}"
-                    shutil.rmtree(out_t, ignore_errors=True)
+                for key, env, _ in variants:
+                    out_v = root / f"out-evomm-{key}-{method}"
+                    shutil.rmtree(out_v, ignore_errors=True)
                     settle(list(models.values()))
-                    wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_t), "--no-progress"],
-                                                  env={**os.environ, "EVOMM_CPU_ENGINE": "0"})
-                    runs["torch"].append((wall, rss, cpu))
+                    wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_v), "--no-progress"],
+                                                  env={**os.environ, **env})
+                    runs[key].append((wall, rss, cpu))
                 if mk:
                     shutil.rmtree(out_m, ignore_errors=True)
                     settle(list(models.values()))
@@ -259,10 +271,11 @@ def main() -> None:
             wall, rss, cpu = _medians(runs["evomm"])
             row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
                    "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9, "evomm_runs_s": [r[0] for r in runs["evomm"]]}
-            if args.torch_path:
-                wall, rss, cpu = _medians(runs["torch"])
-                row.update(torch_s=wall, torch_rss=rss, torch_runs_s=[r[0] for r in runs["torch"]],
-                           torch_same_bytes=_same_files(out_e, root / f"out-evomm-torch-{method}"))
+            for key, _, _ in variants:
+                wall, rss, cpu = _medians(runs[key])
+                row.update({f"{key}_s": wall, f"{key}_cpu_s": cpu, f"{key}_rss": rss,
+                            f"{key}_runs_s": [r[0] for r in runs[key]],
+                            f"{key}_same_bytes": _same_files(out_e, root / f"out-evomm-{key}-{method}")})
             if mk:
                 wall, rss, cpu = _medians(runs["mk"])
                 row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
@@ -285,17 +298,17 @@ def main() -> None:
                          f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}"
                          f" {_after_startup(r, start):14.2f}x")
             print(line)
-        if args.torch_path:
-            print("\nevomm's CPU engine (torch-free) against its torch path (EVOMM_CPU_ENGINE=0), same run:")
+        for key, _, what in variants:
+            print(f"\nevomm against {what}, same run:")
             for r in rows:
-                print(f"{r['method']:<10} engine {r['evomm_s']:.1f} s, torch path {r['torch_s']:.1f} s: "
-                      f"{r['torch_s'] / r['evomm_s']:.2f}x; peak RSS {r['evomm_rss']:.0f} vs {r['torch_rss']:.0f} MiB; "
-                      f"same bytes: {r['torch_same_bytes']}")
+                print(f"{r['method']:<10} evomm {r['evomm_s']:.1f} s ({r['evomm_cpu_s']:.1f} s CPU), {key} "
+                      f"{r[key + '_s']:.1f} s ({r[key + '_cpu_s']:.1f} s CPU): {r[key + '_s'] / r['evomm_s']:.2f}x; "
+                      f"peak RSS {r['evomm_rss']:.0f} vs {r[key + '_rss']:.0f} MiB; same bytes: {r[key + '_same_bytes']}")
         if args.repeat > 1:
             for r in rows:
                 each = " ".join(f"{t:.1f}" for t in r["evomm_runs_s"])
-                if args.torch_path:
-                    each += " | torch path " + " ".join(f"{t:.1f}" for t in r["torch_runs_s"])
+                for key, _, _ in variants:
+                    each += f" | {key} " + " ".join(f"{t:.1f}" for t in r[key + "_runs_s"])
                 if mk:
                     each += " | mergekit " + " ".join(f"{t:.1f}" for t in r["mk_runs_s"])
                 print(f"{r['method']:<10} every run, s: evomm {each}")

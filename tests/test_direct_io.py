@@ -65,6 +65,15 @@ def test_env_switch_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (tmp_path / "a.bin").read_bytes() == b"abc"
 
 
+def _write_all(path: Path, pieces: list[bytes]) -> DirectWriteFile:
+    """Write ``pieces`` (O_DIRECT asked for), check the file holds them, return the closed file."""
+    with DirectWriteFile(path, direct=True) as f:
+        for p in pieces:
+            f.write(p)
+    assert path.read_bytes() == b"".join(pieces)
+    return f
+
+
 @needs_o_direct
 def test_refused_at_open_falls_back_to_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = os.open
@@ -75,12 +84,7 @@ def test_refused_at_open_falls_back_to_buffered(tmp_path: Path, monkeypatch: pyt
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(direct_io.os, "open", no_direct)
-    pieces = _pieces(1, [10, 9000, 3])
-    with DirectWriteFile(tmp_path / "b.bin", direct=True) as f:
-        for p in pieces:
-            f.write(p)
-        assert not f.direct
-    assert (tmp_path / "b.bin").read_bytes() == b"".join(pieces)
+    assert not _write_all(tmp_path / "b.bin", _pieces(1, [10, 9000, 3])).direct
 
 
 @needs_o_direct
@@ -96,12 +100,7 @@ def test_refused_at_write_falls_back_to_buffered(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(direct_io, "STAGE_BYTES", 8192)
     monkeypatch.setattr(direct_io.os, "write", refuse_direct)
-    pieces = _pieces(2, [100, 20000, 7])
-    with DirectWriteFile(tmp_path / "c.bin", direct=True) as f:
-        for p in pieces:
-            f.write(p)
-    assert not f.direct
-    assert (tmp_path / "c.bin").read_bytes() == b"".join(pieces)
+    assert not _write_all(tmp_path / "c.bin", _pieces(2, [100, 20000, 7])).direct
 
 
 def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
