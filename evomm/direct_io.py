@@ -69,7 +69,8 @@ class DirectWriteFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], direct: bool | None = None) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        # O_BINARY: no newline translation on Windows (0 elsewhere)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         self._direct = direct_io_enabled() if direct is None else bool(direct and hasattr(os, "O_DIRECT"))
         fd = -1
         if self._direct:
