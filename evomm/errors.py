@@ -52,6 +52,19 @@ class SearchError(EvommError):
     """The evolutionary search cannot start or resume."""
 
 
+class RunLockedError(SearchError):
+    """Another process holds the run directory's lock (its pid and host are in the message)."""
+
+
+class OutputError(EvommError):
+    """An output cannot be written where asked: a non-empty or foreign directory, a directory that
+    holds an input of the command, a path under a file, a read-only file system, a full disk."""
+
+
+class NonFiniteError(MergeError):
+    """A parent tensor or a merged tensor holds NaN or Inf values."""
+
+
 @contextmanager
 def operator_failures(operator: str, tensor: str) -> Iterator[None]:
     """Inside, an unexpected exception (an operator's bug, an input it did not expect) becomes a
