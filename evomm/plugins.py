@@ -69,24 +69,17 @@ class Plugins:
 
 
 class _OwnedRegistry(Registry[T]):
-    """A view that adds to ``target`` on behalf of one plugin (for duplicate-name messages)."""
+    """What a registration hook receives: a full :class:`Registry` over the same entries as
+    ``target`` (``len``, iteration, ``items``, ``get`` all see every plugin's additions) whose
+    :meth:`add` records ``owner`` as the adding plugin (for duplicate-name messages)."""
 
     def __init__(self, target: Registry[T], owner: str) -> None:
-        self._target = target
+        super().__init__(target.kind)
+        self._items, self._owners = target._items, target._owners  # shared, not copied
         self._owner_name = owner
-        self.kind = target.kind
 
     def add(self, item: T, *, name: str | None = None, owner: str = "") -> T:
-        return self._target.add(item, name=name, owner=owner or self._owner_name)
-
-    def get(self, name: str) -> T:
-        return self._target.get(name)
-
-    def names(self) -> list[str]:
-        return self._target.names()
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._target
+        return super().add(item, name=name, owner=owner or self._owner_name)
 
 
 def _disabled() -> set[str]:

@@ -155,3 +155,35 @@ def test_hook_evomm_run_end(tmp_path) -> None:
     rec, plugins, run, cand = _run_and_record(tmp_path)
     plugins.pm.hook.evomm_run_end(run=run, front=[cand], reason="budget")
     assert rec.calls == [("end", {"run": run, "front": [cand], "reason": "budget"})]
+
+
+def test_a_registration_hook_receives_a_whole_registry(tmp_path) -> None:
+    # A plugin may inspect what earlier plugins registered (len, iteration, items, names, in, get).
+    d = _one_file_plugin(tmp_path, "inspector", """
+        from evomm import hookimpl
+        from evomm.operators import MergeOperator
+
+        SEEN = {}
+
+        class Probe(MergeOperator):
+            name = "probe-op"
+            def merge(self, tensors, base, global_params, model_params, ctx):
+                return tensors[0]
+
+        @hookimpl(trylast=True)
+        def evomm_register_merge_operators(registry):
+            SEEN["len"] = len(registry)
+            SEEN["list"] = list(registry)
+            SEEN["items"] = [n for n, _ in registry.items()]
+            SEEN["has_linear"] = "linear" in registry
+            SEEN["linear"] = registry.get("linear").name
+            registry.add(Probe)
+            SEEN["len_after"] = len(registry)
+    """)
+    plugins = load_plugins([d])
+    seen = sys.modules["evomm_local_plugin_inspector"].SEEN
+    builtin = [n for n in plugins.operators.names() if n != "probe-op"]
+    assert seen["len"] == len(builtin) and seen["list"] == builtin and seen["items"] == builtin
+    assert seen["has_linear"] and seen["linear"] == "linear"
+    assert seen["len_after"] == len(builtin) + 1
+    assert plugins.operators.owner("probe-op") == "inspector"
