@@ -5,7 +5,8 @@
 * :func:`merge_to_dir` streams tensor by tensor: per output tensor it reads that tensor from each
   parent, merges it, and hands it to the donor's writer (peak memory: about one output shard
   plus one tensor per parent). Output goes to a temporary directory beside ``out_dir`` that is
-  renamed at the end, so an error never leaves a half-written checkpoint. A plan the CPU engine
+  renamed at the end (:func:`evomm.outputs.staged_output`), so an error never leaves a
+  half-written checkpoint. A plan the CPU engine
   can run (:mod:`evomm.host_merge`) is merged there, without torch; the bytes are the same.
 * :class:`InMemoryMerger` keeps the parents' tensors in memory and writes each candidate's merged
   tensors into one preallocated model, in place: what the evolution loop calls per candidate.
@@ -22,10 +23,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import os
+import math
 import queue
-import shutil
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError, operator_failures
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
+from evomm.outputs import staged_output
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 
 if TYPE_CHECKING:
@@ -312,16 +312,27 @@ class _BackgroundWriter:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ConfigError(f"--out {out_dir} exists and is a file; give a directory")
-        if any(out_dir.iterdir()) and not overwrite:
-            raise ConfigError(
-                f"--out {out_dir} exists and is not empty; choose another directory or pass "
-                "--overwrite (overwrite=True) to replace it"
-            )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+def checkpoint_paths(checkpoints: Mapping[str, Checkpoint]) -> list[Path]:
+    """The local directories the checkpoints are read from (an output must not replace them)."""
+    paths = []
+    for ck in checkpoints.values():
+        where = getattr(ck, "directory", None) or getattr(getattr(ck, "ref", None), "path", None)
+        if where is not None and Path(where).exists():
+            paths.append(Path(where))
+    return paths
+
+
+def _output_bytes(plan: MergePlan, donor: Checkpoint) -> int | None:
+    """How many bytes the plan's tensors take on disk (None when a dtype is unknown)."""
+    from evomm.safetensors_io import ITEMSIZE
+
+    total = 0
+    for step in plan.steps:
+        _, shape, dtype = _announce(plan, donor, step.name)
+        if dtype not in ITEMSIZE:
+            return None
+        total += math.prod(shape) * ITEMSIZE[dtype]
+    return total
 
 
 def _announce(plan: MergePlan, donor: Checkpoint, name: str) -> tuple[str, tuple[int, ...], str]:
@@ -345,10 +356,11 @@ def merge_to_dir(
     Args:
         plan: from :func:`evomm.plan.build_plan`.
         checkpoints: alias -> opened checkpoint (:func:`open_models`).
-        out_dir: output directory; must not exist or be empty unless ``overwrite``.
+        out_dir: output directory; must not exist or be empty, or (``overwrite``) hold an
+            earlier evomm output (see :mod:`evomm.outputs`).
         plugins: registries (the operator).
         progress: show a tqdm bar.
-        overwrite: replace an existing non-empty ``out_dir`` (only once the merge succeeded).
+        overwrite: replace an earlier evomm output at ``out_dir`` (only once the merge succeeded).
         max_shard_bytes: shard size of the output weights.
         pipeline: overlap reading (:data:`PREFETCH_STEPS` steps ahead), merging and writing (one
             background thread each); False runs them one after another. The bytes written are
@@ -358,14 +370,14 @@ def merge_to_dir(
         ``out_dir`` as a Path.
 
     Raises:
-        ConfigError: ``out_dir`` is not empty and ``overwrite`` is False.
+        OutputError: ``out_dir`` may not be written (:func:`evomm.outputs.check_output_target`),
+            or the disk filled or is read-only; no output is left behind.
         EvommError: anything the operator or the checkpoints raise; no output is left behind.
     """
     out = Path(out_dir)
-    _prepare_out(out, overwrite)
     donor = checkpoints[plan.donor]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_output(out, overwrite=overwrite, reads=checkpoint_paths(checkpoints), command="merge",
+                       need_bytes=_output_bytes(plan, donor)) as tmp:
         writer = donor.writer(tmp, max_shard_bytes)
         expect = getattr(writer, "expect", None)
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
@@ -406,16 +418,6 @@ def merge_to_dir(
         (tmp / "evomm_merge.json").write_text(
             json.dumps({"plan_digest": plan.digest(), **plan.to_dict()}, indent=1, default=str) + "\n"
         )
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

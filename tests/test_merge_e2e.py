@@ -221,11 +221,14 @@ def test_cli_reports_errors_without_traceback(zoo: dict[str, Path], tmp_path: Pa
     assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--allow-pickle", "--no-progress"]) == 0
     (tmp_path / "out2").mkdir()
     (tmp_path / "out2" / "keep.txt").write_text("x")
-    assert main(["merge", str(recipe), "--out", str(tmp_path / "out2"), "--allow-pickle"]) == 2
-    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "out2" / "keep.txt").exists()
-    assert main(["merge", str(recipe), "--out", str(tmp_path / "out2"), "--allow-pickle", "--overwrite",
+    for extra in ([], ["--overwrite"]):  # a directory evomm did not write is never replaced
+        assert main(["merge", str(recipe), "--out", str(tmp_path / "out2"), "--allow-pickle", *extra]) == 2
+        assert "not written by evomm" in capsys.readouterr().err and (tmp_path / "out2" / "keep.txt").exists()
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--allow-pickle"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--allow-pickle", "--overwrite",
                  "--no-progress"]) == 0
-    assert not (tmp_path / "out2" / "keep.txt").exists() and (tmp_path / "out2" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / ".evomm-output").exists()
 
 
 def test_plan_cli_prints_parameters_by_layer(zoo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
