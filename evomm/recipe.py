@@ -16,6 +16,8 @@ A recipe names an operator, the models and their parameters::
     tokenizer_source: base           # donor of config + tokenizer: base | <alias or model path>
     seed: 0                          # DARE/DELLA randomness
     vocab: {mode: pad_from_donor}    # default strict; see VocabOptions (VLM + LLM vocabularies)
+    allow_pickle: true               # accept pytorch_model.bin for every model, base included
+                                     # (unsafe: pickle runs code); per model: on its entry
 
 mergekit keys evomm does not support (``slices``, ``modules``, ``tokenizer``, ``chat_template``,
 ``tokenizer_source: union``) are refused with a clear :class:`~evomm.errors.ConfigError`.
@@ -138,6 +140,10 @@ class MergeRecipe(BaseModel):
     seed: int = 0
     name: str | None = Field(None, description="a label for the merged model (free text)")
     vocab: VocabOptions = Field(default_factory=VocabOptions, description="vocabulary alignment")
+    allow_pickle: bool = Field(
+        False, description="accept pickle weights for every model, base_model included (what "
+        "--allow-pickle sets); unsafe: pickle can run code. Per model: `allow_pickle` on its entry"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -235,12 +241,12 @@ class MergeRecipe(BaseModel):
         if i is not None:
             return self.refs()[i]
         alias = "base" if "base" not in self.aliases() else "base_model"
-        return ModelRef(alias, self.base_model)
+        return ModelRef(alias, self.base_model, allow_pickle=self.allow_pickle)
 
     def refs(self) -> list[ModelRef]:
         """One :class:`ModelRef` per entry of ``models``, in order."""
         return [
-            ModelRef(a, m.model, m.adapter, m.revision, m.trust_remote_code, m.allow_pickle)
+            ModelRef(a, m.model, m.adapter, m.revision, m.trust_remote_code, m.allow_pickle or self.allow_pickle)
             for m, a in zip(self.models, self.aliases())
         ]
 
@@ -290,13 +296,13 @@ class MergeRecipe(BaseModel):
         return [entries[bi], *(e for i, e in enumerate(entries) if i != bi)], None
 
     def with_overrides(self, *, dtype: str | None = None, allow_pickle: bool = False) -> MergeRecipe:
-        """A copy with a new compute dtype and/or ``allow_pickle`` on every model (CLI flags)."""
+        """A copy with a new compute dtype and/or ``allow_pickle`` on every model, the base model
+        included (CLI flags)."""
         data = self.model_dump(by_alias=False)
         if dtype is not None:
             data["dtype"] = dtype
         if allow_pickle:
-            for m in data["models"]:
-                m["allow_pickle"] = True
+            data["allow_pickle"] = True
         return MergeRecipe.from_dict(data, source="command line")
 
 

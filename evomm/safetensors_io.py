@@ -31,24 +31,12 @@ import torch
 from evomm.adapters import CheckpointWriter
 from evomm.direct_io import DirectWriteFile
 from evomm.errors import CheckpointError
+from evomm.safetensors_header import FIX, ITEMSIZE, read_header
+from evomm.safetensors_header import ST_DTYPES as _ST_DTYPES
 
 #: File names of a Hugging Face safetensors checkpoint.
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-
-# safetensors dtype codes -> torch dtype names (the header stores the codes).
-_ST_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-}
-
-#: Bytes per entry of each dtype name (torch-free, so that planning and the CPU engine never
-#: load torch).
-ITEMSIZE = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
-    "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
-}
 
 #: How :meth:`SafetensorsIndex.read_array` holds each dtype: bfloat16 as its ``uint16`` bit
 #: patterns (NumPy has no bfloat16); dtypes not listed have no raw-array form.
@@ -75,7 +63,7 @@ def _mmap_region(path: Path, offset: int, size: int, name: str) -> tuple[mmap.mm
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size < offset + size:
-                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file; {FIX}")
             if hasattr(os, "posix_fadvise"):  # not on macOS or Windows
                 os.posix_fadvise(f.fileno(), offset, size, os.POSIX_FADV_WILLNEED)
             region = mmap.mmap(f.fileno(), offset + size - start, access=mmap.ACCESS_COPY, offset=start)
@@ -100,7 +88,7 @@ def _read_into(path: Path, offset: int, view: memoryview, name: str) -> None:
         while got < size:
             n = f.readinto(view[got:])
             if not n:
-                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+                raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file; {FIX}")
             got += n
 
 
@@ -145,22 +133,21 @@ def preallocate(fd: int, size: int) -> bool:
     return _FALLOCATE(fd, 0, 0, size) == 0
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of one safetensors file (shapes, dtypes) without reading any tensor.
-
-    Written by hand because ``safe_open`` exposes shapes only through ``get_slice`` per tensor;
-    the header is 8 bytes of length followed by JSON (format spec of safetensors).
-    """
+def _index_files(index: Path) -> list[str]:
+    """The shard file names that ``model.safetensors.index.json`` maps tensors to, checked."""
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or n > 100 * 2**20:
-                raise ValueError(f"implausible header length {n}")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read safetensors file {path}: {exc}; is it complete?") from exc
-    header.pop("__metadata__", None)
-    return header, 8 + n
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{index} is not a valid safetensors index ({exc}); {FIX}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(v, str) and v and Path(v).name == v for v in weight_map.values()
+    ):
+        raise CheckpointError(
+            f"{index} is not a valid safetensors index: it needs a `weight_map` object of tensor name -> "
+            f"shard file name in the same directory (got {str(data)[:120]}); {FIX}"
+        )
+    return list(dict.fromkeys(weight_map.values()))
 
 
 class SafetensorsIndex:
@@ -186,11 +173,7 @@ class SafetensorsIndex:
         self._span: dict[str, tuple[int, int]] = {}
         index = self.directory / INDEX_FILE
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
-            files = list(dict.fromkeys(weight_map.values()))
+            files = _index_files(index)
         elif (self.directory / SINGLE_FILE).is_file():
             files = [SINGLE_FILE]
         else:
@@ -206,12 +189,10 @@ class SafetensorsIndex:
             path = self.directory / fname
             if not path.is_file():
                 raise CheckpointError(f"shard {fname} named by {index} is missing from {self.directory}")
-            header, data_start = _read_header(path)
-            for name, entry in header.items():
+            for name, entry in read_header(path).entries.items():
                 self._file_of[name] = path
-                self._meta[name] = (tuple(entry["shape"]), _ST_DTYPES.get(entry["dtype"], entry["dtype"]))
-                begin, end = entry["data_offsets"]
-                self._span[name] = (data_start + begin, end - begin)
+                self._meta[name] = (entry.shape, entry.dtype)
+                self._span[name] = (entry.begin, entry.size)
 
     def names(self) -> list[str]:
         """Stored tensor names, in file order."""

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from evomm_hf.common import copy_files, fill_model
+from evomm_hf.common import copy_files, fill_model, load_pickle_weights
 from safetensors import safe_open
 
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
+from evomm.safetensors_header import FIX
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -97,8 +98,8 @@ class _SafetensorsFile:
             for k in self._f.keys():
                 sl = self._f.get_slice(k)
                 self._meta[k] = (tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), sl.get_dtype().lower()))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+        except Exception as exc:  # safetensors raises its own error types (SafetensorError, ...)
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}; {FIX}") from exc
 
     def names(self) -> list[str]:
         return list(self._meta)
@@ -110,7 +111,10 @@ class _SafetensorsFile:
         return self._meta[name][1]
 
     def read(self, name: str) -> torch.Tensor:
-        return self._f.get_tensor(name)
+        try:
+            return self._f.get_tensor(name)
+        except Exception as exc:  # SafetensorError: the file changed or was damaged since opening
+            raise CheckpointError(f"cannot read tensor {name!r} of safetensors file {self.path}: {exc}; {FIX}") from exc
 
     def close(self) -> None:
         self._meta = {}
@@ -119,8 +123,7 @@ class _SafetensorsFile:
 class _PickleFile(_SafetensorsFile):
     def __init__(self, path: Path) -> None:  # noqa: D107 (same interface)
         self.path = path
-        sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        sd = sd.get("state_dict", sd)
+        sd = load_pickle_weights(path)
         self._t = {k.removeprefix("module."): v for k, v in sd.items()}
         self._meta = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self._t.items()}
 

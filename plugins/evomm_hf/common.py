@@ -47,6 +47,43 @@ TEXT_METADATA_FILES = (
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
+def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one ``torch.save`` file (``pytorch_model.bin``), memory-mapped where the
+    file allows it.
+
+    A training checkpoint's ``{"state_dict": {...}}`` is unwrapped. ``weights_only=True`` still unpickles, but refuses arbitrary objects. Files in torch's zip
+    format are memory-mapped (no full read); files in the legacy format that transformers and
+    torch wrote before torch 1.6 cannot be, and are read whole.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or holds something other than a mapping
+            of names to tensors.
+
+    Example:
+        >>> load_pickle_weights(Path("ckpt/pytorch_model.bin"))["model.norm.weight"]   # doctest: +SKIP
+    """
+    try:
+        try:
+            sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, OSError...
+        raise CheckpointError(
+            f"cannot load the pickle weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "the file is corrupt or truncated; re-download or re-save it (with safetensors)"
+        ) from exc
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):  # a training checkpoint
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(
+            f"{path} holds a {type(sd).__name__}, not a mapping of tensor names to tensors; "
+            "save the model's state_dict (or convert it to safetensors)"
+        )
+    return sd
+
+
 class PickleIndex:
     """Reads ``pytorch_model*.bin`` files (only when the user allowed pickle).
 
@@ -60,13 +97,18 @@ class PickleIndex:
     def __init__(self, directory: Path) -> None:
         index = directory / "pytorch_model.bin.index.json"
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            try:
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"{index} is not a valid pickle-weights index ({type(exc).__name__}: {exc}); "
+                    "the file is corrupt or truncated; re-download or re-save it"
+                ) from None
         else:
             files = ["pytorch_model.bin"]
         self._tensors: dict[str, torch.Tensor] = {}
         for f in files:
-            # weights_only still unpickles, but refuses arbitrary objects; mmap avoids a full read.
-            self._tensors.update(torch.load(directory / f, map_location="cpu", mmap=True, weights_only=True))
+            self._tensors.update(load_pickle_weights(directory / f))
 
     def names(self) -> list[str]:
         return list(self._tensors)
