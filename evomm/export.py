@@ -2,8 +2,14 @@
 
 The candidate's genome is decoded again by a freshly built search space; its digest must equal
 the archived plan hash (otherwise the parents changed on disk since the run and the export
-refuses). ``merge.yaml`` is the decoded merge recipe: ``evomm merge merge.yaml --out X``
-reproduces the exported weights bit for bit.
+refuses). ``merge.yaml`` is the decoded merge recipe with absolute model paths:
+``evomm merge merge.yaml --out X``, from any directory, reproduces the exported weights bit for
+bit.
+
+Everything (checkpoint, ``merge.yaml``, ``mergekit.yaml``, ``README.md``,
+``evomm_candidate.json``) is written into one temporary directory that replaces ``--out`` only
+when complete (:func:`evomm.outputs.staged_output`): ``--out`` must be new or empty, or with
+``overwrite`` an earlier evomm output, and may never hold the run or a parent model.
 
 Example:
     >>> export_run_candidate("runs/demo", "out/knee", pick_how="knee")   # doctest: +SKIP
@@ -12,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ from evomm import __version__
 from evomm.archive import ARCHIVE_NAME, Archive
 from evomm.errors import ConfigError, SearchError
 from evomm.front import pareto_front, pick
+from evomm.outputs import staged_output
 from evomm.plugins import Plugins, get_plugins
 from evomm.records import CandidateRecord
 
@@ -51,6 +59,40 @@ def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> Candid
     infos = objective_infos(meta)
     stage = archive.records[-1].stage if archive.records else ""
     return pick(pareto_front(archive.stage_records(stage), infos), infos, pick_how or "knee")
+
+
+def absolute_model_paths(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a merge recipe whose local model paths (``models[].model``, ``base_model``,
+    ``tokenizer_source``) are absolute, so the file works from any directory; hub ids, aliases
+    and paths that do not exist from the current directory are kept as they are.
+
+    Example:
+        >>> absolute_model_paths({"models": [{"model": "org/not-here"}]})
+        {'models': [{'model': 'org/not-here'}]}
+    """
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).is_absolute() and Path(value).exists():
+            return str(Path(value).resolve())
+        return value
+
+    out = dict(recipe)
+    if isinstance(out.get("models"), list):
+        out["models"] = [{**m, "model": fix(m.get("model"))} if isinstance(m, Mapping) and "model" in m else m
+                         for m in out["models"]]
+    for key in ("base_model", "tokenizer_source"):
+        if key in out:
+            out[key] = fix(out[key])
+    return out
+
+
+def input_paths(run_dir: Path, recipe: Any, meta: Mapping[str, Any]) -> list[Path]:
+    """The local paths an export reads: the run directory, the parents and earlier stages'
+    children (an output that holds one of them is refused)."""
+    models = [*recipe.parents, *([recipe.base_model] if recipe.base_model else [])]
+    paths = [Path(run_dir)] + [Path(m.path) for m in models]
+    paths += [Path(p["model_dir"]) for p in meta.get("previous", []) if p.get("model_dir")]
+    return [p for p in paths if p.exists()]
 
 
 def to_mergekit(recipe: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,20 +178,25 @@ def export_run_candidate(
     candidate: str | None = None,
     pick_how: str | None = None,
     plugins: Plugins | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, CandidateRecord]:
-    """Export one candidate of a run to ``out_dir``.
+    """Export one candidate of a run to ``out_dir``, whole or not at all.
 
     Args:
         run_dir: the run directory.
-        out_dir: where the checkpoint goes (replaced if it exists).
+        out_dir: where the checkpoint goes: a new or empty directory, or (``overwrite``) an
+            earlier evomm output; never one that holds the run or a parent model.
         candidate: a candidate id (``c00042``) ...
         pick_how: ... or a pick (``knee``, ``weights=a,b``, ``NAME>=v``; see :mod:`evomm.front`).
         plugins: registries (default: the loaded plugins).
+        overwrite: replace an earlier evomm output at ``out_dir`` (once the export succeeded).
 
     Returns:
         ``(out_dir, record)``.
 
     Raises:
+        OutputError: ``out_dir`` may not be written (see :mod:`evomm.outputs`), or the disk
+            filled; nothing is left at ``out_dir``.
         SearchError: the decoded plan no longer matches the archive (parents changed).
     """
     from evomm.runner import build_space, read_run
@@ -161,26 +208,27 @@ def export_run_candidate(
     stage_names = [s.name for s in recipe.stages]
     idx = stage_names.index(rec.stage)
     previous = meta.get("previous", [])[:idx]
-    space = build_space(recipe, idx, run_dir, plugins, previous)
-    try:
-        cand = space.decode(np.asarray(rec.genome, dtype=float))
-        if cand.digest() != rec.plan_hash:
-            raise SearchError(
-                f"candidate {rec.id}: its plan decodes to digest {cand.digest()[:12]} but the archive has "
-                f"{rec.plan_hash[:12]}; the parents or plugins changed since the run"
-            )
-        space.export(cand, out)
-        merge = cand.to_recipe()
-        (out / "merge.yaml").write_text(yaml.safe_dump(merge, sort_keys=False, allow_unicode=True))
-        mk = to_mergekit(merge)
-        if mk is not None:
-            (out / "mergekit.yaml").write_text(yaml.safe_dump(mk, sort_keys=False, allow_unicode=True))
-        archive = Archive(run_dir / ARCHIVE_NAME)
-        parents = [r for r in archive.stage_records(rec.stage, parents=True) if r.is_parent]
-        card = model_card(rec, merge, meta, parents, space.lineage(), mk is not None)
-        notes = space.card_notes(cand) if hasattr(space, "card_notes") else ""
-        (out / "README.md").write_text(card + ("\n" + notes if notes else ""))
-        (out / "evomm_candidate.json").write_text(json.dumps(rec.to_json(), indent=1, default=float) + "\n")
-    finally:
-        space.close()
+    with staged_output(out, overwrite=overwrite, reads=input_paths(run_dir, recipe, meta), command="export") as tmp:
+        space = build_space(recipe, idx, run_dir, plugins, previous)
+        try:
+            cand = space.decode(np.asarray(rec.genome, dtype=float))
+            if cand.digest() != rec.plan_hash:
+                raise SearchError(
+                    f"candidate {rec.id}: its plan decodes to digest {cand.digest()[:12]} but the archive has "
+                    f"{rec.plan_hash[:12]}; the parents or plugins changed since the run"
+                )
+            space.export(cand, tmp)
+            merge = absolute_model_paths(cand.to_recipe())
+            (tmp / "merge.yaml").write_text(yaml.safe_dump(merge, sort_keys=False, allow_unicode=True))
+            mk = to_mergekit(merge)
+            if mk is not None:
+                (tmp / "mergekit.yaml").write_text(yaml.safe_dump(mk, sort_keys=False, allow_unicode=True))
+            archive = Archive(run_dir / ARCHIVE_NAME)
+            parents = [r for r in archive.stage_records(rec.stage, parents=True) if r.is_parent]
+            card = model_card(rec, merge, meta, parents, space.lineage(), mk is not None)
+            notes = space.card_notes(cand) if hasattr(space, "card_notes") else ""
+            (tmp / "README.md").write_text(card + ("\n" + notes if notes else ""))
+            (tmp / "evomm_candidate.json").write_text(json.dumps(rec.to_json(), indent=1, default=float) + "\n")
+        finally:
+            space.close()
     return out, rec

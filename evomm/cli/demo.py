@@ -5,6 +5,11 @@ filled in and written to ``RUN_DIR/recipe.yaml``): per-layer task arithmetic of 
 and the math toy models around the base (8 genes), three objectives (Japanese skill, math
 skill, the combined Japanese-math task, all scored strictly), NSGA-II with cheap-first
 evaluation. It finishes in under 10 minutes on 2 CPU cores including the zoo build.
+
+``--out`` must be new, empty or a previous demo's output (recognised by its
+:data:`~evomm.outputs.MARKER`): a previous demo's run is resumed (a finished one is only shown
+again) and its knee child exported anew. Any other non-empty directory is refused; nothing there
+is deleted.
 """
 
 from __future__ import annotations
@@ -36,6 +41,37 @@ def demo_recipe(zoo: Path, seed: int = 0, fast: bool = False) -> dict[str, Any]:
     return data
 
 
+def _is_old_demo_output(out: Path) -> bool:
+    """Whether ``out`` is a demo output written before evomm marked its outputs."""
+    names = {p.name for p in out.iterdir()}
+    return names <= {"run", "knee-child"} and (out / "run" / "run.json").is_file()
+
+
+def claim_demo_dir(out: Path, reads: list[Path]) -> None:
+    """Check that the demo may write ``out`` and mark it as the demo's (see the module docstring).
+
+    Raises:
+        OutputError: ``out`` is a file, under a file, read-only, holds ``reads``, or is a
+            non-empty directory that is not a previous demo's output.
+    """
+    from evomm.errors import OutputError
+    from evomm.outputs import check_output_target, read_marker, write_marker
+
+    if out.is_dir() and any(out.iterdir()):
+        marker = read_marker(out)
+        if marker is not None and marker.get("command") == "demo":
+            return
+        if marker is not None:
+            raise OutputError(f"--out {out} holds an output of `evomm {marker.get('command')}`, not of the demo; "
+                              "choose a new directory for --out")
+        if _is_old_demo_output(out):
+            write_marker(out, "demo")
+            return
+    check_output_target(out, reads=reads)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -45,7 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "front with the parents beside it, write the report and export the knee child. Under 10 "
         "minutes on 2 CPU cores, zoo build included.",
     )
-    p.add_argument("--out", default="evomm-demo", metavar="DIR", help="output directory (default: ./evomm-demo)")
+    p.add_argument("--out", default="evomm-demo", metavar="DIR",
+                   help="output directory (default: ./evomm-demo): new, empty, or a previous demo's output, "
+                   "whose run is resumed")
     p.add_argument("--seed", type=int, default=0, help="seed of the zoo and of the search")
     p.add_argument("--fast", action="store_true", help="a smaller search (about a minute after the zoo)")
     p.add_argument("--zoo", metavar="DIR", help="use this zoo directory instead of building the cached one")
@@ -64,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     out = Path(args.out)
+    claim_demo_dir(out, reads=[Path(args.zoo)] if args.zoo else [])
     print("[1/4] toy zoo (built once, then reused) ...", flush=True)
     zoo = Path(args.zoo) if args.zoo else build_zoo("demo", seed=args.seed, parts=("text",))
     t_zoo = time.perf_counter() - t0
@@ -78,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     child_dir = out / "knee-child"
     rec = None
     if front:
-        child_dir, rec = export_run_candidate(run_dir, child_dir, pick_how="knee", plugins=plugins)
+        child_dir, rec = export_run_candidate(run_dir, child_dir, pick_how="knee", plugins=plugins, overwrite=True)
     print(front_table(infos, front, parents, {rec.id: "knee (exported)"} if rec else {}))
     _say_composition(infos, front, parents)
     total = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""``evomm export RUN_DIR --candidate ID | --pick HOW --out DIR``."""
+"""``evomm export RUN_DIR --candidate ID | --pick HOW --out DIR [--overwrite]``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--candidate", metavar="ID", help="candidate id, e.g. c00042")
     g.add_argument("--pick", metavar="HOW", help="knee, weights=a,b, best=NAME or 'NAME>=VALUE'")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (replaced if present)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new or empty (it appears only when the export is complete)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds an earlier evomm output (never a directory evomm did not "
+                   "write, nor one holding the run or a parent model)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     tune_for_streaming()  # see evomm.cpu_tuning: reuse freed buffers across tensors
 
     out, rec = export_run_candidate(args.run_dir, args.out, candidate=args.candidate, pick_how=args.pick,
-                                    plugins=get_plugins(args.plugins_dir))
+                                    plugins=get_plugins(args.plugins_dir), overwrite=args.overwrite)
     scores = ", ".join(f"{k}={v:.4f}" for k, v in rec.objectives.items())
     print(f"exported {rec.id} ({scores}) to {out}")
     return 0

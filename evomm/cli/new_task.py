@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Template
 
 from evomm.errors import ConfigError
+from evomm.outputs import check_output_target
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "new_task"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -47,6 +48,7 @@ def scaffold(name: str, out: str | Path = ".") -> Path:
 
     Raises:
         ConfigError: a malformed name, or the target exists.
+        OutputError: ``out`` is a file, lies under one, or cannot be written.
 
     Example:
         >>> scaffold("my_qa", tmp_path)   # doctest: +SKIP
@@ -65,6 +67,7 @@ def scaffold(name: str, out: str | Path = ".") -> Path:
     target = Path(out) / values["dist"]
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another --out or remove it")
+    check_output_target(target)  # --out under a file, or on a read-only disk
     files = {
         "pyproject.toml": "pyproject.toml.tmpl",
         "README.md": "README.md.tmpl",

@@ -8,8 +8,10 @@ A zoo is a directory::
     <zoo>/models/{vlm,clip_*}/         the vision half (:mod:`evomm.zoo.vlm`, :mod:`evomm.zoo.clip`)
     <zoo>/data/<task>/{train,dev,test}.jsonl
 
-It is built into a temporary sibling directory and renamed into place at the end, so a crash
-never leaves a half-built zoo where :func:`build_zoo` would reuse it.
+It is built into a temporary sibling directory and renamed into place at the end
+(:func:`evomm.outputs.staged_output`), so a crash never leaves a half-built zoo where
+:func:`build_zoo` would reuse it. A directory that is not empty and was not written by evomm is
+never replaced.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evomm.errors import ConfigError
+from evomm.errors import ConfigError, OutputError
+from evomm.outputs import staged_output
 from evomm.zoo.recipe import RECIPE_VERSION, SCALES, TextRecipe, text_recipe
 from evomm.zoo.textdata import TEXT_TASKS, task_rows
 
@@ -219,12 +220,17 @@ def build_zoo(
         scale: ``"micro"`` (tests, < 60 s) or ``"demo"`` (the demo, < 5 min on 2 cores).
         out: target directory (default :func:`default_zoo_dir`).
         seed: the seed of everything (data, initialisation, training order).
-        force: rebuild even when a complete zoo is there.
+        force: rebuild even when a complete zoo is there (a directory evomm did not write is
+            refused all the same).
         parts: ``"text"`` and/or ``"vision"`` (the vision half needs the text half).
         progress: show progress bars.
 
     Returns:
         The zoo directory.
+
+    Raises:
+        OutputError: ``out`` is a file, a non-empty directory evomm did not write, or holds
+            another zoo and ``force`` is off (see :mod:`evomm.outputs`).
 
     Example:
         >>> # zoo = build_zoo("micro", out="/tmp/zoo")  # about half a minute
@@ -238,9 +244,14 @@ def build_zoo(
     wanted = [p for p in parts if p != "vision" or _vision_builder() is not None]
     if not force and is_complete(out, scale, seed, wanted):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
+    # the cache is rebuilt when parts are missing; an explicit --out only with --force
+    overwrite = force or out == default_zoo_dir(scale, seed)
+    if not overwrite and read_zoo_json(out) is not None:
+        raise OutputError(
+            f"--out {out} holds a toy zoo of another scale, seed or parts than asked ({scale}, seed {seed}, "
+            f"{'+'.join(wanted)}); pass --force to rebuild it there, or choose a new directory"
+        )
+    with staged_output(out, overwrite=overwrite, command="zoo build") as tmp:
         t0 = time.perf_counter()
         info: dict[str, Any] = {"scale": scale, "seed": seed, "recipe_version": RECIPE_VERSION}
         _merge(info, build_text(tmp, scale, seed, progress))
@@ -256,12 +267,6 @@ def build_zoo(
         info["wall_s"]["total"] = round(time.perf_counter() - t0, 2)
         info["complete"] = True
         (tmp / "zoo.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -10,14 +10,13 @@ Two forms:
 
 The directory also gets the tokenizer (from A), ``dfs.yaml`` (the recipe ``evomm merge``
 reproduces it from) and a ``README.md`` model card. Everything is written to a temporary sibling
-directory and renamed at the end, so a crash never leaves a half-written child.
+directory and renamed at the end (:func:`evomm.outputs.staged_output`), so a crash never leaves
+a half-written child, and a directory evomm did not write is never replaced.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 from torch import nn
 
 from evomm.errors import CheckpointError
+from evomm.outputs import staged_output
 
 from .model import DFSForCausalLM, check_parents
 from .path import DFSPath, PathStep  # noqa: F401  (PathStep: doctest)
@@ -146,30 +146,33 @@ def export_dfs(
     save_tokenizer: Callable[[Path], None] | None = None,
     card: str | None = None,
     force_dfs_class: bool = False,
+    overwrite: bool = False,
+    reads: Sequence[Path] = (),
 ) -> Path:
     """Write a DFS child to ``out_dir`` (atomically).
 
     Args:
         model_a, model_b: the parents (in memory).
         path: the layer path.
-        out_dir: target directory (must not exist, or be empty).
+        out_dir: target directory: new or empty, or (``overwrite``) an earlier evomm output.
         recipe: the DFS recipe written as ``dfs.yaml`` (see :func:`dfs_recipe`).
         save_tokenizer: writes A's tokenizer files into a directory (e.g. ``tok.save_pretrained``).
         card: the model card; default: :func:`card_text`.
         force_dfs_class: save as ``DFSForCausalLM`` even when every scale is 1.
+        overwrite: replace an earlier evomm output at ``out_dir`` once the child is complete.
+        reads: the parents' directories (``out_dir`` may not hold them).
 
     Returns:
         ``out_dir``.
+
+    Raises:
+        OutputError: ``out_dir`` may not be written (see :mod:`evomm.outputs`), or the disk filled.
 
     Example:
         >>> export_dfs(a, b, path, "out/child", recipe=dfs_recipe(path, parents))  # doctest: +SKIP
     """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise CheckpointError(f"dfs export: {out} exists and is not empty; choose another directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out, overwrite=overwrite, reads=reads, command="merge") as tmp:
         if path.all_unit_scales() and not force_dfs_class:
             model = frankenmerge_model(model_a, model_b, path)
         else:
@@ -179,10 +182,4 @@ def export_dfs(
         model.save_pretrained(tmp)
         (tmp / RECIPE_FILE).write_text(yaml.safe_dump(dict(recipe), sort_keys=False), encoding="utf-8")
         (tmp / CARD_FILE).write_text(card if card is not None else card_text(path, recipe), encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

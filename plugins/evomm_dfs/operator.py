@@ -14,7 +14,6 @@ so that the DFS search space (:mod:`evomm_dfs.space`) takes its gene ranges from
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,24 +58,16 @@ class DFSOperator(MergeOperator):
 
         Args:
             recipe: the parsed YAML.
-            out_dir: output directory (new or empty; with ``overwrite`` an existing one is replaced
-                once the new child is complete).
+            out_dir: output directory (new or empty; with ``overwrite`` an earlier evomm output is
+                replaced once the new child is complete; see :mod:`evomm.outputs`).
             plugins: loaded plugins (the parents' adapters).
             recipe_dir: relative model paths resolve from here.
-            overwrite: replace a non-empty ``out_dir``.
+            overwrite: replace an earlier evomm output at ``out_dir``.
         """
         from evomm_dfs.recipe import merge_dfs_recipe, parse_dfs_recipe
 
         parsed = parse_dfs_recipe(dict(recipe), "dfs recipe", recipe_dir)
-        out = Path(out_dir)
-        if overwrite and out.exists() and any(out.iterdir()):
-            tmp = out.with_name(out.name + ".evomm-new")
-            shutil.rmtree(tmp, ignore_errors=True)
-            merge_dfs_recipe(parsed, tmp, plugins)
-            shutil.rmtree(out)
-            tmp.rename(out)
-            return out
-        return merge_dfs_recipe(parsed, out, plugins)
+        return merge_dfs_recipe(parsed, Path(out_dir), plugins, overwrite=overwrite)
 
     def merge(
         self,

@@ -126,13 +126,15 @@ def load_parents(
     return ckpts, models
 
 
-def merge_dfs_recipe(recipe: DFSRecipe, out_dir: str | Path, plugins: Plugins) -> Path:
+def merge_dfs_recipe(recipe: DFSRecipe, out_dir: str | Path, plugins: Plugins, *, overwrite: bool = False) -> Path:
     """Build and export the child a DFS recipe describes (what ``evomm merge`` calls).
 
     Args:
         recipe: a validated :class:`DFSRecipe`.
-        out_dir: output directory (must not exist or be empty).
+        out_dir: output directory: new or empty, or (``overwrite``) an earlier evomm output
+            (see :mod:`evomm.outputs`); never one that holds a parent.
         plugins: loaded plugins (for the parents' adapters).
+        overwrite: replace an earlier evomm output at ``out_dir`` once the child is complete.
 
     Returns:
         ``out_dir``.
@@ -140,8 +142,12 @@ def merge_dfs_recipe(recipe: DFSRecipe, out_dir: str | Path, plugins: Plugins) -
     Example:
         >>> merge_dfs_recipe(load_dfs_recipe("child/dfs.yaml"), "child2", get_plugins())  # doctest: +SKIP
     """
+    from evomm.outputs import check_output_target
+
     from .export import export_dfs
 
+    reads = [Path(r.path) for r in recipe.refs() if Path(r.path).exists()]
+    check_output_target(Path(out_dir), overwrite=overwrite, reads=reads)  # before loading the parents
     path = recipe.dfs_path()
     if recipe.format == "frankenmerge" and not path.all_unit_scales():
         raise ConfigError(
@@ -156,6 +162,8 @@ def merge_dfs_recipe(recipe: DFSRecipe, out_dir: str | Path, plugins: Plugins) -
             recipe=recipe.model_dump(exclude_none=True),
             save_tokenizer=(lambda d: tok().save_pretrained(d)) if tok is not None else None,
             force_dfs_class=recipe.format == "dfs",
+            overwrite=overwrite,
+            reads=reads,
         )
     finally:
         for c in ckpts:

@@ -168,7 +168,9 @@ class DFSSpace(SearchSpace):
         return self.ckpts[0].handle(self.model(candidate))
 
     def export(self, candidate: Any, out_dir: Path) -> None:
-        recipe = candidate.to_recipe()
+        from evomm.export import absolute_model_paths
+
+        recipe = absolute_model_paths(candidate.to_recipe())  # dfs.yaml works from any directory
         if self._lineage:
             recipe["lineage"] = self._lineage
         tok = getattr(self.ckpts[0], "tokenizer", None)
@@ -178,6 +180,8 @@ class DFSSpace(SearchSpace):
             save_tokenizer=(lambda d: tok().save_pretrained(d)) if tok is not None else None,
             card=card_text(candidate.path, recipe, lineage=self._lineage),
             force_dfs_class=self.format == "dfs",
+            overwrite=True,  # a stage's child left by an interrupted run (evomm's own output)
+            reads=[Path(c.ref.path) for c in self.ckpts if Path(c.ref.path).exists()],
         )
 
     def card_notes(self, candidate: Any) -> str:
