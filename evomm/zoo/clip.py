@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from evomm.errors import CheckpointError
+from evomm.outputs import staged_output
 from evomm.zoo.images import COLORS, SHAPES, ImageSpec, draw
 
 #: open_clip ``model_cfg`` of the zoo CLIP (about 1.7M parameters, most in the token embedding).
@@ -107,20 +106,16 @@ def init_clip(seed: int):
 
 
 def save_clip(model, path: Path) -> None:
-    """Write ``model`` to ``path`` in open_clip's local-dir format (atomically: temp dir, rename)."""
+    """Write ``model`` to ``path`` (new or empty) in open_clip's local-dir format, atomically
+    (:func:`evomm.outputs.staged_output`)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    (tmp / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}, indent=2)
-    )
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "open_clip_model.safetensors"))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    with staged_output(Path(path), command="zoo build") as tmp:
+        (tmp / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}, indent=2)
+        )
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "open_clip_model.safetensors"))
 
 
 def load_clip(path: Path):
