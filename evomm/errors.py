@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class EvommError(Exception):
@@ -62,7 +63,23 @@ class OutputError(EvommError):
 
 
 class NonFiniteError(MergeError):
-    """A parent tensor or a merged tensor holds NaN or Inf values."""
+    """A parent tensor or a merged tensor holds NaN or Inf values.
+
+    Attributes:
+        output: True when the *merge* produced them (a property of the candidate: the evolution
+            records it as failed), False when a parent holds them (the run cannot go on).
+    """
+
+    def __init__(self, message: str, *, output: bool = False) -> None:
+        super().__init__(message)
+        self.output = output
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps ``output`` across processes (pickling)
+        return (_non_finite, (str(self), self.output))
+
+
+def _non_finite(message: str, output: bool) -> NonFiniteError:
+    return NonFiniteError(message, output=output)
 
 
 @contextmanager

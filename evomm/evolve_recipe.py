@@ -56,13 +56,16 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """A model: alias, local path or hub id, adapter (auto-detected when omitted)."""
+    """A model: alias, local path or hub id, adapter (auto-detected when omitted).
+    ``allow_pickle: true`` accepts pickle weights (``pytorch_model.bin``; unsafe: pickle can run
+    code); on ``base_model`` it is the decoded merge recipes' top-level ``allow_pickle``."""
 
     name: str
     path: str
     adapter: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False
 
 
 class Bounds(_Strict):
@@ -119,6 +122,10 @@ class MergeTemplate(_Strict):
     out_dtype: str | None = None
     vocab: Literal["strict", "pad_from_donor"] | None = Field(
         None, description="the merge recipe's `vocab.mode` (`{mode: ...}` or the mode alone)"
+    )
+    allow_nonfinite: bool = Field(
+        False, description="the merge recipe's `allow_nonfinite`: candidates whose merged weights "
+        "hold NaN/Inf are evaluated instead of archived as failed, and parents may hold them"
     )
 
     @field_validator("vocab", mode="before")

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from evomm import host_merge
 from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError, operator_failures
+from evomm.finite import check_output, check_parent
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
@@ -229,14 +230,27 @@ def merged_tensors(
     donor = checkpoints[plan.donor]
 
     def read_step(step: TensorStep) -> dict[str, torch.Tensor]:
-        return {alias: checkpoints[alias].read(step.name).to(compute) for alias in step_aliases(plan, step)}
+        return {alias: _read_checked(plan, checkpoints[alias], alias, step.name).to(compute)
+                for alias in step_aliases(plan, step)}
 
     steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
     for step, inputs in _prefetched(steps, read_step, prefetch):
         out_dtype = _dtype(plan.out_dtype or donor.layout[step.name].dtype)
         merged = merge_step(op, plan, step, lambda alias, _name, got=inputs: got[alias])
         del inputs
-        yield step.name, merged.to(out_dtype)
+        out = merged.to(out_dtype)
+        if not plan.allow_nonfinite:
+            check_output(out, plan.operator, step.name)
+        yield step.name, out
+
+
+def _read_checked(plan: MergePlan, ck: Checkpoint, alias: str, name: str) -> torch.Tensor:
+    """``ck.read(name)``, refused (:class:`~evomm.errors.NonFiniteError`) when it holds NaN or
+    Inf and the plan does not allow them (:mod:`evomm.finite`)."""
+    t = ck.read(name)
+    if not plan.allow_nonfinite:
+        check_parent(t, alias, ck.ref.path, name)
+    return t
 
 
 def _prefetched(
@@ -469,6 +483,8 @@ class InMemoryMerger:
         self.targets = checkpoints[donor].model_tensors(self.model)
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
         self._applied: dict[str, tuple[Any, ...]] = {}
+        #: aliases whose tensors were read for a plan with ``allow_nonfinite`` (not checked)
+        self._nonfinite_ok: set[str] = set()
         self._ops: dict[str, MergeOperator] = {}
 
     def _read(self, alias: str, name: str) -> torch.Tensor:
@@ -479,7 +495,11 @@ class InMemoryMerger:
                 raise ConfigError(f"plan names model {alias!r}, which this merger was not given")
             # copy=True: a large tensor may come memory-mapped from its file; the cache outlives
             # any one step, and must not depend on the file staying as it is
-            t = self._cache[key] = self.checkpoints[alias].read(name).to(self.device, self.dtype, copy=True)
+            ck = self.checkpoints[alias]
+            stored = ck.read(name)
+            if alias not in self._nonfinite_ok:
+                check_parent(stored, alias, ck.ref.path, name)
+            t = self._cache[key] = stored.to(self.device, self.dtype, copy=True)
         return t
 
     def preload(self) -> None:
@@ -497,8 +517,18 @@ class InMemoryMerger:
     def merged_tensors(self, plan: MergePlan) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, merged tensor in the compute dtype)`` for every step of ``plan``."""
         op = self._op(plan.operator)
+        self._allow(plan)
         for step in plan.steps:
-            yield step.name, merge_step(op, plan, step, self._read)
+            merged = merge_step(op, plan, step, self._read)
+            if not plan.allow_nonfinite:
+                check_output(merged, plan.operator, step.name)
+            yield step.name, merged
+
+    def _allow(self, plan: MergePlan) -> None:
+        """Remember whether ``plan`` lets parents hold NaN/Inf: a parent tensor is checked when
+        it is first read (then cached), so an allowing plan's reads stay unchecked for good."""
+        if plan.allow_nonfinite:
+            self._nonfinite_ok.update(ref.name for ref in (*plan.models, *([plan.base] if plan.base else [])))
 
     def apply(self, plan: MergePlan, *, force: bool = False) -> torch.nn.Module:
         """Write the merge described by ``plan`` into :attr:`model` in place and return it.
@@ -509,9 +539,15 @@ class InMemoryMerger:
 
         Returns:
             :attr:`model` (the same object every time).
+
+        Raises:
+            NonFiniteError: a parent tensor holds NaN/Inf, or (``output=True``) a merged tensor
+                does (unless the plan allows them); the failing tensor is not written, so the
+                next :meth:`apply` starts from a consistent model.
         """
         op = self._op(plan.operator)
-        identity = (plan.operator, plan.models, plan.base, plan.seed, plan.dtype)
+        self._allow(plan)
+        identity = (plan.operator, plan.models, plan.base, plan.seed, plan.dtype, plan.allow_nonfinite)
         with torch.no_grad():
             for step in plan.steps:
                 target = self.targets.get(step.name)
@@ -520,7 +556,10 @@ class InMemoryMerger:
                 key = (identity, step)
                 if not force and self._applied.get(step.name) == key:
                     continue
-                target.copy_(merge_step(op, plan, step, self._read))
+                merged = merge_step(op, plan, step, self._read).to(target.dtype)
+                if not plan.allow_nonfinite:  # checked before the model changes: it stays consistent
+                    check_output(merged, plan.operator, step.name)
+                target.copy_(merged)
                 self._applied[step.name] = key
         return self.model
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from evomm.adapters import Checkpoint
 from evomm.errors import operator_failures
+from evomm.finite import RAW_COUNTS, output_error, parent_error, raw_finite
 from evomm.operators import MergeOperator, TensorContext
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 from evomm.safetensors_io import RAW_NUMPY
@@ -113,25 +114,37 @@ def merged_arrays(
     as :func:`evomm.execute.merged_tensors` yields tensors (the same values).
 
     Call only when :func:`unsupported` returned None.
+
+    Raises:
+        NonFiniteError: a parent tensor or a merged one holds NaN/Inf and the plan does not
+            allow them (:mod:`evomm.finite`; one pass over each array already in memory).
     """
     donor = checkpoints[plan.donor]
     compute = plan.dtype
+    check = not plan.allow_nonfinite
     steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
     for step in steps:
         out_dtype = plan.out_dtype or donor.layout[step.name].dtype
-        inputs = {alias: _read(checkpoints[alias], step.name, compute) for alias in step_aliases(plan, step)}
+        inputs = {alias: _read(checkpoints[alias], alias, step.name, compute, check) for alias in step_aliases(plan, step)}
         if step.action == "copy":
             merged = inputs[step.source or plan.donor]
         else:
             merged = _merge_step(op, plan, step, inputs, compute)
         del inputs
-        yield step.name, convert(merged, compute, out_dtype), out_dtype
+        out = convert(merged, compute, out_dtype)
+        if check and not raw_finite(out, out_dtype):
+            raise output_error(RAW_COUNTS, plan.operator, step.name)
+        yield step.name, out, out_dtype
 
 
-def _read(ck: Checkpoint, name: str, compute: str) -> np.ndarray:
-    """``ck``'s tensor ``name`` in its shape, converted to the compute dtype (raw)."""
+def _read(ck: Checkpoint, alias: str, name: str, compute: str, check: bool) -> np.ndarray:
+    """``ck``'s tensor ``name`` in its shape, converted to the compute dtype (raw); with
+    ``check``, refused when it holds NaN or Inf."""
     info = ck.layout[name]
-    return convert(ck.read_array(name), info.dtype, compute).reshape(tuple(info.shape))
+    raw = ck.read_array(name)
+    if check and not raw_finite(raw, info.dtype):
+        raise parent_error(RAW_COUNTS, alias, ck.ref.path, name)
+    return convert(raw, info.dtype, compute).reshape(tuple(info.shape))
 
 
 def _merge_step(op: MergeOperator, plan: MergePlan, step: TensorStep, inputs: dict[str, np.ndarray], compute: str) -> np.ndarray:

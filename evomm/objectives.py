@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 
 Metrics = dict[str, dict[str, float]]
 
+#: The objective value archived for a candidate that could not be evaluated (its merged weights
+#: held NaN/Inf): ``-FAILED_PENALTY`` for a maximised objective, ``+FAILED_PENALTY`` for a
+#: minimised one. Tasks declare no bounds for their metrics, so this is a large *finite* value
+#: (pymoo needs finite objectives, JSON has no portable Inf) worse than any real score; the
+#: record is marked ``evaluation: "failed"`` and never enters a front.
+FAILED_PENALTY = 1e9
+
 
 @dataclass(frozen=True)
 class ResolvedObjective:
@@ -160,6 +167,16 @@ class ObjectiveSet:
         """User-direction values -> what pymoo minimises (see :func:`minimize_matrix`)."""
         return minimize_matrix([values], self.objectives)[0]
 
+
+    def failed_values(self) -> dict[str, float]:
+        """The worst values (:data:`FAILED_PENALTY`) in the user's direction, for a candidate
+        that could not be evaluated; they also violate every constraint.
+
+        Example:
+            >>> objs.failed_values()          # doctest: +SKIP
+            {'ja_skill': -1000000000.0, 'loss': 1000000000.0}
+        """
+        return {o.name: -FAILED_PENALTY if o.maximize else FAILED_PENALTY for o in self.objectives}
 
     def constraint_values(self, values: Mapping[str, float]) -> np.ndarray:
         """pymoo inequality constraints ``g <= 0`` for the objectives that have one."""

@@ -70,6 +70,9 @@ class MergePlan:
         seed: merge seed; per-tensor seeds derive from it (DARE/DELLA randomness).
         steps: one :class:`TensorStep` per output tensor, in output order.
         meta: free-form provenance (recipe path, evomm version); *not* part of the digest.
+        allow_nonfinite: let NaN/Inf in parents and in the output through (recipe
+            ``allow_nonfinite``; :mod:`evomm.finite`). Part of the digest only when True, so
+            plans made before it existed keep their digests.
     """
 
     operator: str
@@ -81,6 +84,7 @@ class MergePlan:
     seed: int
     steps: tuple[TensorStep, ...]
     meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    allow_nonfinite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,6 +93,8 @@ class MergePlan:
             if not step["pad"]:
                 del step["pad"]
         d.pop("meta")
+        if not d["allow_nonfinite"]:
+            del d["allow_nonfinite"]
         return d
 
     def digest(self) -> str:
@@ -379,4 +385,5 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
         seed=recipe.seed,
         steps=tuple(steps),
         meta=(("recipe_name", recipe.name or ""),),
+        allow_nonfinite=recipe.allow_nonfinite,
     )

@@ -106,10 +106,14 @@ class ParameterSpace(SearchSpace):
                 entry["parameters"] = per[p.name]
             if p.adapter:
                 entry["adapter"] = p.adapter
+            if p.allow_pickle:
+                entry["allow_pickle"] = True
             models.append(entry)
         d: dict[str, Any] = {"merge_method": self.template.method, "models": models}
         if self.base is not None:
             d["base_model"] = self.base.path
+            if self.base.allow_pickle:  # a merge recipe's base_model is a path: the recipe-wide key
+                d["allow_pickle"] = True
         if glob:
             d["parameters"] = glob
         d["dtype"] = self.dtype
@@ -122,6 +126,8 @@ class ParameterSpace(SearchSpace):
             d["tokenizer_source"] = src
         if self.template.vocab:
             d["vocab"] = {"mode": self.template.vocab}
+        if self.template.allow_nonfinite:
+            d["allow_nonfinite"] = True
         d["seed"] = self.recipe.seed
         return d
 

@@ -18,6 +18,7 @@ A recipe names an operator, the models and their parameters::
     vocab: {mode: pad_from_donor}    # default strict; see VocabOptions (VLM + LLM vocabularies)
     allow_pickle: true               # accept pytorch_model.bin for every model, base included
                                      # (unsafe: pickle runs code); per model: on its entry
+    allow_nonfinite: true            # let NaN/Inf in parents or output through (default: error)
 
 mergekit keys evomm does not support (``slices``, ``modules``, ``tokenizer``, ``chat_template``,
 ``tokenizer_source: union``) are refused with a clear :class:`~evomm.errors.ConfigError`.
@@ -143,6 +144,10 @@ class MergeRecipe(BaseModel):
     allow_pickle: bool = Field(
         False, description="accept pickle weights for every model, base_model included (what "
         "--allow-pickle sets); unsafe: pickle can run code. Per model: `allow_pickle` on its entry"
+    )
+    allow_nonfinite: bool = Field(
+        False, description="merge parents holding NaN/Inf and write an output holding them "
+        "(default: either is an error naming the model or operator and the tensor)"
     )
 
     @model_validator(mode="before")

@@ -40,8 +40,10 @@ class CandidateRecord:
         extra: anything else (which subset cheap-first evaluation used, ...).
         stage: the search stage that produced it (``ps``, ``dfs``...).
         genes: gene name -> native value (the readable form of ``genome``).
-        evaluation: ``"full"`` (every example of every task) or ``"subset"`` (cheap-first
-            only; such a record cannot be on the front).
+        evaluation: ``"full"`` (every example of every task), ``"subset"`` (cheap-first
+            only) or ``"failed"`` (its merged weights held NaN/Inf: no metrics, the worst
+            objective values, the reason in ``extra["failed"]``); only ``"full"`` records can be
+            on the front.
     """
 
     id: str

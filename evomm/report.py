@@ -130,7 +130,7 @@ def plot_front(path: Path, infos: Sequence[ObjectiveInfo], children: Sequence[Ca
             return [r.objectives[names[i]] for r in recs], [r.objectives[names[j]] for r in recs]
 
         full = [r for r in children if r.evaluation == "full"]
-        sub = [r for r in children if r.evaluation != "full"]
+        sub = [r for r in children if r.evaluation == "subset"]  # failed ones have no scores
         if sub:
             ax.scatter(*xy(sub), s=12, c="#cccccc", marker="x", label="subset only (cheap-first)")
         ax.scatter(*xy(full), s=16, c="#999999", alpha=0.7, label="candidates")

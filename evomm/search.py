@@ -30,7 +30,7 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 from tqdm.auto import tqdm
 
 from evomm.archive import Archive
-from evomm.errors import SearchError
+from evomm.errors import NonFiniteError, SearchError
 from evomm.evolve_recipe import Algorithm, Budget, CheapFirst
 from evomm.front import ObjectiveInfo, pareto_front
 from evomm.objectives import ObjectiveSet, minimize_matrix
@@ -225,7 +225,12 @@ class EvolutionLoop:
 
     def _record(self, cid: str, gen: int, x: np.ndarray | None, digest: str, handle_fn: Callable[[], Any]) -> CandidateRecord:
         t0 = time.perf_counter()
-        handle = handle_fn()
+        try:
+            handle = handle_fn()
+        except NonFiniteError as exc:
+            if not exc.output:
+                raise  # a parent holds NaN/Inf: every candidate would; the run stops, clearly
+            return self._archive(self._failed(cid, gen, x, digest, str(exc), time.perf_counter() - t0))
         timings = {"merge": time.perf_counter() - t0}
         evaluation, extra = "full", {}
         if self.cheap and x is not None:
@@ -247,6 +252,21 @@ class EvolutionLoop:
             plan_hash=digest, metrics=metrics, objectives=values, timings=timings, extra=extra,
             stage=self.stage, genes={} if x is None else self.space.native(x), evaluation=evaluation,
         )
+        return self._archive(rec)
+
+    def _failed(self, cid: str, gen: int, x: np.ndarray | None, digest: str, reason: str,
+                seconds: float) -> CandidateRecord:
+        """The record of a candidate whose merge produced NaN/Inf: ``evaluation: "failed"``,
+        the worst objective values (:meth:`ObjectiveSet.failed_values`), the reason in
+        ``extra["failed"]``. An operator's bug is not caught: it still stops the run."""
+        return CandidateRecord(
+            id=cid, generation=gen, genome=[] if x is None else [float(v) for v in x],
+            plan_hash=digest, metrics={}, objectives=self.objs.failed_values(), timings={"merge": seconds},
+            extra={"failed": reason, "feasible": False}, stage=self.stage,
+            genes={} if x is None else self.space.native(x), evaluation="failed",
+        )
+
+    def _archive(self, rec: CandidateRecord) -> CandidateRecord:
         self.archive.append(rec)
         self.evaluated_now += 1
         if self.hook is not None:

@@ -192,3 +192,38 @@ def test_corrupt_pickle_is_a_checkpoint_error(good: dict[str, Path], tmp_path: P
     f.write_bytes(f.read_bytes()[:500])
     with pytest.raises(CheckpointError, match=rf"cannot load the pickle weights {re.escape(str(f))}: .*re-download"):
         HFCausalLMAdapter().open(ModelRef("p", str(pk), allow_pickle=True))
+
+
+def test_pickle_parent_and_base_of_an_evolve_run(good: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``allow_pickle: true`` on an evolve recipe's parent and base model loads them; without it
+    the run stops with the CheckpointError line."""
+    from evomm.archive import Archive
+    from tests.test_nonfinite import OP_PLUGIN  # a one-file plugin with the `norm_mean` task
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "norm_task.py").write_text(OP_PLUGIN)
+    pk = pickle_copy(good["b"], tmp_path / "pk", legacy=True)
+    base = pickle_copy(good["a"], tmp_path / "base", legacy=False)
+    recipe: dict[str, Any] = {
+        "seed": 0, "score_parents": False,
+        "parents": [{"name": "a", "path": str(good["a"])}, {"name": "pk", "path": str(pk)}],
+        "base_model": {"name": "base", "path": str(base)},
+        "merge": {"method": "task_arithmetic", "parameters": {"weight": {"evolve": {"low": 0.0, "high": 1.0}}}},
+        "objectives": [{"name": "score", "task": "norm_mean"}],
+        "algorithm": {"name": "random", "pop_size": 2}, "budget": {"generations": 1},
+    }
+    path = tmp_path / "evolve.yaml"
+
+    def evolve(out: str) -> int:
+        path.write_text(yaml.safe_dump(recipe))
+        return main(["--plugins-dir", str(plugins), "evolve", str(path), "--out", str(tmp_path / out), "--no-progress"])
+
+    assert evolve("run0") == 2
+    assert "has only pickle weights" in capsys.readouterr().err
+    recipe["parents"][1]["allow_pickle"] = True
+    recipe["base_model"]["allow_pickle"] = True
+    assert evolve("run1") == 0, capsys.readouterr().err
+    records = Archive(tmp_path / "run1" / "archive.jsonl").records
+    assert len(records) == 2 and all(r.evaluation == "full" for r in records)
