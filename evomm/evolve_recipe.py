@@ -38,17 +38,16 @@ objectives and tasks; the single-stage form above is shorthand for one ``params`
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evomm.conditions import Condition, parse_condition
 from evomm.errors import ConfigError
 
 ALGORITHMS = ("nsga2", "nsga3", "moead", "cmaes", "de", "ga", "random")
-_CONSTRAINT_RE = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
 
 class _Strict(BaseModel):
@@ -148,18 +147,21 @@ class Objective(_Strict):
     def _one_source(self) -> Objective:
         if (self.task is None) == (self.suite is None):
             raise ValueError(f"objective {self.name!r} needs exactly one of `task` or `suite`")
-        if self.constraint is not None and not _CONSTRAINT_RE.match(self.constraint):
-            raise ValueError(
-                f"constraint {self.constraint!r} is not of the form '>= 0.5' (operators >=, <=, >, <)"
-            )
         return self
 
-    def constraint_parts(self) -> tuple[str, float] | None:
-        if self.constraint is None:
-            return None
-        m = _CONSTRAINT_RE.match(self.constraint)
-        assert m is not None  # validated above
-        return m.group(1), float(m.group(2))
+    @field_validator("constraint")
+    @classmethod
+    def _condition(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_condition(v, "the constraint")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    def constraint_parts(self) -> Condition | None:
+        """The parsed ``constraint`` (:mod:`evomm.conditions`), or None."""
+        return None if self.constraint is None else parse_condition(self.constraint, "the constraint")
 
 
 class TaskOptions(BaseModel):

@@ -12,7 +12,6 @@ Picks (``evomm front --pick`` / ``evomm export --pick``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,11 +20,10 @@ from pymoo.mcdm.high_tradeoff import HighTradeoffPoints
 from pymoo.mcdm.pseudo_weights import PseudoWeights
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from evomm.conditions import OPS, parse_condition, parse_named_condition
 from evomm.errors import ConfigError, SearchError
 from evomm.objectives import minimize_matrix
 from evomm.records import CandidateRecord
-
-_COND = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -41,16 +39,16 @@ class ObjectiveInfo:
         return self.direction == "maximize"
 
 
-def _meets(value: float, op: str, bound: float) -> bool:
-    return {">=": value >= bound, "<=": value <= bound, ">": value > bound, "<": value < bound}[op]
-
-
 def feasible(rec: CandidateRecord, objectives: Sequence[ObjectiveInfo]) -> bool:
-    """Whether ``rec`` satisfies every objective constraint of the recipe."""
+    """Whether ``rec`` satisfies every objective constraint of the recipe.
+
+    Raises:
+        ConfigError: a constraint (from ``run.json``) is not a condition such as ``>= 0.5``.
+    """
     for o in objectives:
         if o.constraint:
-            op, bound = o.constraint.split()
-            if not _meets(rec.objectives[o.name], op, float(bound)):
+            cond = parse_condition(o.constraint, f"run.json: objective {o.name!r} has the constraint")
+            if not cond.holds(rec.objectives[o.name]):
                 return False
     return True
 
@@ -103,14 +101,7 @@ def pick(
     if how == "knee":
         return front[_knee(F)]
     if how.startswith("weights="):
-        try:
-            w = np.array([float(v) for v in how[len("weights="):].split(",")])
-        except ValueError:
-            raise ConfigError(f"--pick {how!r}: weights must be numbers, e.g. weights=0.5,0.5") from None
-        if len(w) != len(names) or w.sum() <= 0 or (w < 0).any():
-            raise ConfigError(
-                f"--pick {how!r}: give {len(names)} non-negative weights (objectives {names})"
-            )
+        w = _weights(how, names)
         if len(front) == 1:
             return front[0]
         return front[int(PseudoWeights(w / w.sum()).do(F))]
@@ -119,15 +110,15 @@ def pick(
         if name not in names:
             raise ConfigError(f"--pick {how!r}: unknown objective {name!r}; objectives are {names}")
         return front[int(np.argmin(F[:, names.index(name)]))]
-    m = _COND.match(how)
-    if not m:
+    if not any(op in how for op in OPS):
         raise ConfigError(
-            f"--pick {how!r} is not understood; use knee, weights=a,b, best=NAME or NAME>=VALUE"
+            f"--pick {how!r} is not understood; use knee, weights=a,b, best=NAME or NAME>=VALUE "
+            f"(e.g. {names[0]}>=0.5)"
         )
-    name, op, bound = m.group(1), m.group(2), float(m.group(3))
+    name, cond = parse_named_condition(how, "--pick", example=f"{names[0]}>=0.5")
     if name not in names:
         raise ConfigError(f"--pick {how!r}: unknown objective {name!r}; objectives are {names}")
-    keep = [i for i, r in enumerate(front) if _meets(r.objectives[name], op, bound)]
+    keep = [i for i, r in enumerate(front) if cond.holds(r.objectives[name])]
     if not keep:
         best = max(r.objectives[name] for r in front)
         raise SearchError(f"--pick {how!r}: no candidate on the front meets it (best {name} = {best:.4g})")
@@ -138,6 +129,23 @@ def pick(
     if len(keep) == 1:
         return front[keep[0]]
     return front[keep[int(PseudoWeights(np.full(len(rest), 1 / len(rest))).do(sub))]]
+
+
+def _weights(how: str, names: Sequence[str]) -> np.ndarray:
+    """The weights of ``--pick weights=a,b,...``: one finite, non-negative number per
+    objective, not all zero."""
+    text = how[len("weights="):]
+    example = "weights=" + ",".join(["0.5"] * len(names))
+    try:
+        w = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise ConfigError(f"--pick {how!r}: weights must be numbers separated by commas, e.g. {example}") from None
+    if len(w) != len(names) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ConfigError(
+            f"--pick {how!r}: give {len(names)} finite, non-negative weights, not all zero, one per "
+            f"objective ({', '.join(names)}), e.g. {example}"
+        )
+    return w
 
 
 def _knee(F: np.ndarray) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evomm.conditions import Condition
 from evomm.errors import ConfigError, TaskError
 from evomm.evolve_recipe import Objective, TaskOptions
 
@@ -45,7 +46,7 @@ class ResolvedObjective:
     name: str
     terms: tuple[tuple[str, str, float], ...]
     maximize: bool
-    constraint: tuple[str, float] | None
+    constraint: Condition | None
 
     @property
     def direction(self) -> str:
@@ -184,9 +185,7 @@ class ObjectiveSet:
         for o in self.objectives:
             if o.constraint is None:
                 continue
-            op, bound = o.constraint
-            v = values[o.name]
-            g.append(bound - v if op in (">=", ">") else v - bound)
+            g.append(o.constraint.violation(values[o.name]))
         return np.array(g, dtype=float)
 
     def feasible(self, values: Mapping[str, float]) -> bool:
@@ -196,7 +195,7 @@ class ObjectiveSet:
         """Objectives as plain dicts (for run metadata and reports)."""
         return [
             {"name": o.name, "direction": o.direction, "terms": [list(t) for t in o.terms],
-             "constraint": None if o.constraint is None else f"{o.constraint[0]} {o.constraint[1]:g}"}
+             "constraint": None if o.constraint is None else str(o.constraint)}
             for o in self.objectives
         ]
 
