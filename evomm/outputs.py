@@ -14,7 +14,9 @@ Every evomm command that writes a directory (``merge``, ``export``, ``zoo build`
 :func:`check_output_target` applies the rule. :func:`staged_output` writes the output into a
 hidden temporary sibling (``.NAME.partial-*``) and renames it into place only once complete, so
 an error, Ctrl-C or a full disk leaves nothing behind; an old evomm directory is moved aside and
-removed only after the new one is in place. A full disk and a read-only file system become an
+removed only after the new one is in place. An existing empty directory is kept (its mode and
+owner, a mount point, a shell's current directory): the output is staged inside it and its
+entries moved up at the end, the marker last. A full disk and a read-only file system become an
 :class:`~evomm.errors.OutputError` that says where, how much was written and how much is free.
 
 Example:
@@ -277,14 +279,37 @@ def _swap(tmp: Path, target: Path) -> None:
         return
     trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     old = trash / "old"
-    os.replace(target, old)
     try:
-        os.replace(tmp, target)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
     except BaseException:
-        os.replace(old, target)
-        shutil.rmtree(trash, ignore_errors=True)
+        if not os.path.lexists(old):
+            shutil.rmtree(trash, ignore_errors=True)
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _move_up(tmp: Path, target: Path) -> None:
+    """Move the entries of ``tmp`` (inside the empty directory ``target``) into ``target``, the
+    marker last, and remove ``tmp``; on failure the entries already moved are removed again."""
+    names = sorted(os.listdir(tmp), key=lambda n: n == MARKER)
+    moved: list[Path] = []
+    try:
+        for name in names:
+            os.replace(tmp / name, target / name)
+            moved.append(target / name)
+        tmp.rmdir()
+    except BaseException:
+        for p in moved:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        raise
 
 
 def _remove_empty(dirs: Sequence[Path]) -> None:
@@ -309,8 +334,10 @@ def staged_output(
     """Write a directory whole or not at all.
 
     :func:`check_output_target`, then yield a new hidden temporary sibling of ``out`` to write
-    into. On success the :data:`MARKER` is written into it and it is renamed to ``out`` (a
-    previous evomm directory there is moved aside and removed after the rename). On any
+    into (inside ``out`` when that is an existing empty directory). On success the
+    :data:`MARKER` is written into it and it is renamed to ``out`` (a previous evomm directory
+    there is moved aside and removed after the rename; into an empty ``out`` its entries are
+    moved). On any
     exception the temporary directory (and any parent directory created for it) is removed and
     the exception re-raised; a full disk or a read-only file system is re-raised as an
     :class:`OutputError` that says where and how much space was written, needed and free.
@@ -337,18 +364,25 @@ def staged_output(
             f"not enough space for {option} {out}: the output needs {_human(need_bytes)}, "
             f"{_human(free)} is free there; free some space or choose a directory on another disk"
         )
-    created = [p for p in (target.parent, *target.parent.parents) if not os.path.lexists(p)]
+    # an existing empty directory is kept (its mode, owner, a mount point, a shell's cwd): the
+    # output is staged inside it and moved up at the end; otherwise it is staged beside it
+    in_place = target.is_dir() and not any(target.iterdir())
+    home = target if in_place else target.parent
+    created = [p for p in (home, *home.parents) if not os.path.lexists(p)]
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=home))
         _default_mode(tmp)
     except OSError as exc:
         _remove_empty(created)
-        raise _as_output_error(exc, out, option, doing=f"cannot create a directory in {target.parent}") from exc
+        raise _as_output_error(exc, out, option, doing=f"cannot create a directory in {home}") from exc
     try:
         yield tmp
         write_marker(tmp, command)
-        _swap(tmp, target)
+        try:
+            _move_up(tmp, target) if in_place else _swap(tmp, target)
+        except OSError as exc:
+            raise _as_output_error(exc, out, option, doing="cannot move the finished output into place") from exc
     except BaseException as exc:
         written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)

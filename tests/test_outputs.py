@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -127,6 +128,37 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_output(tmp_path: Path) 
     with pytest.raises(KeyboardInterrupt), staged_output(tmp_path / "a" / "b" / "c", command="merge"):
         raise KeyboardInterrupt
     assert not (tmp_path / "a").exists() and not leftovers(tmp_path)
+
+
+def test_an_empty_directory_is_kept_and_filled(tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    os.chmod(out, 0o750)
+    inode = out.stat().st_ino
+    with pytest.raises(RuntimeError), staged_output(out, command="merge") as tmp:
+        (tmp / "x").write_text("1")
+        raise RuntimeError
+    assert os.listdir(out) == []
+    with staged_output(out, command="merge") as tmp:
+        (tmp / "x").write_text("1")
+        (tmp / "sub").mkdir()
+    assert sorted(os.listdir(out)) == [MARKER, "sub", "x"]
+    assert out.stat().st_ino == inode and stat.S_IMODE(out.stat().st_mode) == 0o750
+
+
+def test_a_failed_rename_into_place_is_an_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with staged_output(tmp_path / "out", command="merge") as tmp:
+        (tmp / "old").write_text("old")
+
+    def busy(*args: object) -> None:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(os, "replace", busy)
+    with pytest.raises(OutputError, match="cannot move the finished output into place"), \
+            staged_output(tmp_path / "out", overwrite=True, command="merge") as tmp:
+        (tmp / "new").write_text("new")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "out")) == [MARKER, "old"] and not leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("error", [
