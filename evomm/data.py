@@ -119,8 +119,9 @@ def load_hub(name: str, *, config: str | None = None, split: str = "test") -> da
         cfg = f" (config {config!r})" if config else ""
         raise OfflineError(
             f"data {name!r}{cfg} is a hub dataset, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set; "
-            f"download it elsewhere and point the task at local files in the same schema, e.g. "
-            f"`data: path/to/file.jsonl` in the recipe (or --data for `evomm tasks run`)"
+            f"download it elsewhere and point the task at local files in the same schema: in the "
+            f"evolve recipe, `tasks: {{TASK: {{data: path/to/file.jsonl}}}}` (`evomm tasks TASK` shows "
+            f"where a task reads by default)"
         )
     import datasets
 

@@ -58,3 +58,62 @@ def test_writing_a_task_walkthrough_is_complete() -> None:
         encoding="utf-8"
     )
     assert "class KeywordQA(Task):" in example and "keyword_qa.py" in text
+
+
+def test_no_message_or_doc_names_a_command_that_does_not_exist() -> None:
+    """Every `evomm COMMAND` quoted in the sources, templates and docs is a real subcommand, and
+    the offline-data error points at the recipe key that exists (not an `evomm tasks run`)."""
+    from evomm.cli import build_parser
+    from evomm.data import load_hub
+    from evomm.errors import OfflineError
+
+    root = DOCS.parent
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    files = [*root.glob("*.md"), *DOCS.glob("*.md"), *(root / "evomm").rglob("*.py"),
+             *(root / "evomm").rglob("*.tmpl"), *(root / "plugins").rglob("*.py"), *(root / "tasks").rglob("*.py")]
+    for f in files:
+        for cmd, rest in re.findall(r"`evomm ([a-z][a-z-]*)( [a-z]+)?", f.read_text(encoding="utf-8")):
+            assert cmd in commands, f"{f} quotes `evomm {cmd}`, which is not a command"
+            assert (cmd, rest.strip()) != ("tasks", "run"), f"{f} quotes `evomm tasks run`"
+    with pytest.raises(OfflineError) as info:
+        load_hub("org/some-dataset")
+    assert "tasks run" not in str(info.value) and "`tasks: {TASK: {data: path/to/file.jsonl}}`" in str(info.value)
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of each fenced code block, in order."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_writing_a_task_walkthrough_runs(micro_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Sections 2-4 of docs/writing-a-task.md, done as a newcomer would: the shell commands, the
+    plugin file, `evomm tasks`, the stand-in handle and the evolve run with the page's recipe."""
+    import contextlib
+    import io
+    import shlex
+    import subprocess
+
+    from evomm.cli import main
+
+    text = (DOCS / "writing-a-task.md").read_text(encoding="utf-8")
+    blocks = _blocks(text[text.index("## 2. A one-file plugin"):text.index("## 5. Package it")])
+    langs = [lang for lang, _ in blocks]
+    assert langs[:4] == ["bash", "python", "console", "python"], langs
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["bash", "-e", "-c", blocks[0][1]], check=True)                  # mkdir + data
+    (tmp_path / "my_plugins" / "keyword_qa.py").write_text(blocks[1][1], encoding="utf-8")
+    prompt, *expected = blocks[2][1].strip().splitlines()                           # `evomm tasks`
+    assert main(shlex.split(prompt.removeprefix("$ "))[1:]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[:-1] == expected[:-1] and out[-1].endswith("my_plugins/keyword_qa.jsonl [test]"), out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):                                       # the stand-in handle
+        exec(compile(blocks[3][1], "writing-a-task.md", "exec"), {})
+    assert printed.getvalue().strip() == blocks[3][1].split("# ")[-1].strip()
+    recipe = next(body for lang, body in blocks if lang == "yaml")                  # section 4
+    (tmp_path / "recipe.yaml").write_text(recipe, encoding="utf-8")
+    (tmp_path / "zoo").symlink_to(micro_zoo)
+    command = next(body for lang, body in blocks[4:] if lang == "bash" and "evolve" in body).strip()
+    assert main([*shlex.split(command)[1:], "--no-progress"]) == 0
+    assert (tmp_path / "runs" / "keywords" / "archive.jsonl").is_file()

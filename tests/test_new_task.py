@@ -96,3 +96,29 @@ def test_scaffolded_package_tests_pass_and_it_installs_as_an_entry_point(tmp_pat
     )
     info = json.loads(out.stdout)[0]
     assert info["plugin"] == "evomm_task_my_qa" and info["name"] == "my_qa"
+
+
+def test_scaffold_readme_recipe_is_a_valid_evolve_recipe(tmp_path, monkeypatch) -> None:
+    """The recipe the scaffold's README shows loads with evomm's recipe loader, its objective
+    resolves to the scaffolded task and its data file is found; its command has --out."""
+    import importlib
+    import re
+    import shlex
+
+    from evomm.cli import build_parser
+    from evomm.evolve_recipe import load_evolve_recipe
+    from evomm.objectives import ObjectiveSet
+
+    pkg = scaffold("my_qa", tmp_path)
+    readme = (pkg / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1, readme
+    (pkg / "recipe.yaml").write_text(blocks[0], encoding="utf-8")
+    recipe = load_evolve_recipe(pkg / "recipe.yaml")
+    monkeypatch.syspath_prepend(str(pkg))
+    module = importlib.import_module("evomm_task_my_qa")
+    objectives = ObjectiveSet(recipe.objectives, recipe.tasks, load_plugins(extra=[module], autoload=False))
+    assert objectives.names == ["my_qa"] and objectives.task_size("my_qa") > 0
+    command = next(line.strip() for line in readme.splitlines() if line.strip().startswith("evomm evolve"))
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.recipe == "recipe.yaml" and args.out
