@@ -54,6 +54,11 @@ def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> Candid
         rec = archive.by_id(candidate)
         if rec.is_parent:
             raise ConfigError(f"--candidate {candidate}: parents are not exported; they are already checkpoints")
+        if rec.evaluation == "failed":
+            raise ConfigError(
+                f"--candidate {candidate} failed in the run and has no scores ({rec.extra.get('failed')}); "
+                "export another candidate, e.g. --pick knee"
+            )
         return rec
     _, meta = read_run(run_dir)
     infos = objective_infos(meta)

@@ -174,8 +174,8 @@ def test_non_finite_output_is_an_error_unless_allowed(zoo: dict[str, Path], tmp_
     assert not bool(torch.isfinite(out[NORM].float()).all())
 
 
-def test_evolve_archives_a_non_finite_candidate_as_failed(zoo: dict[str, Path], tmp_path: Path,
-                                                          plugin_dir: Path) -> None:
+def test_evolve_archives_a_non_finite_candidate_as_failed(zoo: dict[str, Path], tmp_path: Path, plugin_dir: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     recipe = {
         "seed": 3, "score_parents": False,
         "parents": [{"name": "a", "path": str(zoo["a"])}, {"name": "b", "path": str(zoo["b"])}],
@@ -199,6 +199,10 @@ def test_evolve_archives_a_non_finite_candidate_as_failed(zoo: dict[str, Path], 
     assert front and not {r.id for r in front} & {r.id for r in failed}
     saved = json.loads((run / "front.json").read_text())
     assert {r["id"] for r in saved["front"]} <= {r.id for r in ok}
+    assert main(["--plugins-dir", str(plugin_dir), "export", str(run), "--candidate", failed[0].id,
+                 "--out", str(tmp_path / "no")]) == 2
+    assert f"--candidate {failed[0].id} failed in the run" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
     child = tmp_path / "child"
     assert main(["--plugins-dir", str(plugin_dir), "export", str(run), "--pick", "best=score", "--out", str(child)]) == 0
     assert json.loads((child / "evomm_merge.json").read_text())["steps"]
