@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--dry-run", action="store_true",
                    help="print the genes (with bounds) each stage would search, then stop")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars at all (evomm's, plugins', the Hugging Face libraries')")
     p.set_defaults(func=run)
 
 
@@ -56,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from evomm.report import front_table, load_front
     from evomm.runner import evolve
 
+    if args.no_progress:
+        from evomm.progress import disable
+
+        disable()
     if args.dry_run:
         if not args.recipe:
             raise ConfigError("evomm evolve --dry-run needs a RECIPE")

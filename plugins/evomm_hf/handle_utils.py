@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from evomm.errors import TaskError
+from evomm.progress import bar
 
 #: Show a progress bar when a call has more than this many requests (and runs for over 2 s,
 #: so that the evolution's own bar is not buried under many short ones).
@@ -93,9 +92,10 @@ def check_generate_args(batch_size: int, max_new_tokens: int, num_beams: int) ->
 
 
 def progress(total: int, desc: str) -> Any:
-    """A tqdm bar for ``total`` requests, shown only above :data:`PROGRESS_MIN` and after 2 s.
+    """A tqdm bar for ``total`` requests, shown only above :data:`PROGRESS_MIN` and after 2 s
+    (never while progress is off: :mod:`evomm.progress`, ``--no-progress``).
 
     Example:
-        >>> bar = progress(10, "generate"); bar.update(10); bar.close()
+        >>> b = progress(10, "generate"); b.update(10); b.close()
     """
-    return tqdm(total=total, desc=desc, disable=total <= PROGRESS_MIN, leave=False, delay=2.0)
+    return bar(total=total, desc=desc, disable=total <= PROGRESS_MIN, leave=False, delay=2.0)
