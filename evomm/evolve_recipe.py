@@ -182,10 +182,32 @@ class Algorithm(_Strict):
     )
 
 
+#: The budget of a stage that gives no ``budget:`` at all.
+DEFAULT_GENERATIONS = 10
+
+
 class Budget(_Strict):
-    generations: int | None = Field(10, ge=1)
+    """When a stage stops: whichever bound is reached first. A budget given in the recipe is
+    exactly the bounds it names (at least one); a stage without ``budget:`` runs
+    :data:`DEFAULT_GENERATIONS` generations. ``wall_time`` is checked before each candidate."""
+
+    generations: int | None = Field(None, ge=1)
     evaluations: int | None = Field(None, ge=1)
-    wall_time: float | None = Field(None, gt=0, description="seconds")
+    wall_time: float | None = Field(None, gt=0, allow_inf_nan=False, description="seconds")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Budget:
+        if self.generations is None and self.evaluations is None and self.wall_time is None:
+            raise ValueError(
+                "the budget has no bound, so the run would never stop: give at least one of "
+                "generations, evaluations or wall_time (seconds), e.g. `budget: {generations: 10}`"
+            )
+        return self
+
+
+def default_budget() -> Budget:
+    """The budget of a stage without ``budget:`` (:data:`DEFAULT_GENERATIONS` generations)."""
+    return Budget(generations=DEFAULT_GENERATIONS)
 
 
 class CheapFirst(_Strict):
@@ -208,7 +230,7 @@ class Stage(_Strict):
     merge: MergeTemplate | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     algorithm: Algorithm = Field(default_factory=Algorithm)
-    budget: Budget = Field(default_factory=Budget)
+    budget: Budget = Field(default_factory=default_budget)
     pick: str = "knee"
 
     @model_validator(mode="after")
@@ -246,7 +268,7 @@ class EvolveRecipe(_Strict):
             stage = Stage(
                 merge=self.merge,
                 algorithm=self.algorithm or Algorithm(),
-                budget=self.budget or Budget(),
+                budget=self.budget or default_budget(),
             )
             object.__setattr__(self, "stages", [stage])
         names = [o.name for o in self.objectives]
@@ -280,6 +302,14 @@ class EvolveRecipe(_Strict):
             opts["data"] = fix(opts.get("data"))
         data["merge"] = data["algorithm"] = data["budget"] = None
         return EvolveRecipe.model_validate(data)
+
+    def objective_tasks(self) -> list[str]:
+        """The tasks the objectives use (a suite's ``task.metric`` keys by task), in order."""
+        used: list[str] = []
+        for o in self.objectives:
+            names = [o.task] if o.task else [key.partition(".")[0] for key in o.suite or {}]
+            used += [n for n in names if n is not None and n not in used]
+        return used
 
     def model(self, alias: str) -> ModelSpec:
         for m in [*self.parents, *([self.base_model] if self.base_model else [])]:

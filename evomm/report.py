@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import difflib
 import html
 import json
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from evomm.archive import ARCHIVE_NAME, Archive
+from evomm.errors import ConfigError, SearchError
 from evomm.front import ObjectiveInfo, dominates_parents, pareto_front, pick
 from evomm.objectives import minimize_matrix
 from evomm.records import CandidateRecord
@@ -30,14 +32,38 @@ def _last_stage(archive: Archive) -> str:
     return archive.records[-1].stage if archive.records else ""
 
 
+def _check_stage(stage: str, archive: Archive, meta: dict[str, Any], run_dir: Path) -> None:
+    """Raise unless ``stage`` has records (did-you-mean over the run's stages)."""
+    have = archive.stages()
+    if stage in have:
+        return
+    known = list(dict.fromkeys([*meta.get("stages", []), *have]))
+    if stage in known:
+        raise SearchError(f"--stage {stage!r}: the stage has no scored model yet in {run_dir}; "
+                          f"stages with results: {', '.join(have)}")
+    close = difflib.get_close_matches(stage, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"--stage {stage!r} is not a stage of {run_dir}; {hint}its stages: {', '.join(known)}")
+
+
 def load_front(run_dir: Path, stage: str | None = None) -> tuple[list[ObjectiveInfo], list[CandidateRecord],
                                                                  list[CandidateRecord], list[CandidateRecord]]:
-    """(objectives, all children, front, parents) of a run's stage (default: the last one)."""
+    """(objectives, all children, front, parents) of a run's stage (default: the last one).
+
+    Raises:
+        SearchError: not a run, a damaged ``recipe.yaml``/``run.json``, nothing archived yet.
+        ConfigError: ``stage`` is not a stage of the run (did-you-mean in the message).
+    """
     from evomm.runner import objective_infos, read_run
 
     _, meta = read_run(run_dir)
     infos = objective_infos(meta)
     archive = Archive(Path(run_dir) / ARCHIVE_NAME)
+    if not archive.records:
+        raise SearchError(f"{Path(run_dir) / ARCHIVE_NAME} holds no scored model yet: wait until `evomm evolve` "
+                          f"has archived some, or continue the run with `evomm evolve --resume {run_dir}`")
+    if stage is not None:
+        _check_stage(stage, archive, meta, run_dir)
     stage = stage or _last_stage(archive)
     children = archive.stage_records(stage)
     parents = [r for r in archive.stage_records(stage, parents=True) if r.is_parent]

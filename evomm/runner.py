@@ -6,6 +6,9 @@ Run directory layout::
       recipe.yaml        the resolved evolve recipe (absolute paths); --resume reads it
       run.json           evomm version, seed, objectives, stages, status
       archive.jsonl      every evaluated candidate (and the scored parents), one JSON per line
+      archive.jsonl.torn the bytes of torn last lines set aside on resume (only after a crash)
+      .lock              held (flock) by the one process writing the run: pid and host inside
+      .evomm-output      the marker of a directory evomm wrote (see evomm.outputs)
       stages/<name>/checkpoint.pkl   algorithm state after the last complete generation
       stages/<name>/child/           the picked child handed to the next stage (multi-stage runs)
       front.csv, front.json, front.png, progress.png, report.html
@@ -14,13 +17,21 @@ Example:
     >>> from evomm.runner import evolve
     >>> result = evolve("configs/demo.yaml", "runs/demo")          # doctest: +SKIP
     >>> result = evolve(None, "runs/demo", resume=True)             # doctest: +SKIP
+
+A start is checked whole before anything is written: the recipe, the output target
+(:func:`evomm.outputs.check_output_target`), the tasks and their data (loaded), the parents and
+the first stage's genome (its search space is built). A run that still fails before its first
+record is archived removes what it made, so the same command can be run again once fixed.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-from collections.abc import Callable
+import shutil
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +41,16 @@ import yaml
 
 from evomm import __version__
 from evomm.archive import ARCHIVE_NAME, Archive
-from evomm.errors import ConfigError, SearchError
+from evomm.errors import ConfigError, OutputError, SearchError
 from evomm.evolve_recipe import EvolveRecipe, load_evolve_recipe, parse_recipe
 from evomm.front import ObjectiveInfo, pick
+from evomm.interrupt import GracefulStop
 from evomm.objectives import ObjectiveSet
+from evomm.outputs import check_output_target, write_marker
 from evomm.plugins import Plugins, get_plugins
+from evomm.recipe_update import recipe_changes
 from evomm.records import CandidateRecord, RunInfo
+from evomm.run_lock import LOCK_NAME, RunLock
 from evomm.search import EvolutionLoop, StageResult
 from evomm.space import SearchSpace, StageContext, space_factory
 
@@ -45,15 +60,25 @@ RUN_NAME = "run.json"
 
 @dataclass
 class RunResult:
-    """What :func:`evolve` returns: one :class:`StageResult` per stage run, and the status."""
+    """What :func:`evolve` returns: one :class:`StageResult` per stage run, and the status.
+
+    ``kept`` is ``False`` when the run stopped before its first record was archived and its
+    directory was removed again (nothing to resume).
+    """
 
     run_dir: Path
     stages: list[StageResult]
     reason: str
+    kept: bool = True
 
     @property
     def final(self) -> StageResult:
         return self.stages[-1]
+
+    @property
+    def note(self) -> str:
+        """Why a stage stopped early (the wall-time budget), or ``""``."""
+        return "; ".join(s.note for s in self.stages if s.note)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -62,47 +87,121 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_run(run_dir: Path) -> tuple[EvolveRecipe, dict[str, Any]]:
+def _write_recipe(run_dir: Path, recipe: EvolveRecipe) -> None:
+    text = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True, exclude={"merge", "algorithm", "budget"}),
+                          sort_keys=False, allow_unicode=True)
+    tmp = run_dir / (RECIPE_NAME + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, run_dir / RECIPE_NAME)
+
+
+def _not_a_run(run_dir: Path) -> SearchError:
+    return SearchError(f"{run_dir} is not an evomm run directory (no {RECIPE_NAME}); "
+                       "start one with `evomm evolve RECIPE --out DIR`")
+
+
+def read_run(run_dir: Path, *, need_meta: bool = True) -> tuple[EvolveRecipe, dict[str, Any]]:
     """The recipe and ``run.json`` of a run directory.
 
+    Args:
+        run_dir: the run directory.
+        need_meta: a missing ``run.json`` is an error (``False``: ``{}``, as on resume, which
+            writes it again).
+
     Raises:
-        SearchError: ``run_dir`` is not a run directory.
+        SearchError: ``run_dir`` is not a run directory, or ``recipe.yaml`` / ``run.json`` is
+            damaged (the message names the file and the fix).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / RECIPE_NAME).is_file():
-        raise SearchError(f"{run_dir} is not an evomm run directory (no {RECIPE_NAME}); "
-                          "start one with `evomm evolve RECIPE --out DIR`")
-    recipe = parse_recipe(yaml.safe_load((run_dir / RECIPE_NAME).read_text()), str(run_dir / RECIPE_NAME))
-    meta = json.loads((run_dir / RUN_NAME).read_text()) if (run_dir / RUN_NAME).is_file() else {}
+    rpath, mpath = run_dir / RECIPE_NAME, run_dir / RUN_NAME
+    if not rpath.is_file():
+        raise _not_a_run(run_dir)
+    fix = ("restore it (the recipe the run was started with, paths made absolute), or start a new run "
+           "with `evomm evolve RECIPE --out NEW_DIR`")
+    try:
+        data = yaml.safe_load(rpath.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SearchError(f"{rpath} is damaged (not valid YAML: {str(exc).splitlines()[0]}); {fix}") from None
+    try:
+        recipe = parse_recipe(data, str(rpath))
+    except ConfigError as exc:
+        raise SearchError(f"{rpath} is damaged: {exc}\n{fix}") from None
+    if not mpath.is_file():
+        if need_meta:
+            raise SearchError(f"{run_dir} has no {RUN_NAME} (the run never got going, or the file was lost); "
+                              f"`evomm evolve --resume {run_dir}` writes it again")
+        return recipe, {}
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("objectives"), list):
+            raise ValueError("no 'objectives' list")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SearchError(f"{mpath} is damaged ({exc}); delete it and run `evomm evolve --resume {run_dir}`, "
+                          f"which writes it again from {RECIPE_NAME}") from None
     return recipe, meta
 
 
 def objective_infos(meta: dict[str, Any]) -> list[ObjectiveInfo]:
     """The objectives recorded in ``run.json``."""
-    return [ObjectiveInfo(o["name"], o["direction"], o.get("constraint")) for o in meta["objectives"]]
+    try:
+        return [ObjectiveInfo(o["name"], o["direction"], o.get("constraint")) for o in meta["objectives"]]
+    except (KeyError, TypeError) as exc:
+        raise SearchError(f"{RUN_NAME} has no valid objectives ({type(exc).__name__}: {exc}); delete it and "
+                          "run `evomm evolve --resume RUN_DIR`, which writes it again") from None
 
 
 def build_space(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
                 previous: list[dict[str, Any]]) -> SearchSpace:
-    """The search space of stage ``stage_index`` (its factory is looked up by the stage kind)."""
+    """The search space of stage ``stage_index`` (its factory is looked up by the stage kind).
+
+    Building it needs no run directory (``run_dir`` may not exist yet)."""
     stage = recipe.stages[stage_index]
     ctx = StageContext(plugins=plugins, run_dir=run_dir, previous=list(previous), dtype=recipe.dtype,
                        recipe=recipe)
     return space_factory(stage.kind)(stage, ctx)
 
 
-def _start(recipe_path: str | Path | EvolveRecipe, run_dir: Path) -> EvolveRecipe:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"--out {run_dir} exists and is not empty; continue it with `evomm evolve --resume {run_dir}` "
-            "or choose another directory"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_path if isinstance(recipe_path, EvolveRecipe) else load_evolve_recipe(recipe_path)
-    (run_dir / RECIPE_NAME).write_text(yaml.safe_dump(recipe.model_dump(
-        mode="json", exclude_none=True, exclude={"merge", "algorithm", "budget"}),
-                                                      sort_keys=False, allow_unicode=True))
-    return recipe
+def _inputs(recipe: EvolveRecipe) -> list[Path]:
+    """Local paths a run reads (parents, base model, task data): ``--out`` may not hold them."""
+    paths = [m.path for m in [*recipe.parents, *([recipe.base_model] if recipe.base_model else [])]]
+    paths += [t.data for t in recipe.tasks.values() if t.data]
+    return [Path(p) for p in paths if Path(p).exists()]
+
+
+def _check_task_names(recipe: EvolveRecipe, plugins: Plugins) -> None:
+    """A ``tasks:`` entry must name a known task: a misspelt one would be ignored and the task
+    it meant would run on its default data."""
+    used = recipe.objective_tasks()
+    for name in recipe.tasks:
+        if name in used or name in plugins.tasks:
+            continue
+        close = difflib.get_close_matches(name, [*used, *plugins.tasks.names()], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"tasks.{name}: there is no task {name!r}; {hint}the objectives use "
+                          f"{', '.join(map(repr, used))}: correct the name or remove the entry")
+
+
+def _make_run_dir(run_dir: Path) -> Path | None:
+    """Create ``run_dir`` (parents too); the topmost directory created, ``None`` if it existed."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not os.path.lexists(p)]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create --out {run_dir}: {exc}") from exc
+    return missing[-1] if missing else None
+
+
+def _unmake(run_dir: Path, top: Path | None) -> None:
+    """Remove what a failed start made: ``top`` (the directories it created), else the contents
+    of ``run_dir`` (it was empty, and locked by this process, when the start began)."""
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+        return
+    for p in run_dir.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def evolve(
@@ -110,7 +209,9 @@ def evolve(
     run_dir: str | Path,
     *,
     resume: bool = False,
+    recipe_update: bool = False,
     plugins: Plugins | None = None,
+    plugins_dirs: Sequence[str] = (),
     progress: bool = True,
     report: bool = True,
     on_evaluated: Callable[[CandidateRecord], None] | None = None,
@@ -118,10 +219,15 @@ def evolve(
     """Run (or resume) an evolution and write its artefacts.
 
     Args:
-        recipe: path of an evolve recipe, or a parsed one; ignored (may be ``None``) on resume.
+        recipe: path of an evolve recipe, or a parsed one. On resume: ``None`` (the run's own
+            ``recipe.yaml``), or with ``recipe_update`` a recipe of the same search whose
+            budget may differ (see :mod:`evomm.recipe_update`).
         run_dir: the run directory (must be new or empty unless ``resume``).
         resume: continue the run in ``run_dir`` (its ``recipe.yaml`` and archive).
-        plugins: registries (default: :func:`evomm.plugins.get_plugins`).
+        recipe_update: on resume, continue with ``recipe``'s budget.
+        plugins: registries (default: :func:`evomm.plugins.get_plugins` of ``plugins_dirs``,
+            loaded after the run's lock is taken).
+        plugins_dirs: one-file plugin directories for the default plugins.
         progress: show progress bars.
         report: write front.csv/json, plots and report.html at the end.
         on_evaluated: called after each evaluation (tests use it to count or to crash).
@@ -130,61 +236,135 @@ def evolve(
         A :class:`RunResult`.
 
     Raises:
-        ConfigError: bad recipe, non-empty ``run_dir`` without ``resume``.
-        SearchError: ``resume`` on a directory that is not a run.
+        ConfigError: bad recipe; a recipe on resume without ``recipe_update``, or one that
+            describes another search.
+        OutputError: ``run_dir`` cannot be a new run directory (a file, under a file, not
+            empty, holding an input).
+        SearchError: ``resume`` on a directory that is not a run, or whose files are damaged.
+        RunLockedError: another process is writing the run.
     """
     run_dir = Path(run_dir)
-    plugins = plugins or get_plugins()
     if resume:
-        rec, meta = read_run(run_dir)
-    else:
-        if recipe is None:
-            raise ConfigError("evolve: give a recipe (or resume=True with an existing run directory)")
-        rec = recipe if isinstance(recipe, EvolveRecipe) else load_evolve_recipe(recipe)
-        meta = {}
-    objs = ObjectiveSet(rec.objectives, rec.tasks, plugins)  # validates tasks before any work
-    if not resume:
-        rec = _start(rec, run_dir)
+        return _resume(recipe, run_dir, recipe_update, plugins, plugins_dirs, progress, report, on_evaluated)
+    if recipe is None:
+        raise ConfigError("evolve: give a recipe (or resume=True with an existing run directory)")
+    if recipe_update:
+        raise ConfigError("--recipe-update changes the recipe of a run being resumed: use it with --resume RUN_DIR")
+    rec = recipe if isinstance(recipe, EvolveRecipe) else load_evolve_recipe(recipe)
+    check_output_target(run_dir, reads=_inputs(rec))
+    plugins = plugins or get_plugins(plugins_dirs)
+    _check_task_names(rec, plugins)
+    objs = ObjectiveSet(rec.objectives, rec.tasks, plugins)  # unknown tasks, metrics, options
+    for name in objs.tasks:
+        objs.task_size(name)  # loads the data now: a missing file or split fails before the run dir
+    space = build_space(rec, 0, run_dir, plugins, [])  # parents, operator, genome
+    try:
+        top = _make_run_dir(run_dir)
+        lock = RunLock(run_dir)
+        lock.acquire()
+    except BaseException:
+        space.close()
+        raise
+    try:
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            space.close()
+            raise OutputError(f"--out {run_dir} was written by another process meanwhile; choose another directory")
+        archive = Archive(run_dir / ARCHIVE_NAME, repair=True)
+        try:
+            write_marker(run_dir, "evolve")
+            _write_recipe(run_dir, rec)
+            result = _run(rec, objs, {}, run_dir, plugins, archive, space, progress, report, on_evaluated)
+        except BaseException:
+            if not len(archive):
+                _unmake(run_dir, top)
+            raise
+        if not len(archive):
+            _unmake(run_dir, top)
+            result.kept = False
+        return result
+    finally:
+        lock.release()
+
+
+def _resume(recipe: str | Path | EvolveRecipe | None, run_dir: Path, recipe_update: bool,
+            plugins: Plugins | None, plugins_dirs: Sequence[str], progress: bool, report: bool,
+            on_evaluated: Callable[[CandidateRecord], None] | None) -> RunResult:
+    if not (run_dir / RECIPE_NAME).is_file():
+        raise _not_a_run(run_dir)  # before the lock, which would write into any directory
+    if recipe is not None and not recipe_update:
+        raise ConfigError(
+            f"--resume {run_dir} continues the run's own recipe ({run_dir / RECIPE_NAME}) and a RECIPE was "
+            "given too: drop RECIPE to resume as the run was started, or add --recipe-update to continue "
+            "with RECIPE's budget (it must describe the same search)"
+        )
+    if recipe is None and recipe_update:
+        raise ConfigError("--recipe-update needs the updated RECIPE: `evomm evolve RECIPE --resume RUN_DIR --recipe-update`")
+    with RunLock(run_dir):
+        rec, meta = read_run(run_dir, need_meta=False)
+        if recipe is not None:
+            new = recipe if isinstance(recipe, EvolveRecipe) else load_evolve_recipe(recipe)
+            changes = recipe_changes(rec, new, run=str(run_dir))
+            print(f"recipe update for {run_dir}: " + ("; ".join(changes) if changes else "no change"),
+                  file=sys.stderr)
+            if changes:
+                _write_recipe(run_dir, new)
+                rec = new
+        plugins = plugins or get_plugins(plugins_dirs)
+        objs = ObjectiveSet(rec.objectives, rec.tasks, plugins)
+        archive = Archive(run_dir / ARCHIVE_NAME, repair=True)
+        return _run(rec, objs, meta, run_dir, plugins, archive, None, progress, report, on_evaluated)
+
+
+def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: Path, plugins: Plugins,
+         archive: Archive, first_space: SearchSpace | None, progress: bool, report: bool,
+         on_evaluated: Callable[[CandidateRecord], None] | None) -> RunResult:
+    """The stages of a locked run directory, from wherever its archive and checkpoints are."""
     meta = meta or {"evomm_version": __version__, "seed": rec.seed, "name": rec.name,
                     "objectives": objs.info(), "stages": [s.name for s in rec.stages], "finished": []}
     meta["status"] = "running"
-    _write_json(run_dir / RUN_NAME, meta)
     run = RunInfo(run_dir=run_dir, objectives=objs.names, directions=objs.directions, seed=rec.seed)
-    archive = Archive(run_dir / ARCHIVE_NAME)
     results: list[StageResult] = []
     previous: list[dict[str, Any]] = list(meta.get("previous", []))
     reason = "budget"
     try:
-        for i, stage in enumerate(rec.stages):
-            space = build_space(rec, i, run_dir, plugins, previous[:i])
-            try:
-                loop = EvolutionLoop(space, objs, stage.algorithm, stage.budget, run, archive, stage=stage.name,
-                                     hook=plugins.hook, cheap_first=rec.cheap_first,
-                                     score_parents=rec.score_parents, progress=progress,
-                                     on_evaluated=on_evaluated)
-                res = loop.run_stage()
-                results.append(res)
-                reason = res.reason
-                if reason != "budget":
-                    break
-                if i + 1 < len(rec.stages) and len(previous) <= i:
-                    previous.append(_hand_over(space, stage.name, stage.pick, res, objective_infos(meta), run_dir))
-                    meta["previous"] = previous
-                    _write_json(run_dir / RUN_NAME, meta)
-            finally:
-                space.close()
+        _write_json(run_dir / RUN_NAME, meta)
+        with GracefulStop() as stop:
+            for i, stage in enumerate(rec.stages):
+                space = first_space if i == 0 and first_space is not None else \
+                    build_space(rec, i, run_dir, plugins, previous[:i])
+                first_space = None
+                try:
+                    loop = EvolutionLoop(space, objs, stage.algorithm, stage.budget, run, archive, stage=stage.name,
+                                         hook=plugins.hook, cheap_first=rec.cheap_first,
+                                         score_parents=rec.score_parents, progress=progress,
+                                         on_evaluated=on_evaluated, stop=stop)
+                    res = loop.run_stage()
+                    results.append(res)
+                    reason = res.reason
+                    if reason != "budget":
+                        break
+                    if i + 1 < len(rec.stages) and len(previous) <= i:
+                        stop.check()
+                        previous.append(_hand_over(space, stage.name, stage.pick, res, objective_infos(meta), run_dir))
+                        meta["previous"] = previous
+                        _write_json(run_dir / RUN_NAME, meta)
+                finally:
+                    space.close()
     except KeyboardInterrupt:
         reason = "interrupted"
     except BaseException:
+        if first_space is not None:
+            first_space.close()
         meta["status"] = "error"
-        _write_json(run_dir / RUN_NAME, meta)
+        if run_dir.is_dir():
+            _write_json(run_dir / RUN_NAME, meta)
         plugins.hook.evomm_run_end(run=run, front=results[-1].front if results else [], reason="error")
         raise
     meta["status"] = "finished" if reason == "budget" else reason
     _write_json(run_dir / RUN_NAME, meta)
     final_front = results[-1].front if results else []
     plugins.hook.evomm_run_end(run=run, front=final_front, reason=reason)
-    if report and results:
+    if report and results and len(archive):
         from evomm.report import write_artifacts
 
         write_artifacts(run_dir)

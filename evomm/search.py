@@ -12,12 +12,21 @@ Resume: the checkpoint holds the algorithm as it was after the last complete gen
 in flight are asked again, identically, and those already archived are cache hits. So a resumed
 run evaluates at most the candidates in flight at the crash and ends with the same front as an
 uninterrupted run with the same seed.
+
+Stopping: the budget (generations, evaluations) is checked between generations; a wall-time
+budget and Ctrl-C are checked before each new candidate. A candidate is not started when the
+mean time of the last few candidates says it would end past the wall-time budget (the stage
+ends with a note saying so). Ctrl-C (see :mod:`evomm.interrupt`) stops before the next
+candidate. A stop in the middle of a generation leaves the checkpoint of the last complete
+generation, with the time spent so far added to it, so a resumed run asks that generation
+again identically (its archived candidates are cache hits) and knows how much wall time is left.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +36,19 @@ import cloudpickle
 import numpy as np
 from pymoo.core.problem import Problem
 from pymoo.termination.max_gen import MaximumGenerationTermination
-from tqdm.auto import tqdm
 
 from evomm.archive import Archive
 from evomm.errors import NonFiniteError, SearchError
 from evomm.evolve_recipe import Algorithm, Budget, CheapFirst
 from evomm.front import ObjectiveInfo, pareto_front
 from evomm.objectives import ObjectiveSet, minimize_matrix
+from evomm.progress import bar as progress_bar
 from evomm.records import CandidateRecord, RunInfo
 from evomm.space import SearchSpace
 
 CHECKPOINT_NAME = "checkpoint.pkl"
+#: How many recent candidates estimate the time of the next one (wall-time budgets).
+RECENT = 3
 _SINGLE = ("cmaes", "de", "ga")
 
 
@@ -120,6 +131,11 @@ class StageResult:
     reason: str
     generations: int
     evaluations: int
+    note: str = ""  # why the stage stopped early, for the user (wall time)
+
+
+class _WallTimeUp(Exception):
+    """The next candidate would not fit in the wall-time budget (the message says so)."""
 
 
 @dataclass
@@ -147,6 +163,9 @@ class EvolutionLoop:
         score_parents: score the space's reference models first (shown beside the front).
         progress: show a tqdm bar.
         on_evaluated: test hook called after each *evaluation* (not cache hits).
+        stop: checked before each new candidate (:class:`evomm.interrupt.GracefulStop`: its
+            ``check()`` raises ``KeyboardInterrupt`` once Ctrl-C was pressed), or ``None``.
+        clock: seconds, for the wall-time budget (tests pass a fake one).
     """
 
     def __init__(
@@ -163,11 +182,15 @@ class EvolutionLoop:
         score_parents: bool = True,
         progress: bool = True,
         on_evaluated: Callable[[CandidateRecord], None] | None = None,
+        stop: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.space, self.objs, self.alg_cfg, self.budget = space, objectives, algorithm, budget
         self.run, self.archive, self.stage, self.hook = run, archive, stage, hook
         self.cheap, self.score_parents, self.progress = cheap_first, score_parents, progress
-        self.on_evaluated = on_evaluated
+        self.on_evaluated, self.stop, self.clock = on_evaluated, stop, clock
+        self.recent: deque[float] = deque(maxlen=RECENT)  # seconds of the last new candidates
+        self._t0, self._spent0 = clock(), 0.0  # clock() at _spent0 seconds of stage time
         self.stage_dir = Path(run.run_dir) / "stages" / stage
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.infos = [ObjectiveInfo(o.name, o.direction, c) for o, c in
@@ -186,23 +209,38 @@ class EvolutionLoop:
             os.fsync(fh.fileno())
         os.replace(tmp, self._checkpoint_path())
 
+    def _read_checkpoint(self, path: Path) -> _State:
+        try:
+            with path.open("rb") as fh:
+                return cloudpickle.load(fh)
+        except Exception as exc:  # a checkpoint from another pymoo version, or corrupt
+            raise SearchError(
+                f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}; "
+                "delete it to restart the stage from generation 0 (the archive is kept as a cache)"
+            ) from None
+
     def _load_or_start(self) -> _State:
         path = self._checkpoint_path()
         if path.exists():
-            try:
-                with path.open("rb") as fh:
-                    return cloudpickle.load(fh)
-            except Exception as exc:  # a checkpoint from another pymoo version, or corrupt
-                raise SearchError(
-                    f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}; "
-                    "delete it to restart the stage from generation 0 (the archive is kept as a cache)"
-                ) from None
+            return self._read_checkpoint(path)
         n_constr = self.objs.n_constraints
         problem = Problem(n_var=self.space.dim, n_obj=len(self.objs.names), n_ieq_constr=n_constr,
                           xl=0.0, xu=1.0)
         alg = make_algorithm(self.alg_cfg, self.space, len(self.objs.names), self.run.seed)
         alg.setup(problem, termination=MaximumGenerationTermination(10**9), seed=self.run.seed, verbose=False)
-        return _State(alg, np_state=np.random.RandomState(self.run.seed).get_state())
+        state = _State(alg, np_state=np.random.RandomState(self.run.seed).get_state())
+        self._save(state)  # generation 0 has a checkpoint too: a stop before its end adds its time
+        return state
+
+    def _save_time_spent(self, state: _State) -> None:
+        """After a stop inside a generation: add the time spent to the checkpoint of the last
+        complete generation (the algorithm in memory has been asked already and is not saved)."""
+        path = self._checkpoint_path()
+        if path.exists():
+            saved = self._read_checkpoint(path)
+            saved.elapsed = self._spent()
+            saved.extra["recent_s"] = list(self.recent)
+            self._save(saved)
 
     # -- evaluation -------------------------------------------------------------------------------
     def _children(self) -> list[CandidateRecord]:
@@ -281,7 +319,36 @@ class EvolutionLoop:
         cached = self.archive.get(digest, self.stage)
         if cached is not None:
             return cached
-        return self._record(self._next_id(), gen, x, digest, lambda: self.space.materialize(cand))
+        return self._timed(lambda: self._record(self._next_id(), gen, x, digest,
+                                                lambda: self.space.materialize(cand)))
+
+    def _timed(self, fn: Callable[[], CandidateRecord]) -> CandidateRecord:
+        """Start a new candidate (unless Ctrl-C or the wall time says stop) and time it."""
+        if self.stop is not None:
+            self.stop.check()
+        self._check_wall_time()
+        t0 = self.clock()
+        rec = fn()
+        self.recent.append(self.clock() - t0)
+        return rec
+
+    def _spent(self) -> float:
+        """Seconds this stage has run, over every session (resumes included)."""
+        return self._spent0 + (self.clock() - self._t0)
+
+    def _check_wall_time(self) -> None:
+        """Raise :class:`_WallTimeUp` if the next candidate would end past the wall-time budget."""
+        limit = self.budget.wall_time
+        if limit is None:
+            return
+        spent = self._spent()
+        estimate = sum(self.recent) / len(self.recent) if self.recent else 0.0
+        if spent >= limit:
+            raise _WallTimeUp(f"stopped: the wall-time budget ({limit:g} s) is spent ({spent:.0f} s)")
+        if spent + estimate > limit:
+            raise _WallTimeUp(
+                f"stopped: the next candidate would exceed the wall-time budget ({spent:.0f} s of "
+                f"{limit:g} s spent; a candidate takes ~{estimate:.1f} s)")
 
     def score_references(self) -> list[CandidateRecord]:
         """Score (or read from the archive) the space's reference models."""
@@ -290,18 +357,17 @@ class EvolutionLoop:
             key = f"parent:{name}"
             rec = self.archive.get(key, self.stage)
             if rec is None:
-                rec = self._record(key, -1, None, key, lambda n=name: self.space.materialize_reference(n))
+                rec = self._timed(lambda k=key, n=name: self._record(
+                    k, -1, None, k, lambda: self.space.materialize_reference(n)))
             out.append(rec)
         return out
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _budget_left(self, state: _State, t_start: float) -> bool:
+    def _budget_left(self, state: _State) -> bool:
         b = self.budget
         if b.generations is not None and state.generation >= b.generations:
             return False
         if b.evaluations is not None and len(self._children()) >= b.evaluations:
-            return False
-        if b.wall_time is not None and state.elapsed + (time.perf_counter() - t_start) >= b.wall_time:
             return False
         return True
 
@@ -325,14 +391,13 @@ class EvolutionLoop:
     def run_stage(self) -> StageResult:
         """Run (or resume) the stage until its budget is spent or Ctrl-C; returns the front."""
         state = self._load_or_start()
-        parents = self.score_references() if self.score_parents else []
-        t_start = time.perf_counter()
-        reason = "budget"
-        total = self.budget.generations
-        bar = tqdm(total=total, initial=min(state.generation, total or 0), desc=f"evolve[{self.stage}]",
-                   unit="gen", disable=not self.progress, dynamic_ncols=True)
+        self._t0, self._spent0 = self.clock(), state.elapsed
+        self.recent.extend(state.extra.get("recent_s", []))
+        reason, note, parents = "budget", "", []
+        bar = self._bar(state)
         try:
-            while not state.done and self._budget_left(state, t_start):
+            parents = self.score_references() if self.score_parents else []
+            while not state.done and self._budget_left(state):
                 outer = np.random.get_state()  # isolate the algorithm's use of numpy's global RNG
                 np.random.set_state(state.np_state)
                 X, pop = self._ask(state)
@@ -341,7 +406,7 @@ class EvolutionLoop:
                 recs = []
                 for x in X:
                     recs.append(self._evaluate(x, state.generation))
-                    bar.set_postfix_str(self._postfix(), refresh=True)
+                    self._show(bar, state)
                 F = minimize_matrix([r.objectives for r in recs], self.infos)
                 G = np.stack([self.objs.constraint_values(r.objectives) for r in recs])
                 outer = np.random.get_state()
@@ -350,19 +415,45 @@ class EvolutionLoop:
                 state.np_state = np.random.get_state()
                 np.random.set_state(outer)
                 state.generation += 1
-                state.elapsed += time.perf_counter() - t_start
-                t_start = time.perf_counter()
+                state.elapsed = self._spent()
+                state.extra["recent_s"] = list(self.recent)
                 self._save(state)
-                bar.update(1)
+                self._show(bar, state)
                 if self.hook is not None:
                     self.hook.evomm_generation_end(run=self.run, generation=state.generation,
                                                    front=pareto_front(self._children(), self.infos))
         except KeyboardInterrupt:
             reason = "interrupted"
+            self._save_time_spent(state)
+        except _WallTimeUp as up:
+            note = str(up)
+            self._save_time_spent(state)
         finally:
             bar.close()
         return StageResult(self.stage, pareto_front(self._children(), self.infos), parents, reason,
-                           state.generation, len(self._children()))
+                           state.generation, len(self._children()), note)
+
+    # -- progress ---------------------------------------------------------------------------------
+    def _bar(self, state: _State) -> Any:
+        """A bar over the budget's first bound: generations, else evaluations, else seconds."""
+        b = self.budget
+        if b.generations is not None:
+            total, unit = b.generations, "gen"
+        elif b.evaluations is not None:
+            total, unit = b.evaluations, "cand"
+        else:
+            total, unit = int(np.ceil(b.wall_time or 0)), "s"
+        bar = progress_bar(total=total, desc=f"evolve[{self.stage}]", unit=unit,
+                           disable=not self.progress, dynamic_ncols=True)
+        self._show(bar, state)
+        return bar
+
+    def _show(self, bar: Any, state: _State) -> None:
+        if bar.disable:
+            return
+        n = {"gen": state.generation, "cand": len(self._children())}.get(bar.unit, int(self._spent()))
+        bar.n = min(n, bar.total)
+        bar.set_postfix_str(self._postfix(), refresh=True)
 
     def _postfix(self) -> str:
         front = pareto_front(self._children(), self.infos)

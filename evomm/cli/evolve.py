@@ -1,8 +1,10 @@
-"""``evomm evolve RECIPE --out RUN_DIR`` / ``evomm evolve --resume RUN_DIR`` / ``--dry-run``."""
+"""``evomm evolve RECIPE --out RUN_DIR`` / ``evomm evolve --resume RUN_DIR [RECIPE --recipe-update]``
+/ ``--dry-run``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from evomm.errors import ConfigError
@@ -18,9 +20,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Every candidate is archived at once; Ctrl-C or a crash loses at most the candidates in "
         "flight, and --resume continues the run. See docs/evolution.md.",
     )
-    p.add_argument("recipe", nargs="?", help="evolve recipe (YAML); not needed with --resume")
-    p.add_argument("--out", metavar="RUN_DIR", help="new run directory (archive, checkpoints, report)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("recipe", nargs="?",
+                   help="evolve recipe (YAML); with --resume only together with --recipe-update")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="new run directory (archive, checkpoints, report): must not exist or be empty")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its own recipe")
+    p.add_argument("--recipe-update", action="store_true",
+                   help="with --resume and RECIPE: continue with RECIPE's budget (the rest of RECIPE "
+                   "must be the run's search: same parents, objectives, tasks, genes, algorithm, seed)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the genes (with bounds) each stage would search, then stop")
     p.add_argument("--no-progress", action="store_true",
@@ -66,15 +73,26 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("evomm evolve --dry-run needs a RECIPE")
         return dry_run(args.recipe, args.plugins_dir)
     if args.resume:
-        run_dir, recipe = Path(args.resume), None
+        if args.out:
+            raise ConfigError("give either --out RUN_DIR (a new run) or --resume RUN_DIR, not both")
+        run_dir, recipe = Path(args.resume), args.recipe
     else:
         if not args.recipe or not args.out:
             raise ConfigError("evomm evolve needs RECIPE and --out RUN_DIR (or --resume RUN_DIR)")
         run_dir, recipe = Path(args.out), args.recipe
-    result = evolve(recipe, run_dir, resume=bool(args.resume), plugins=get_plugins(args.plugins_dir),
-                    progress=not args.no_progress)
+    # plugins load inside evolve(), after the run's lock is taken: a second process on a run
+    # is refused at once
+    result = evolve(recipe, run_dir, resume=bool(args.resume), recipe_update=args.recipe_update,
+                    plugins_dirs=args.plugins_dir, progress=not args.no_progress)
+    if not result.kept:
+        print(f"the run stopped ({result.note or result.reason}) before its first candidate was archived; "
+              f"{run_dir} was removed again (nothing to resume): run the same command to start again",
+              file=sys.stderr)
+        return 130 if result.reason == "interrupted" else 0
     infos, _, front, parents = load_front(run_dir)
     print(front_table(infos, front, parents))
+    if result.note:
+        print(f"\n{result.note}")
     state = {"budget": "finished", "interrupted": "stopped (Ctrl-C); continue with --resume"}.get(result.reason, result.reason)
     print(f"\nrun {state}: {run_dir} (report: {run_dir / 'report.html'})")
     return 130 if result.reason == "interrupted" else 0
