@@ -14,11 +14,27 @@ a merge pays before merging; mergekit's ``--help`` imports torch and transformer
 ``--buffered-writes`` with its output written through the page cache instead of ``O_DIRECT``,
 in the same run.
 
+Weights (``--weights``): ``random`` (the default) draws the base from N(0, 0.02) and each
+fine-tune as base + N(0, 0.002); ``default-init`` is the held-out recipe of issue 18: the base is
+``LlamaForCausalLM(config)``'s own default initialisation (normal(0, 0.02) matrices, RMSNorm
+weights of exactly 1), each fine-tune the base plus per-tensor Gaussian noise of 2% of that
+tensor's standard deviation. In bf16 that noise is a few units in the last place, so the task
+vectors take few distinct magnitudes (at 350M: ~9% of each matrix's entries are exactly zero and
+~15% tie at its median magnitude, against ~2% and ~2% for ``random``) and the norms' are all
+zero: magnitude top-k meets large groups of ties at its threshold.
+
+First run and warm: each tool's first timed run per method is its *first run*, what a user's
+first merge pays: evomm's with an empty numba cache (``NUMBA_CACHE_DIR`` of its own, so the
+kernels it uses are compiled), mergekit's as it comes (it keeps no compile cache). The
+``--repeat`` runs after it are *warm* (evomm loads the kernels that run compiled) and give the
+medians of the main table; ``--no-first-run`` skips the first runs.
+
 Usage::
 
     .venv/bin/python bench/merge_throughput.py --size 350m --mergekit-python /tmp/mkvenv/bin/python
     .venv/bin/python bench/merge_throughput.py --size tiny          # a quick check
     .venv/bin/python bench/merge_throughput.py --models /tmp/m350   # make once, then reuse
+    .venv/bin/python bench/merge_throughput.py --models /tmp/m350-init --weights default-init --torch-path
 
 Timings are wall-clock on whatever machine runs this; nothing is asserted. On a shared or
 virtual machine the same command can take twice as long from one minute to the next:
@@ -37,6 +53,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,6 +71,13 @@ VARIANTS = {
     "torch_path": ("torch", {"EVOMM_CPU_ENGINE": "0"}, "its torch path (EVOMM_CPU_ENGINE=0)"),
     "buffered_writes": ("buffered", {"EVOMM_DIRECT_IO": "0"}, "buffered writes (EVOMM_DIRECT_IO=0)"),
 }
+#: What :func:`make_models` records in the models' directory: ``{"size": ..., "weights": ...}``.
+MADE = "bench-models.json"
+#: ``--weights`` -> what the input models hold (see the module docstring)
+WEIGHTS = {
+    "random": "base N(0, 0.02), fine-tunes base + N(0, 0.002)",
+    "default-init": "base LlamaForCausalLM(config)'s default init, fine-tunes base + per-tensor N(0, (0.02 std)^2)",
+}
 RECIPES = {
     "linear": {"merge_method": "linear", "models": [
         {"model": "base", "parameters": {"weight": 0.4}}, {"model": "a", "parameters": {"weight": 0.3}},
@@ -66,8 +91,9 @@ RECIPES = {
 }
 
 
-def make_models(root: Path, size: str) -> dict[str, Path]:
-    """Write base, a, b (bf16 safetensors + config) under ``root``; returns alias -> dir."""
+def make_models(root: Path, size: str, weights: str = "random") -> dict[str, Path]:
+    """Write base, a, b (bf16 safetensors + config) under ``root``, their weights drawn as
+    ``weights`` (a key of :data:`WEIGHTS`) says; returns alias -> dir."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -77,11 +103,16 @@ def make_models(root: Path, size: str) -> dict[str, Path]:
                       tie_word_embeddings=False, max_position_embeddings=2048)
     cfg.architectures = ["LlamaForCausalLM"]
     cfg.torch_dtype = "bfloat16"
-    with torch.device("meta"):
-        shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(cfg).named_parameters()}
     gen = torch.Generator().manual_seed(0)
+    if weights == "default-init":
+        torch.manual_seed(0)  # the model's own initialisation draws from the global generator
+        base = {n: p.detach().to(torch.bfloat16) for n, p in LlamaForCausalLM(cfg).named_parameters()}
+        shapes = {n: tuple(t.shape) for n, t in base.items()}
+    else:
+        with torch.device("meta"):
+            shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(cfg).named_parameters()}
+        base = {n: (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16) for n, shape in shapes.items()}
     out = {}
-    base: dict[str, torch.Tensor] = {}
     for alias in ("base", "a", "b"):
         d = root / alias
         d.mkdir(parents=True)
@@ -89,14 +120,18 @@ def make_models(root: Path, size: str) -> dict[str, Path]:
         tensors = {}
         for name, shape in shapes.items():
             if alias == "base":
-                base[name] = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
                 tensors[name] = base[name]
-            else:  # a fine-tune: base + small noise
-                tensors[name] = (base[name].float() + torch.randn(shape, generator=gen) * 0.002).to(torch.bfloat16)
+                continue
+            # a fine-tune: base + small noise (default-init: 2% of the tensor's std; the norms'
+            # std is 0, so they get none)
+            scale = 0.02 * float(base[name].float().std()) if weights == "default-init" else 0.002
+            tensors[name] = (base[name].float() + torch.randn(shape, generator=gen) * scale).to(torch.bfloat16)
         save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
         out[alias] = d
+    (root / MADE).write_text(json.dumps({"size": size, "weights": weights}) + "\n")
     n = sum(torch.Size(s).numel() for s in shapes.values())
-    print(f"made 3 random Llama checkpoints of {n / 1e6:.0f}M parameters (bf16) in {root}", flush=True)
+    print(f"made 3 Llama checkpoints of {n / 1e6:.0f}M parameters (bf16, weights {weights}: "
+          f"{WEIGHTS[weights]}) in {root}", flush=True)
     return out
 
 
@@ -196,15 +231,140 @@ def max_diff(a: Path, b: Path) -> float:
     return worst
 
 
+@dataclass
+class Tool:
+    """One command the bench times: ``cmd(recipe, out_dir)`` run with ``env`` added; ``numba``:
+    it keeps numba kernels on disk (its first run gets an empty cache of its own)."""
+
+    key: str
+    cmd: Callable[[Path, Path], list[str]]
+    env: dict[str, str]
+    numba: bool
+
+
+def _tools(args: argparse.Namespace, variants: list[tuple[str, dict[str, str], str]]) -> list[Tool]:
+    """The commands timed per method: evomm, its variants, and mergekit when it is given."""
+    evomm = [str(Path(sys.executable).parent / "evomm")]
+
+    def evomm_cmd(recipe: Path, out: Path) -> list[str]:
+        return [*evomm, "merge", str(recipe), "--out", str(out), "--no-progress"]
+
+    tools = [Tool("evomm", evomm_cmd, {}, numba=True)]
+    tools += [Tool(key, evomm_cmd, env, numba=True) for key, env, _ in variants]
+    if args.mergekit_python:
+        mk = str(Path(args.mergekit_python).parent / "mergekit-yaml")
+        tools.append(Tool("mk", lambda recipe, out: [mk, str(recipe), str(out)], {}, numba=False))
+    return tools
+
+
+def time_method(
+    method: str, recipe: Path, root: Path, tools: list[Tool], models: list[Path], repeat: int, first_run: bool
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, list[tuple[float, float, float]]]]:
+    """Time every tool on one recipe: ``(first, warm)``, each tool's first run (when
+    ``first_run``) and its ``repeat`` warm runs as (wall s, peak RSS MiB, CPU s), alternating
+    between the tools so that one noisy moment of a shared machine hits them alike."""
+    first: dict[str, tuple[float, float, float]] = {}
+    warm: dict[str, list[tuple[float, float, float]]] = {t.key: [] for t in tools}
+    for rep in range(max(1, repeat) + int(first_run)):
+        for tool in tools:
+            env = dict(tool.env)
+            if first_run and tool.numba:
+                cache = root / f"numba-cache-{method}-{tool.key}"
+                if rep == 0:  # the first run compiles into an empty cache, the warm ones load it
+                    shutil.rmtree(cache, ignore_errors=True)
+                env["NUMBA_CACHE_DIR"] = str(cache)
+            out = root / f"out-{tool.key}-{method}"
+            shutil.rmtree(out, ignore_errors=True)
+            settle(models)
+            wall, rss, _, cpu = run_child(tool.cmd(recipe, out), env={**os.environ, **env})
+            if first_run and rep == 0:
+                first[tool.key] = (wall, rss, cpu)
+            else:
+                warm[tool.key].append((wall, rss, cpu))
+    return first, warm
+
+
+def summarise(
+    method: str, first: dict[str, tuple[float, float, float]], warm: dict[str, list[tuple[float, float, float]]],
+    root: Path, read: int, variants: list[tuple[str, dict[str, str], str]], mk: bool,
+) -> dict:
+    """One method's row: per tool the warm medians (``<key>_s``, ``_cpu_s``, ``_rss``), every warm
+    run, the first run (``<key>_first_s``, ``_first_rss``) when timed, and the comparisons."""
+    row: dict = {"method": method}
+    for key, runs in warm.items():
+        wall, rss, cpu = _medians(runs)
+        row.update({f"{key}_s": wall, f"{key}_cpu_s": cpu, f"{key}_rss": rss,
+                    f"{key}_gbs": (read + nbytes(root / f"out-{key}-{method}")) / wall / 1e9,
+                    f"{key}_runs_s": [r[0] for r in runs]})
+        if key in first:
+            row.update({f"{key}_first_s": first[key][0], f"{key}_first_rss": first[key][1]})
+    for key, _, _ in variants:
+        row[f"{key}_same_bytes"] = _same_files(root / f"out-evomm-{method}", root / f"out-{key}-{method}")
+    if mk:
+        row["max_abs_diff"] = max_diff(root / f"out-evomm-{method}", root / f"out-mk-{method}")
+    return row
+
+
+def print_tables(rows: list[dict], args: argparse.Namespace, start: dict[str, float], inputs: int,
+                 variants: list[tuple[str, dict[str, str], str]], mk: bool) -> None:
+    """The summary: evomm vs mergekit (warm medians), first run and warm of every tool side by
+    side, each variant against evomm, and every run's time."""
+    runs_note = f", medians of {args.repeat} alternating runs" if args.repeat > 1 else ""
+    print(f"\nsize {args.size}, weights {args.weights}, inputs {inputs / 1e9:.2f} GB, torch threads: default{runs_note}")
+    mk_start = f", mergekit {start['mk']:.2f} s" if mk else ""
+    print(f"start-up (`--help`: imports, no merge): evomm {start['evomm']:.2f} s{mk_start}")
+    head = f"{'method':<10} {'evomm s':>8} {'cpu s':>6} {'RSS MiB':>8} {'GB/s':>6}"
+    if mk:
+        head += (f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9}"
+                 f" {'max|diff|':>10} {'after start-up':>15}")
+    print(head)
+    for r in rows:
+        line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_cpu_s']:6.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
+        if mk:
+            line += (f" {r['mk_s']:8.1f} {r['mk_cpu_s']:6.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
+                     f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}"
+                     f" {_after_startup(r, start):14.2f}x")
+        print(line)
+    keys = ["evomm", *(key for key, _, _ in variants), *(["mk"] if mk else [])]
+    if not args.no_first_run:
+        print("\nfirst run (evomm: empty numba cache) and warm (median), wall s / peak RSS MiB"
+              + ("; mergekit's time over each" if mk else "") + ":")
+        print(f"{'method':<10} " + " ".join(f"{k + ' first':>20} {k + ' warm':>20}" for k in keys))
+        for r in rows:
+            cells = []
+            for k in keys:
+                for tag, s, rss in (("first", r[f"{k}_first_s"], r[f"{k}_first_rss"]), ("warm", r[f"{k}_s"], r[f"{k}_rss"])):
+                    ratio = ""
+                    if mk and k != "mk":
+                        ratio = f"{(r['mk_first_s'] if tag == 'first' else r['mk_s']) / s:5.1f}x"
+                    cells.append(f"{s:6.1f}/{rss:5.0f} {ratio:>6}")
+            print(f"{r['method']:<10} " + " ".join(f"{c:>20}" for c in cells))
+    for key, _, what in variants:
+        print(f"\nevomm against {what}, same run:")
+        for r in rows:
+            print(f"{r['method']:<10} evomm {r['evomm_s']:.1f} s ({r['evomm_cpu_s']:.1f} s CPU), {key} "
+                  f"{r[key + '_s']:.1f} s ({r[key + '_cpu_s']:.1f} s CPU): {r[key + '_s'] / r['evomm_s']:.2f}x; "
+                  f"peak RSS {r['evomm_rss']:.0f} vs {r[key + '_rss']:.0f} MiB; same bytes: {r[key + '_same_bytes']}")
+    if args.repeat > 1:
+        for r in rows:
+            each = " | ".join(f"{'mergekit' if k == 'mk' else k} " + " ".join(f"{t:.1f}" for t in r[k + "_runs_s"])
+                              for k in keys)
+            print(f"{r['method']:<10} every warm run, s: {each}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="350m", help="model size (default 350m)")
+    ap.add_argument("--weights", choices=sorted(WEIGHTS), default="random",
+                    help="how the input models' weights are drawn (default random; see the module docstring)")
     ap.add_argument("--methods", default="linear,ties,dare_ties", help="comma-separated recipes to run")
     ap.add_argument("--mergekit-python", default=None, help="a python with mergekit 0.1.5 installed")
     ap.add_argument("--workdir", default=None, help="where to put models and outputs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="timed runs per tool and method, alternating; medians are reported (default 1)")
+                    help="warm timed runs per tool and method, alternating; medians are reported (default 1)")
+    ap.add_argument("--no-first-run", action="store_true",
+                    help="skip each tool's first run (evomm's with an empty numba cache)")
     ap.add_argument("--models", default=None,
                     help="directory of the input models: reused when it holds base/a/b, else made there and kept")
     ap.add_argument("--torch-path", action="store_true",
@@ -221,21 +381,29 @@ def main() -> None:
     try:
         mdir = Path(args.models) if args.models else root / "models"
         if args.models and all((mdir / a / "model.safetensors").is_file() for a in ("base", "a", "b")):
+            # directories made before the record existed hold the random weights
+            made = json.loads((mdir / MADE).read_text()) if (mdir / MADE).is_file() else {"size": "?", "weights": "random"}
+            if made["weights"] != args.weights:
+                raise SystemExit(f"--models {mdir} holds weights {made['weights']!r}, not {args.weights!r}: "
+                                 f"pass --weights {made['weights']} or another --models directory")
+            args.size = made["size"]
             models = {a: mdir / a for a in ("base", "a", "b")}
-            print(f"reusing the models in {mdir}", flush=True)
+            print(f"reusing the models in {mdir} (size {made['size']}, weights {made['weights']})", flush=True)
         else:
-            models = make_models(mdir, args.size)
+            models = make_models(mdir, args.size, args.weights)
         in_bytes = {k: nbytes(v) for k, v in models.items()}
-        evomm = [str(Path(sys.executable).parent / "evomm")]
-        mk = str(Path(args.mergekit_python).parent / "mergekit-yaml") if args.mergekit_python else None
+        tools = _tools(args, variants)
+        mk = args.mergekit_python is not None
         # Start-up: each tool's `--help`, which imports what a merge imports (torch; for mergekit
         # also transformers) and merges nothing. It is part of every wall time above; the
         # "after start-up" ratio divides what is left, the merge itself, as it would scale to
         # models whose merge takes minutes.
+        evomm = [str(Path(sys.executable).parent / "evomm")]
         start = {"evomm": statistics.median(run_child([*evomm, "merge", "--help"])[0]
                                             for _ in range(max(1, args.repeat)))}
         if mk:
-            start["mk"] = statistics.median(run_child([mk, "--help"])[0] for _ in range(max(1, args.repeat)))
+            mk_cmd = str(Path(args.mergekit_python).parent / "mergekit-yaml")
+            start["mk"] = statistics.median(run_child([mk_cmd, "--help"])[0] for _ in range(max(1, args.repeat)))
         rows = []
         for method in args.methods.split(","):
             recipe = json.loads(json.dumps(RECIPES[method]))
@@ -246,72 +414,12 @@ def main() -> None:
             recipe.update(dtype="bfloat16", out_dtype="bfloat16")
             path = root / f"{method}.yaml"
             path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-            read = sum(in_bytes.values())  # every recipe reads all three models once
-            out_e = root / f"out-evomm-{method}"
-            out_m = root / f"out-mergekit-{method}"
-            runs: dict[str, list[tuple[float, float, float]]] = {"evomm": [], "mk": []}
-            runs.update({key: [] for key, _, _ in variants})
-            for _ in range(max(1, args.repeat)):
-                shutil.rmtree(out_e, ignore_errors=True)
-                settle(list(models.values()))
-                wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_e), "--no-progress"])
-                runs["evomm"].append((wall, rss, cpu))
-                for key, env, _ in variants:
-                    out_v = root / f"out-evomm-{key}-{method}"
-                    shutil.rmtree(out_v, ignore_errors=True)
-                    settle(list(models.values()))
-                    wall, rss, _, cpu = run_child([*evomm, "merge", str(path), "--out", str(out_v), "--no-progress"],
-                                                  env={**os.environ, **env})
-                    runs[key].append((wall, rss, cpu))
-                if mk:
-                    shutil.rmtree(out_m, ignore_errors=True)
-                    settle(list(models.values()))
-                    wall, rss, _, cpu = run_child([mk, str(path), str(out_m)])
-                    runs["mk"].append((wall, rss, cpu))
-            wall, rss, cpu = _medians(runs["evomm"])
-            row = {"method": method, "evomm_s": wall, "evomm_cpu_s": cpu, "evomm_rss": rss,
-                   "evomm_gbs": (read + nbytes(out_e)) / wall / 1e9, "evomm_runs_s": [r[0] for r in runs["evomm"]]}
-            for key, _, _ in variants:
-                wall, rss, cpu = _medians(runs[key])
-                row.update({f"{key}_s": wall, f"{key}_cpu_s": cpu, f"{key}_rss": rss,
-                            f"{key}_runs_s": [r[0] for r in runs[key]],
-                            f"{key}_same_bytes": _same_files(out_e, root / f"out-evomm-{key}-{method}")})
-            if mk:
-                wall, rss, cpu = _medians(runs["mk"])
-                row.update(mk_s=wall, mk_cpu_s=cpu, mk_rss=rss, mk_gbs=(read + nbytes(out_m)) / wall / 1e9,
-                           mk_runs_s=[r[0] for r in runs["mk"]], max_abs_diff=max_diff(out_e, out_m))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        runs_note = f", medians of {args.repeat} alternating runs" if args.repeat > 1 else ""
-        print(f"\nsize {args.size}, inputs {sum(in_bytes.values()) / 1e9:.2f} GB, torch threads: default{runs_note}")
-        mk_start = f", mergekit {start['mk']:.2f} s" if mk else ""
-        print(f"start-up (`--help`: imports, no merge): evomm {start['evomm']:.2f} s{mk_start}")
-        head = f"{'method':<10} {'evomm s':>8} {'cpu s':>6} {'RSS MiB':>8} {'GB/s':>6}"
-        if mk:
-            head += (f" {'mk s':>8} {'mk cpu':>6} {'mk RSS':>8} {'mk GB/s':>8} {'speedup':>8} {'RSS ratio':>9}"
-                     f" {'max|diff|':>10} {'after start-up':>15}")
-        print(head)
-        for r in rows:
-            line = f"{r['method']:<10} {r['evomm_s']:8.1f} {r['evomm_cpu_s']:6.1f} {r['evomm_rss']:8.0f} {r['evomm_gbs']:6.2f}"
-            if mk:
-                line += (f" {r['mk_s']:8.1f} {r['mk_cpu_s']:6.1f} {r['mk_rss']:8.0f} {r['mk_gbs']:8.2f} {r['mk_s'] / r['evomm_s']:7.2f}x"
-                         f" {r['evomm_rss'] / r['mk_rss']:9.2f} {r['max_abs_diff']:10.3g}"
-                         f" {_after_startup(r, start):14.2f}x")
-            print(line)
-        for key, _, what in variants:
-            print(f"\nevomm against {what}, same run:")
-            for r in rows:
-                print(f"{r['method']:<10} evomm {r['evomm_s']:.1f} s ({r['evomm_cpu_s']:.1f} s CPU), {key} "
-                      f"{r[key + '_s']:.1f} s ({r[key + '_cpu_s']:.1f} s CPU): {r[key + '_s'] / r['evomm_s']:.2f}x; "
-                      f"peak RSS {r['evomm_rss']:.0f} vs {r[key + '_rss']:.0f} MiB; same bytes: {r[key + '_same_bytes']}")
-        if args.repeat > 1:
-            for r in rows:
-                each = " ".join(f"{t:.1f}" for t in r["evomm_runs_s"])
-                for key, _, _ in variants:
-                    each += f" | {key} " + " ".join(f"{t:.1f}" for t in r[key + "_runs_s"])
-                if mk:
-                    each += " | mergekit " + " ".join(f"{t:.1f}" for t in r["mk_runs_s"])
-                print(f"{r['method']:<10} every run, s: evomm {each}")
+            first, warm = time_method(method, path, root, tools, list(models.values()), args.repeat,
+                                      not args.no_first_run)
+            # every recipe reads all three models once
+            rows.append(summarise(method, first, warm, root, sum(in_bytes.values()), variants, mk))
+            print(json.dumps(rows[-1]), flush=True)
+        print_tables(rows, args, start, sum(in_bytes.values()), variants, mk)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
