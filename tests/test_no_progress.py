@@ -60,3 +60,21 @@ def test_no_progress_silences_every_bar(micro_zoo, tmp_path):
     for mark in ("it/s", "%|", "\u2588", "\r"):
         assert mark not in res.stderr, res.stderr
     assert Path(tmp_path / "run" / "archive.jsonl").is_file()
+
+
+def test_no_progress_lasts_only_for_its_command(monkeypatch):
+    # evomm.cli.main called in one process (a notebook, a test): the switch must not outlive
+    # the command, or every later bar of the process stays silenced.
+    import transformers.utils.logging as tf_logging
+
+    from evomm import progress
+
+    monkeypatch.delenv(progress.ENV_NO_PROGRESS, raising=False)
+    for var in progress._HF_ENV:
+        monkeypatch.delenv(var, raising=False)
+    with progress.disabled():
+        assert not progress.enabled() and not tf_logging.is_progress_bar_enabled()
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert progress.enabled() and tf_logging.is_progress_bar_enabled()
+    assert not any(v in os.environ for v in (progress.ENV_NO_PROGRESS, *progress._HF_ENV))
+    assert not progress.bar(range(1)).disable

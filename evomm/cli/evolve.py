@@ -61,13 +61,18 @@ def dry_run(recipe_path: str, plugins_dirs: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.no_progress:
+        return _run(args)
+    from evomm.progress import disabled
+
+    with disabled():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from evomm.report import front_table, load_front
     from evomm.runner import evolve
 
-    if args.no_progress:
-        from evomm.progress import disable
-
-        disable()
     if args.dry_run:
         if not args.recipe:
             raise ConfigError("evomm evolve --dry-run needs a RECIPE")
