@@ -12,8 +12,8 @@
 * ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
 * the streaming writer reserves each shard's exact size with ``fallocate`` and writes the same
   bytes as without it;
-* the selection's NumPy band extraction (CPU float tensors) gives exactly what the torch
-  formulation gives, NaN and open bounds included (DARE's masks: tests/test_dare_masks.py);
+* the selection's NumPy tally (CPU float tensors: counts at the bracket's ends, positions
+  strictly between) gives exactly what the torch formulation gives, NaN and open bounds included (DARE's masks: tests/test_dare_masks.py);
 * the streamed rank window (TIES / breadcrumbs without rescale on CPU: thresholds found in one
   chunked pass, for every model at once, the mask recomputed per chunk) keeps exactly the
   entries the whole-tensor mask keeps, the joint pass gives each model what its own pass gives, ties at both bounds included, never modifies its inputs, and steps aside (None) where
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,32 +160,41 @@ def test_mapped_read_of_a_truncated_file_names_it(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_numpy_band_equals_the_torch_band(dtype: torch.dtype) -> None:
-    from evomm_ops import sparsify
+def test_numpy_tally_equals_the_torch_tally(dtype: torch.dtype) -> None:
+    from evomm_ops import rank_select
 
     g = torch.Generator().manual_seed(5)
     values = torch.randn(50_000, generator=g, dtype=dtype).abs()
     values[::97] = float("nan")
-    lo, hi = torch.tensor(0.2, dtype=dtype), torch.tensor(0.3, dtype=dtype)
-    values[1000:1500] = 0.25  # tie blocks inside the band and on both bounds
+    lo, hi = 0.2, 0.3
+    values[1000:1500] = 0.25  # tie blocks inside the bracket and on both ends
     values[2000:2300] = lo
     values[3000:3100] = hi
-    for bounds in ((lo, hi), (lo, None), (None, hi)):
-        below, positions = sparsify._band(values, *bounds)
-        # the torch formulation, written out: below = #(x < lo); band = not (x < lo) and x <= hi
-        under = values < bounds[0] if bounds[0] is not None else torch.zeros_like(values, dtype=torch.bool)
-        inside = ~under if bounds[1] is None else (~under & (values <= bounds[1]))
-        assert below == int(under.sum())
-        assert positions.dtype == torch.int64
+    for bounds in ((lo, hi), (lo, None), (None, hi), (lo, lo)):
+        below, eq_lo, eq_hi, positions = rank_select.tally(values.numpy(), *bounds)
+        # written out: below = #(x < lo); ends counted apart (lo's once when lo == hi); between
+        # them strictly, and NaN only when the bracket is open above (it ranks highest)
+        b_lo, b_hi = bounds
+        x = values
+        assert below == (int((x < b_lo).sum()) if b_lo is not None else 0)
+        assert eq_lo == (int((x == b_lo).sum()) if b_lo is not None else 0)
+        assert eq_hi == (int((x == b_hi).sum()) if b_hi is not None and b_hi != b_lo else 0)
+        if b_lo is None:
+            inside = x < b_hi
+        elif b_hi is None:
+            inside = ~(x <= b_lo)
+        else:
+            inside = (x > b_lo) & (x < b_hi)
+        assert positions.dtype == np.int64
         assert positions.tolist() == inside.nonzero().squeeze(1).tolist()
-        # the torch path (taken for float16 and bfloat16, and off the CPU): the same formulation
+        # the torch formulation (taken for float16 and bfloat16, and off the CPU): the same counts
         half = values.half()
-        hb = [b.half() if b is not None else None for b in bounds]
-        t_below, t_positions = sparsify._band(half, hb[0], hb[1])
-        h_under = half < hb[0] if hb[0] is not None else torch.zeros_like(half, dtype=torch.bool)
-        h_inside = ~h_under if hb[1] is None else (~h_under & (half <= hb[1]))
-        assert t_below == int(h_under.sum())
-        assert t_positions.tolist() == h_inside.nonzero().squeeze(1).tolist()
+        t_counts = rank_select.tally(half, *bounds)
+        h_lo = torch.tensor(b_lo).half().item() if b_lo is not None else None
+        h_hi = torch.tensor(b_hi).half().item() if b_hi is not None else None
+        n_counts = rank_select.tally(half.float().numpy(), h_lo, h_hi)
+        assert t_counts[:3] == n_counts[:3]
+        assert t_counts[3].tolist() == n_counts[3].tolist()
 
 
 def _quantised_pair(dtype: torch.dtype, shape: tuple[int, int] = (600, 700)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +245,9 @@ def test_streamed_window_steps_aside_where_it_does_not_apply(monkeypatch: pytest
     assert sparsify.window_keep_streamed(model, base, 5, 5, torch.float32) is None  # keeps nothing
     assert sparsify.window_keep_streamed(model, base, 10, n, torch.float16) is None  # not a CPU f32/f64 work dtype
     # a bracket that misses the rank: None, never a wrong threshold
-    monkeypatch.setattr(sparsify, "_bracket", lambda s, q: (1, 2))
+    from evomm_ops import rank_select
+
+    monkeypatch.setattr(rank_select, "_bracket", lambda s, q: (1, 2))
     assert sparsify.window_keep_streamed(model, base, n // 2, n, torch.float32) is None
 
 

@@ -20,11 +20,11 @@ use it for DARE). All follow mergekit 0.1.5's ``sparsify.py`` conventions exactl
   ``1/density`` in expectation; for DELLA it replaces the paper's per-entry ``1/p_i``.
 
 Speed: mergekit ranks magnitudes with a full ``argsort`` per tensor. We only need the value at
-one rank, which a selection finds in O(n): :func:`kth_smallest` narrows the rank with a fixed,
-strided sample (no randomness) and runs ``torch.kthvalue`` on the few candidates in the bracket;
-it falls back to ``torch.kthvalue`` on the whole tensor when the bracket misses (never wrong,
-only slower). torch has no partial-sort primitive that does this, hence the hand-written code
-(the band itself is extracted with NumPy on CPU float tensors: see :func:`_band`).
+one rank, which a selection finds in O(n) (:mod:`evomm_ops.rank_select`: a fixed strided sample
+brackets the rank, one pass counts the entries tied with the bracket's ends and collects the few
+strictly inside it, ``torch.kthvalue`` picks among those), at a cost that does not depend on how
+the magnitudes are distributed (all-zero and tie-heavy bf16 task vectors included). torch has no
+partial-sort primitive that does this, hence the hand-written code.
 
 Ties: magnitudes are ranked by (magnitude, flat index), so when several entries share the
 threshold magnitude, exactly the requested count is kept and, among equal magnitudes, the entry
@@ -46,15 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evomm_ops import host_sparsify
-from evomm_ops.host_sparsify import band as _band_numpy
-from evomm_ops.host_sparsify import bracket as _bracket
-from evomm_ops.host_sparsify import parallel_map as _parallel_map
+from evomm_ops import host_sparsify, rank_select
+from evomm_ops.rank_select import RankBound as RankBound  # re-exported: Keep's bounds
 
 #: Below this many elements ``torch.kthvalue`` on the whole tensor is as fast as sampling.
 _SAMPLE_MIN_NUMEL = host_sparsify.SAMPLE_MIN_NUMEL
-#: Size of the strided sample used to bracket a rank.
-_SAMPLE_SIZE = host_sparsify.SAMPLE_SIZE
 # DARE's keep probability is resolved to 1/65536 (host_sparsify.DARE_LEVELS): masks are drawn
 # from 16-bit random integers (four per 64-bit SplitMix64 word; see dare_mask), so
 # ``density`` is realised as ``round(density * 65536) / 65536`` (an error below 8e-6,
@@ -63,7 +59,8 @@ _RESCALE_EPS = 1e-7
 
 
 def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
-    """The ``rank``-th smallest entry (1-based) of a flat tensor, without sorting it.
+    """The ``rank``-th smallest entry (1-based) of a flat tensor, without sorting it
+    (:func:`evomm_ops.rank_select.select`).
 
     Args:
         values: 1-D tensor (magnitudes).
@@ -76,14 +73,15 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
         >>> float(kth_smallest(torch.tensor([3.0, 1.0, 2.0]), 2))
         2.0
     """
-    return kth_smallest_ties(values, rank)[0]
+    return rank_select.select(values, rank)[0]
 
 
 def kth_smallest_ties(values: torch.Tensor, rank: int) -> tuple[torch.Tensor, int, torch.Tensor]:
     """The ``rank``-th smallest entry, how many entries lie strictly below it, and where its ties are.
 
-    The count and the positions come from the small candidate band the selection extracts anyway,
-    so a caller needs no further pass over ``values`` to place the threshold's ties.
+    Listing every tied position takes a pass over ``values`` and as much memory as there are
+    ties; the operators never need that list (their window bounds come from
+    :func:`evomm_ops.rank_select.select`, which finds one tied entry from counts).
 
     Args:
         values: 1-D tensor (magnitudes).
@@ -98,90 +96,8 @@ def kth_smallest_ties(values: torch.Tensor, rank: int) -> tuple[torch.Tensor, in
         >>> float(v), below, tied.tolist()
         (2.0, 1, [0, 2])
     """
-    n = values.numel()
-    if n >= _SAMPLE_MIN_NUMEL:
-        band = _candidate_band(values, rank)
-        if band is not None:
-            below, positions = band
-            candidates = values[positions]
-            v = torch.kthvalue(candidates, rank - below).values
-            return v, below + int((candidates < v).count_nonzero()), positions[candidates == v]
-    v = torch.kthvalue(values, rank).values
-    return v, int((values < v).count_nonzero()), (values == v).nonzero().squeeze(1)
-
-
-def _candidate_band(values: torch.Tensor, rank: int) -> tuple[int, torch.Tensor] | None:
-    """Bracket ``rank`` with a strided sample: ``(count below the band, flat positions in it)``,
-    or None when the bracket misses the rank (the caller then selects on the whole tensor)."""
-    n = values.numel()
-    # An odd stride visits every column of power-of-two-wide matrices, so the sample is not
-    # biased towards a few (possibly outlier) columns.
-    step = (n // _SAMPLE_SIZE) | 1
-    sample = values[::step].contiguous()
-    lo_rank, hi_rank = _bracket(sample.numel(), rank / n)
-    lo, hi = _sample_bounds(sample, lo_rank, hi_rank)
-    if lo is None and hi is None:
-        return None
-    below, positions = _band(values, lo, hi)
-    if below < rank <= below + positions.numel():
-        return below, positions
-    return None
-
-
-def _sample_bounds(sample: torch.Tensor, lo_rank: int, hi_rank: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The sample's ``lo_rank``-th and ``hi_rank``-th smallest entries (None where the rank is
-    outside ``[1, numel]``).
-
-    Two ``kthvalue`` calls on the whole sample cost ~1.2 ms at 64K entries (torch's selection is
-    scalar code). A sub-sample of 1/16 brackets both ranks first, so the two selections run on the
-    ~5% of the sample between them; a missed bracket falls back to the whole sample (exact either way).
-    """
-    s = sample.numel()
-    lo_ok, hi_ok = lo_rank >= 1, hi_rank <= s
-    coarse = sample[::16]
-    c_lo, _ = _bracket(coarse.numel(), (lo_rank if lo_ok else 1) / s)
-    _, c_hi = _bracket(coarse.numel(), (hi_rank if hi_ok else s) / s)
-    if coarse.numel() >= 1024 and c_lo >= 1 and c_hi <= coarse.numel():
-        low = torch.kthvalue(coarse, c_lo).values
-        high = torch.kthvalue(coarse, c_hi).values
-        under = sample < low
-        below = int(under.count_nonzero())
-        sub = sample[(sample <= high).logical_and_(under.logical_not_())]
-        if below < (lo_rank if lo_ok else 1) and (hi_rank if hi_ok else s) <= below + sub.numel():
-            return (
-                torch.kthvalue(sub, lo_rank - below).values if lo_ok else None,
-                torch.kthvalue(sub, hi_rank - below).values if hi_ok else None,
-            )
-    return (
-        torch.kthvalue(sample, lo_rank).values if lo_ok else None,
-        torch.kthvalue(sample, hi_rank).values if hi_ok else None,
-    )
-
-
-def _band(values: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> tuple[int, torch.Tensor]:
-    """``(count of values < lo, ascending flat positions of lo <= values <= hi)``; a None bound is
-    open. NaN is never below ``lo`` and is in the band only when ``hi`` is open (``kthvalue``
-    ranks NaN highest).
-
-    On CPU float32/float64 this runs in NumPy: its SIMD comparisons into bool arrays are ~3x
-    faster than torch's (whose float -> bool comparison kernels are scalar loops) and
-    ``flatnonzero`` beats ``Tensor.nonzero``; elsewhere it runs in torch.
-    """
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
-        below, positions = _band_numpy(
-            values.numpy(), None if lo is None else lo.item(), None if hi is None else hi.item()
-        )
-        return below, torch.from_numpy(positions)
-    below = 0
-    if lo is not None:
-        outside = values < lo
-        below = int(outside.count_nonzero())
-        # not (x < lo): x >= lo, or NaN (dropped again by x <= hi): one float pass saved
-        inside_t = outside.logical_not_() if hi is None else (values <= hi).logical_and_(outside.logical_not_())
-    else:
-        assert hi is not None
-        inside_t = values <= hi
-    return below, inside_t.nonzero().squeeze(1)
+    v, below, _ = rank_select.select(values, rank)
+    return v, below, (values == v).nonzero().squeeze(1)
 
 
 def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -228,41 +144,42 @@ def rank_window_keep_(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return mag.zero_()
     if lo == 0 and hi == n:
         return mag.fill_(1)
-    low = kth_smallest_ties(mag, lo + 1) if lo > 0 else None
-    high = kth_smallest_ties(mag, hi) if hi < n else None
-    if low is not None and high is not None:
-        upper = mag <= high[0]
-        mag.ge_(low[0]).mul_(as_float(upper, mag.dtype))
-        del upper
-    elif low is not None:
-        mag.ge_(low[0])
-    else:
-        assert high is not None  # lo == 0 and hi == n returned above
-        mag.le_(high[0])
-    # Entries tied at a boundary value have consecutive ranks in flat-index order, starting at
-    # the count below that value: clear the tied entries ranked outside the window.
-    if low is not None and low[1] < lo:
-        mag[low[2][: lo - low[1]]] = 0
-    if high is not None and high[1] + high[2].numel() > hi:
-        mag[high[2][hi - high[1]:]] = 0
-    return mag
+    low = rank_select.select(mag, lo + 1, edge=lo)[2] if lo > 0 else None
+    high = rank_select.select(mag, hi, edge=hi)[2] if hi < n else None
+    return window_mask_(mag, low, high)
+
+
+def window_mask_(mag: torch.Tensor, low: RankBound | None, high: RankBound | None, start: int = 0) -> torch.Tensor:
+    """Overwrite the flat magnitudes ``mag`` (positions ``start..`` of a task vector) with 1.0
+    where they lie inside the rank window whose ends are ``low`` and ``high`` (None: open; at
+    least one given) and 0.0 elsewhere, and return them: ``|d| > low.value``, or ``== low.value``
+    at flat index ``>= low.cut``; and ``|d| < high.value``, or ``== high.value`` at flat index
+    ``< high.cut``.
+
+    Example:
+        >>> window_mask_(torch.tensor([2.0, 3.0, 2.0, 1.0]), RankBound(2.0, 2), None).tolist()
+        [0.0, 1.0, 1.0, 0.0]
+    """
+    m = mag.numel()
+    upper = None
+    if high is not None:
+        split = min(max(high.cut - start, 0), m)
+        upper = torch.empty_like(mag)
+        torch.le(mag[:split], high.value, out=upper[:split])
+        torch.lt(mag[split:], high.value, out=upper[split:])
+    if low is None:
+        assert upper is not None  # callers pass at least one bound
+        return mag.copy_(upper)
+    split = min(max(low.cut - start, 0), m)
+    mag[:split].gt_(low.value)
+    mag[split:].ge_(low.value)
+    return mag if upper is None else mag.mul_(upper)
 
 
 def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bool mask as 0/1 in ``dtype``. Going through a uint8 view is ~10x faster on CPU than
     ``mask.to(float)``, whose bool cast is not vectorised in torch's CPU kernels."""
     return mask.view(torch.uint8).to(dtype)
-
-
-@dataclass(frozen=True)
-class RankBound:
-    """One end of a rank window, as a magnitude threshold: the entries of magnitude ``value``
-    are tied, and ranked by flat index, so the ones at flat index ``>= cut`` are on the high
-    side of the bound and the others on the low side (``cut`` is 0 or ``numel`` when no tied
-    entry is split off)."""
-
-    value: float
-    cut: int
 
 
 @dataclass(frozen=True)
@@ -315,24 +232,7 @@ class Keep:
 
     def _window_mask(self, delta: torch.Tensor, start: int) -> torch.Tensor:
         """The 0/1 mask of the rank window on this slice, in ``delta``'s dtype and shape."""
-        mask = delta.abs().view(-1)
-        m = mask.numel()
-        upper = None
-        if self.high is not None:
-            split = min(max(self.high.cut - start, 0), m)
-            upper = torch.empty_like(mask)
-            torch.le(mask[:split], self.high.value, out=upper[:split])
-            torch.lt(mask[split:], self.high.value, out=upper[split:])
-        if self.low is not None:
-            split = min(max(self.low.cut - start, 0), m)
-            mask[:split].gt_(self.low.value)
-            mask[split:].ge_(self.low.value)
-            if upper is not None:
-                mask.mul_(upper)
-        else:
-            assert upper is not None  # apply_ calls this only with a bound
-            mask = upper
-        return mask.view_as(delta)
+        return window_mask_(delta.abs().view(-1), self.low, self.high, start).view_as(delta)
 
 
 #: Sparsification that keeps everything.
@@ -405,8 +305,8 @@ def _window(mag: torch.Tensor, lo: int, hi: int, rescale: bool) -> Keep:
     return _masked(rank_window_keep_(mag, lo, hi), original, rescale)
 
 
-#: Entries per chunk of :func:`window_keep_streamed`'s pass (1 MiB of float32: stays in L2).
-_STREAM_CHUNK = 1 << 18
+#: Entries per chunk of the streamed passes (1 MiB of float32: stays in L2).
+_STREAM_CHUNK = rank_select.CHUNK
 
 
 def window_keep_streamed(
@@ -415,16 +315,15 @@ def window_keep_streamed(
     """:func:`rank_window_keep_` on the magnitudes ``|t - base|`` (computed in ``wd``), found in
     one chunked pass over the inputs without holding the whole tensor's magnitudes.
 
-    A strided sample of the magnitudes brackets each bound's rank (as :func:`kth_smallest_ties`
-    does); one pass in chunks of :data:`_STREAM_CHUNK` counts the entries below each bracket and
-    collects the few inside it (NumPy, see :func:`_band`); each bound's value and its tied
-    entries then come from those candidates. The returned :class:`Keep` holds the two bounds and
-    recomputes the mask from ``|delta|`` chunk by chunk in :meth:`Keep.apply_`: the same 0/1
-    values as the stored mask of the whole-tensor path, so the same bits, with neither the
-    magnitudes' nor the mask's whole-tensor buffer written and read back (for a 2816x1024 task
-    vector the threshold work went from ~17 to ~9 ms; a 32000x1024 embedding no longer maps and
-    faults in 131 MB of fresh memory per model). :func:`window_keeps_streamed` does this for
-    several models of one base in one pass.
+    The window's bounds come from :func:`evomm_ops.rank_select.streamed_bounds` (a strided
+    sample brackets each bound's rank; one pass in chunks of :data:`_STREAM_CHUNK` counts the
+    entries tied with the bracket's ends and collects the few strictly inside it). The returned
+    :class:`Keep` holds the two bounds and recomputes the mask from ``|delta|`` chunk by chunk
+    in :meth:`Keep.apply_`: the same 0/1 values as the stored mask of the whole-tensor path, so
+    the same bits, with neither the magnitudes' nor the mask's whole-tensor buffer written and
+    read back (for a 2816x1024 task vector the threshold work went from ~17 to ~9 ms; a
+    32000x1024 embedding no longer maps and faults in 131 MB of fresh memory per model).
+    :func:`window_keeps_streamed` does this for several models of one base in one pass.
 
     Args:
         t, base: the model's and the base's tensors (same shape and device).
@@ -446,31 +345,14 @@ def window_keep_streamed(
     return window_keeps_streamed([t], base, [(lo, hi)], wd)[0]
 
 
-@dataclass
-class _StreamedWindow:
-    """One model's rank window while :func:`window_keeps_streamed` passes over the inputs."""
-
-    flat: torch.Tensor
-    lo: int
-    hi: int
-    #: (rank of the bound's value, the window edge it stands for), one per finite bound
-    ends: list[tuple[int, int]]
-    #: the sample's bracket (low, high magnitude; None open) around each end's rank
-    brackets: list[tuple[float | None, float | None]]
-    below: list[int]
-    values: list[list[np.ndarray]]
-    positions: list[list[np.ndarray]]
-
-
 def window_keeps_streamed(
     models: Sequence[torch.Tensor], base: torch.Tensor, windows: Sequence[tuple[int, int]], wd: torch.dtype
 ) -> list[Keep | None]:
     """:func:`window_keep_streamed` for several models of one base, in one pass over the inputs.
 
-    Per chunk the base is converted once, and the bands of the models (and of both bounds of a
-    two-sided window) are extracted in parallel threads, NumPy releasing the GIL (a 2816x1024 bf16
-    TIES merge of two models on 2 cores: 19.0-28.3 -> 18.5-19.1 ms per call). Each model's
-    result is exactly what :func:`window_keep_streamed` gives for it alone.
+    Per chunk the base is converted once, and the tallies of the models (and of both bounds of a
+    two-sided window) run in parallel threads, NumPy releasing the GIL. Each model's result is
+    exactly what :func:`window_keep_streamed` gives for it alone.
 
     Args:
         models: the models' tensors (each the base's shape and device).
@@ -488,75 +370,24 @@ def window_keeps_streamed(
         >>> int(keeps[0].apply_(ts[0].clone()).count_nonzero()), keeps[1]
         (131072, None)
     """
-    out: list[Keep | None] = [None] * len(models)
     n = base.numel()
     if base.device.type != "cpu" or wd not in (torch.float32, torch.float64) or n < _SAMPLE_MIN_NUMEL:
-        return out
-    flat_b = base.reshape(-1)
-    step = (n // _SAMPLE_SIZE) | 1
-    base_sample = flat_b[::step].to(wd)
-    todo: dict[int, _StreamedWindow] = {}
-    for i, (t, (lo, hi)) in enumerate(zip(models, windows)):
-        lo, hi = max(lo, 0), min(hi, n)
-        if hi <= lo or (lo == 0 and hi == n):
-            continue
-        flat_t = t.reshape(-1)
-        # out of place: `.to(wd)` of a tensor already in wd is the caller's tensor itself
-        sample = torch.sub(flat_t[::step].to(wd), base_sample).abs_()
-        # the low bound's value is the (lo+1)-th smallest magnitude, the high bound's the hi-th
-        ends = ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
-        brackets = []
-        for rank, _ in ends:
-            low, high = _sample_bounds(sample, *_bracket(sample.numel(), rank / n))
-            if low is None and high is None:
-                break
-            brackets.append((None if low is None else low.item(), None if high is None else high.item()))
-        if len(brackets) == len(ends):
-            todo[i] = _StreamedWindow(flat_t, lo, hi, ends, brackets, [0] * len(ends),
-                                      [[] for _ in ends], [[] for _ in ends])
-    if not todo:
-        return out
-    size = min(n, _STREAM_CHUNK)
-    b = torch.empty(size, dtype=wd)
-    scratch = {i: torch.empty(size, dtype=wd) for i in todo}
-    jobs = [(i, j) for i, w in todo.items() for j in range(len(w.ends))]
-    for start in range(0, n, size):
-        stop = min(n, start + size)
-        m = stop - start
-        bc = b[:m].copy_(flat_b[start:stop])
-        # the ops of task_arithmetic._magnitudes, so the magnitudes are the same bits
-        mags = {i: scratch[i][:m].copy_(w.flat[start:stop]).sub_(bc).abs_().numpy() for i, w in todo.items()}
-
-        def band(job: tuple[int, int], mags: dict[int, np.ndarray] = mags) -> tuple[int, np.ndarray, np.ndarray]:
-            i, j = job
-            below, positions = _band_numpy(mags[i], *todo[i].brackets[j])
-            return below, mags[i][positions], positions
-
-        for (i, j), (below, values, positions) in zip(jobs, _parallel_map(band, jobs)):
-            w = todo[i]
-            w.below[j] += below
-            w.values[j].append(values)
-            w.positions[j].append(positions + start)
-    for i, w in todo.items():
-        out[i] = _streamed_keep(w, n)
+        return [None] * len(models)
+    clipped = [(max(lo, 0), min(hi, n)) for lo, hi in windows]
+    # the low bound's value is the (lo+1)-th smallest magnitude, the high bound's the hi-th;
+    # an empty or full window is not streamed (no ends)
+    ends = [
+        [] if hi <= lo or (lo == 0 and hi == n) else ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
+        for lo, hi in clipped
+    ]
+    found = rank_select.streamed_bounds(models, base, ends, wd)
+    out: list[Keep | None] = []
+    for (lo, hi), model_ends, bounds in zip(clipped, ends, found):
+        if not model_ends or bounds is None:  # not streamed, or a bracket missed (never wrong, only slower)
+            out.append(None)
+        else:
+            out.append(Keep(low=bounds[0] if lo > 0 else None, high=bounds[-1] if hi < n else None))
     return out
-
-
-def _streamed_keep(w: _StreamedWindow, n: int) -> Keep | None:
-    """The Keep of one model's window from the candidates its pass collected (None on a miss)."""
-    bounds: list[RankBound] = []
-    for j, (rank, edge) in enumerate(w.ends):
-        candidates = torch.from_numpy(np.concatenate(w.values[j]))
-        below = w.below[j]
-        if not below < rank <= below + candidates.numel():
-            return None  # the sample's bracket missed: never wrong, only the slower path
-        v = torch.kthvalue(candidates, rank - below).values
-        under = below + int((candidates < v).count_nonzero())
-        tied = torch.from_numpy(np.concatenate(w.positions[j]))[candidates == v]
-        # tied entries rank by flat index: the first `edge - under` of them lie below the edge
-        split = edge - under
-        bounds.append(RankBound(float(v), int(tied[split]) if split < tied.numel() else n))
-    return Keep(low=bounds[0] if w.lo > 0 else None, high=bounds[-1] if w.hi < n else None)
 
 
 def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> Keep:
