@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from evomm.operators import MergeOperator
     from evomm.records import CandidateRecord, RunInfo
     from evomm.registry import Registry
+    from evomm.space import SpaceKind
     from evomm.tasks import Task
 
 PROJECT = "evomm"
@@ -73,6 +74,24 @@ def evomm_register_tasks(registry: Registry[type[Task]]) -> None:
             registry.add(JaMathTask)
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def evomm_register_search_spaces(registry: Registry[SpaceKind]) -> None:
+    """Add kinds of search space (:class:`evomm.space.SpaceKind`) to ``registry``: a stage with
+    ``kind: NAME`` is searched in the :class:`~evomm.space.SearchSpace` its factory builds.
+
+    Called once per plugin manager; ``params`` (parameter-space merging) is already there. Build
+    nothing heavy here: the factory runs when a stage starts.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_search_spaces(registry):
+            registry.add(SpaceKind("dfs", build_dfs_space, "data-flow space: layer paths"))
+
+    .. versionadded:: 0.2
     """
 
 

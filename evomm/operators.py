@@ -31,8 +31,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -69,9 +68,9 @@ class MergeOperator(ABC):
         requires_base: whether ``base`` is always given (task-vector methods).
         params: the declared parameters; the genome is derived from these.
         min_models, max_models: how many source models (excluding the base) it accepts.
-        tensorwise: ``True`` for operators that merge tensor by tensor (all of mergekit's);
-            ``False`` for one that builds a whole child from its own recipe format with
-            :meth:`build_from_recipe` (data-flow-space layer paths), which ``evomm merge`` calls.
+
+    A child that is not a tensor merge (a data-flow-space layer path) is built by a search-space
+    kind's ``build`` (:class:`evomm.space.SpaceKind`), not by an operator.
     """
 
     name: ClassVar[str]
@@ -81,19 +80,6 @@ class MergeOperator(ABC):
     params: ClassVar[tuple[ParamSpec, ...]] = ()
     min_models: ClassVar[int] = 1
     max_models: ClassVar[int | None] = None
-    tensorwise: ClassVar[bool] = True
-
-    @classmethod
-    def build_from_recipe(
-        cls, recipe: Mapping[str, Any], out_dir: Path, plugins: Any, *, recipe_dir: Path, overwrite: bool = False
-    ) -> Path:
-        """Build the child a (non-tensorwise) recipe describes into ``out_dir``; returns ``out_dir``.
-
-        Only operators with ``tensorwise = False`` implement it; ``evomm merge`` calls it for them.
-        """
-        from evomm.errors import MergeError
-
-        raise MergeError(f"operator {cls.name!r} merges tensor by tensor; it has no whole-recipe build")
 
     @classmethod
     def param(cls, name: str) -> ParamSpec | None:

@@ -30,6 +30,7 @@ from evomm.adapters import ModelAdapter
 from evomm.errors import PluginError, RegistryError
 from evomm.operators import MergeOperator
 from evomm.registry import Registry
+from evomm.space import PARAMS_KIND, SpaceKind
 
 ENTRY_POINT_GROUP = "evomm"
 ENV_DISABLE = "EVOMM_DISABLE_PLUGINS"
@@ -53,7 +54,8 @@ class Plugins:
 
     Attributes:
         pm: the pluggy manager (call lifecycle hooks through ``pm.hook``).
-        adapters, operators, tasks: registries filled by the registration hooks.
+        adapters, operators, tasks, spaces: registries filled by the registration hooks
+            (``spaces`` starts with the core's ``params`` kind).
         loaded: the plugins, in load order.
     """
 
@@ -61,6 +63,7 @@ class Plugins:
     adapters: Registry[type[ModelAdapter]]
     operators: Registry[type[MergeOperator]]
     tasks: Registry[Any]
+    spaces: Registry[SpaceKind]
     loaded: list[PluginInfo] = field(default_factory=list)
 
     @property
@@ -182,11 +185,14 @@ def load_plugins(
         adapters=Registry("model adapter"),
         operators=Registry("merge operator"),
         tasks=Registry("task"),
+        spaces=Registry("search-space kind"),
         loaded=loaded,
     )
+    plugins.spaces.add(PARAMS_KIND, owner="evomm")
     _register(pm, "evomm_register_model_adapters", plugins.adapters)
     _register(pm, "evomm_register_merge_operators", plugins.operators)
     _register(pm, "evomm_register_tasks", plugins.tasks)
+    _register(pm, "evomm_register_search_spaces", plugins.spaces)
     return plugins
 
 

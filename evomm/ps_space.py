@@ -185,5 +185,5 @@ class ParameterSpace(SearchSpace):
 
 
 def build_parameter_space(stage: Stage, ctx: StageContext) -> ParameterSpace:
-    """Space factory for stage kind ``params`` (see :func:`evomm.space.space_factory`)."""
+    """Space factory for stage kind ``params`` (:data:`evomm.space.PARAMS_KIND`)."""
     return ParameterSpace(ctx.recipe, stage, ctx)

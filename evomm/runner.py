@@ -52,7 +52,7 @@ from evomm.recipe_update import recipe_changes
 from evomm.records import CandidateRecord, RunInfo
 from evomm.run_lock import LOCK_NAME, RunLock
 from evomm.search import EvolutionLoop, StageResult
-from evomm.space import SearchSpace, StageContext, space_factory
+from evomm.space import SearchSpace, StageContext
 
 RECIPE_NAME = "recipe.yaml"
 RUN_NAME = "run.json"
@@ -152,13 +152,14 @@ def objective_infos(meta: dict[str, Any]) -> list[ObjectiveInfo]:
 
 def build_space(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
                 previous: list[dict[str, Any]]) -> SearchSpace:
-    """The search space of stage ``stage_index`` (its factory is looked up by the stage kind).
+    """The search space of stage ``stage_index``, built by the kind the stage names
+    (``plugins.spaces``, filled by ``evomm_register_search_spaces``).
 
     Building it needs no run directory (``run_dir`` may not exist yet)."""
     stage = recipe.stages[stage_index]
     ctx = StageContext(plugins=plugins, run_dir=run_dir, previous=list(previous), dtype=recipe.dtype,
                        recipe=recipe)
-    return space_factory(stage.kind)(stage, ctx)
+    return plugins.spaces.get(stage.kind).factory(stage, ctx)
 
 
 def _inputs(recipe: EvolveRecipe) -> list[Path]:

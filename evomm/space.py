@@ -13,8 +13,8 @@ Two kinds of space exist:
   * ``dfs`` — data-flow-space merging (added by the DFS plugin): genes are layer-path indicators
     and scalings; a candidate is a layer path.
 
-Spaces are made from a recipe *stage* by a factory registered under the stage's ``kind``
-(:func:`register_space_kind`). Stages chain: the child picked at the end of one stage becomes a
+Spaces are made from a recipe *stage* by the :class:`SpaceKind` registered under the stage's
+``kind`` (hook ``evomm_register_search_spaces``; ``params`` is the core's own). Stages chain: the child picked at the end of one stage becomes a
 parent of the next (PS then DFS, as in the paper's PS+DFS); :class:`StageContext` carries what the
 previous stages produced, and :meth:`SearchSpace.lineage` records the chain for model cards.
 
@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from evomm.errors import ConfigError, SearchError
+from evomm.errors import SearchError
+from evomm.params import ParamSpec
 
 if TYPE_CHECKING:
     from evomm.handle import ModelHandle
@@ -217,33 +218,57 @@ class StageContext:
 #: A factory: (stage config, context) -> space. The stage config is the validated
 #: :class:`evomm.evolve_recipe.Stage` (``kind``, ``merge``, ``options``, ``parents``...).
 SpaceFactory = Callable[[Any, StageContext], SearchSpace]
+#: A whole-model builder: (recipe mapping, out_dir, plugins, *, recipe_dir, overwrite) -> out_dir.
+RecipeBuilder = Callable[..., Path]
 
-_SPACE_KINDS: dict[str, SpaceFactory] = {}
-_BUILTIN_KINDS = {"params": ("evomm.ps_space", "build_parameter_space")}
 
+@dataclass(frozen=True)
+class SpaceKind:
+    """A kind of search space, as registered by ``evomm_register_search_spaces``: stages with
+    ``kind: <name>`` are searched in the space ``factory(stage, ctx)`` builds.
 
-def register_space_kind(kind: str, factory: SpaceFactory) -> None:
-    """Make stage ``kind`` build its space with ``factory`` (a plugin calls this at import).
+    Attributes:
+        name: the stage kind (``params``, ``dfs``).
+        factory: builds the stage's space; import heavy modules inside it, not at plugin load.
+        description: one line for ``evomm plugins``.
+        params: the parameters the kind's genes are derived from (listed by ``evomm plugins``;
+            ``params`` takes its parameters from the stage's merge operator instead).
+        build: for a kind whose exported children are described by a recipe of their own
+            (``merge_method: <name>``, e.g. a DFS layer path), the whole-model builder that
+            ``evomm merge`` runs on such a recipe: ``build(recipe, out_dir, plugins, *,
+            recipe_dir, overwrite) -> out_dir``. ``None``: its children are ordinary merge recipes.
 
-    Raises:
-        ConfigError: ``kind`` is already registered with another factory.
+    Example:
+        >>> SpaceKind("quadratic", lambda stage, ctx: None, "a test space").name
+        'quadratic'
     """
-    if kind in _SPACE_KINDS and _SPACE_KINDS[kind] is not factory:
-        raise ConfigError(f"search-space kind {kind!r} is registered twice")
-    _SPACE_KINDS[kind] = factory
+
+    name: str
+    factory: SpaceFactory
+    description: str = ""
+    params: tuple[ParamSpec, ...] = ()
+    build: RecipeBuilder | None = None
+
+    def param(self, name: str) -> ParamSpec:
+        """The declared parameter ``name``.
+
+        Raises:
+            KeyError: the kind declares no such parameter (a plugin's bug, not a user's).
+        """
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"search-space kind {self.name!r} declares no parameter {name!r}")
 
 
-def space_factory(kind: str) -> SpaceFactory:
-    """The factory for stage ``kind`` (``params`` is built in; others come from plugins)."""
-    if kind not in _SPACE_KINDS and kind in _BUILTIN_KINDS:
-        import importlib
+def _build_parameter_space(stage: Any, ctx: StageContext) -> SearchSpace:
+    from evomm.ps_space import build_parameter_space  # merges weights: torch and the operators
 
-        mod, attr = _BUILTIN_KINDS[kind]
-        _SPACE_KINDS[kind] = getattr(importlib.import_module(mod), attr)
-    if kind not in _SPACE_KINDS:
-        known = sorted(set(_SPACE_KINDS) | set(_BUILTIN_KINDS))
-        raise ConfigError(
-            f"stage kind {kind!r} is unknown; known kinds: {', '.join(known)} "
-            "(a plugin providing it may not be installed or loaded)"
-        )
-    return _SPACE_KINDS[kind]
+    return build_parameter_space(stage, ctx)
+
+
+#: The core's own kind (parameter-space merging), registered before any plugin's.
+PARAMS_KIND = SpaceKind(
+    "params", _build_parameter_space,
+    "parameter space: the evolvable parameters of a merge operator, per layer or per model",
+)

@@ -1,7 +1,7 @@
 """A synthetic search space and two tasks for evolution tests (no weights, milliseconds per
 candidate). The model of a candidate is its gene vector; task ``syn_a`` rewards genes near 0.2,
-``syn_b`` genes near 0.8 (a clean two-objective trade-off). Importing registers stage kind
-``synthetic``; :data:`PLUGIN` registers the tasks."""
+``syn_b`` genes near 0.8 (a clean two-objective trade-off). :data:`PLUGIN` registers stage kind
+``synthetic`` and the tasks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from evomm import hookimpl
-from evomm.space import DictCandidate, Gene, SearchSpace, register_space_kind
+from evomm.space import DictCandidate, Gene, SearchSpace, SpaceKind
 from evomm.tasks import MetricSpec, Task, TaskResult
 
 DIM = 4
@@ -52,7 +52,9 @@ class SynthSpace(SearchSpace):
         (out_dir / "x.txt").write_text(" ".join(map(str, candidate.to_recipe()["x"])))
 
 
-register_space_kind("synthetic", SynthSpace)
+@hookimpl
+def evomm_register_search_spaces(registry: Any) -> None:
+    registry.add(SpaceKind("synthetic", SynthSpace, "synthetic test space"))
 
 
 class _Syn(Task):
@@ -87,6 +89,7 @@ def evomm_register_tasks(registry: Any) -> None:
 
 PLUGIN = types.ModuleType("evo_synthetic_plugin")
 PLUGIN.evomm_register_tasks = evomm_register_tasks  # type: ignore[attr-defined]
+PLUGIN.evomm_register_search_spaces = evomm_register_search_spaces  # type: ignore[attr-defined]
 
 
 def recipe_dict(algorithm: str = "nsga2", generations: int = 4, pop: int = 8, seed: int = 0,

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from evomm_dfs.export import dfs_recipe, export_dfs, frankenmerge_model
+from evomm_dfs.kind import DFS_KIND
 from evomm_dfs.model import DFSForCausalLM, _CacheSlot, unique_storage
-from evomm_dfs.operator import DFSOperator
 from evomm_dfs.path import DFSLayout, DFSPath, PathStep
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from evomm.errors import ConfigError, MergeError
+from evomm.errors import ConfigError
 from tests.tiny_models import make_tiny_model, train_tokenizer
 
 VOCAB = 64
@@ -114,18 +114,14 @@ def test_path_recipe_round_trip() -> None:
         DFSPath.from_dict({"parents": ["a", "b"], "path": [{"model": "c", "layer": 0}]})
 
 
-def test_operator_is_registered_with_its_parameters() -> None:
-    from evomm.layout import ModuleKind
-    from evomm.operators import TensorContext
+def test_dfs_is_a_search_space_kind_with_its_parameters_not_an_operator() -> None:
     from evomm.plugins import load_plugins
 
     plugins = load_plugins()
-    assert plugins.operators.get("dfs") is DFSOperator
-    names = [p.name for p in DFSOperator.params]
-    assert names == ["include", "scale", "repeats", "max_path_length"]
-    with pytest.raises(MergeError, match="does not merge tensors"):
-        ctx = TensorContext("model.norm.weight", ModuleKind.NORM, None, 0)
-        DFSOperator().merge([torch.zeros(1)], None, {}, [{}], ctx)
+    assert plugins.spaces.get("dfs") is DFS_KIND and plugins.spaces.owner("dfs") == "evomm_dfs"
+    assert "dfs" not in plugins.operators
+    assert [p.name for p in DFS_KIND.params] == ["include", "scale", "repeats", "max_path_length"]
+    assert DFS_KIND.build is not None
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -281,7 +277,7 @@ def test_dfs_space_genes_come_from_operator(tmp_path) -> None:
                      {"repeats": 2, "max_path_length": 8, "scaling": "matrix", "scale": {"low": 0.5, "high": 1.5}})
     lay = space.layout
     assert space.dim == lay.num_slots - 1 + lay.num_layers ** 2
-    inc = DFSOperator.param("include")
+    inc = DFS_KIND.param("include")
     assert all((g.low, g.high) == (inc.low, inc.high) for g in space.genes if g.group == "include")
     assert all((g.low, g.high) == (0.5, 1.5) for g in space.genes if g.group == "scale")
     start = space.decode(space.initial_point())

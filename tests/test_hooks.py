@@ -139,6 +139,65 @@ def _run_and_record(tmp_path):
     return rec, plugins, run, cand
 
 
+def test_hook_evomm_register_search_spaces(tmp_path) -> None:
+    # a one-file plugin adds a stage kind; an evolve run searches it (the optimum is x = 0.25)
+    d = _one_file_plugin(tmp_path, "quadspace", """
+        import datasets
+        from evomm import hookimpl
+        from evomm.space import DictCandidate, Gene, SearchSpace, SpaceKind
+        from evomm.tasks import MetricSpec, Task, TaskResult
+
+        class Handle:
+            capabilities = frozenset()
+            def __init__(self, x):
+                self.x = x
+
+        class Quadratic(SearchSpace):
+            kind = "quadratic"
+            def __init__(self, stage, ctx):
+                self.genes = (Gene("x", -1.0, 1.0, "a number"),)
+            def decode(self, x):
+                v = round(self.genes[0].value(x[0]), 3)
+                return DictCandidate.from_recipe({"x": v}, {"x": v})
+            def materialize(self, candidate):
+                return Handle(candidate.to_recipe()["x"])
+
+        class Closeness(Task):
+            name = "closeness"
+            metrics = (MetricSpec("score"),)
+            def load(self):
+                return datasets.Dataset.from_list([{"i": 0}])
+            def score(self, handle, examples):
+                return TaskResult({"score": 1 - (handle.x - 0.25) ** 2}, n=len(examples))
+
+        @hookimpl
+        def evomm_register_search_spaces(registry):
+            registry.add(SpaceKind("quadratic", Quadratic, "one gene"))
+
+        @hookimpl
+        def evomm_register_tasks(registry):
+            registry.add(Closeness)
+    """)
+    plugins = load_plugins([d], autoload=False)
+    assert plugins.spaces.names() == ["params", "quadratic"]
+    assert plugins.spaces.owner("quadratic") == "quadspace" and plugins.spaces.owner("params") == "evomm"
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.runner import evolve
+
+    recipe = parse_recipe({
+        "parents": [{"name": "p", "path": "none"}], "score_parents": False,
+        "objectives": [{"name": "c", "task": "closeness"}],
+        "stages": [{"name": "q", "kind": "quadratic", "algorithm": {"name": "random", "pop_size": 6},
+                    "budget": {"generations": 2}}],
+    })
+    result = evolve(recipe, tmp_path / "run", plugins=plugins, progress=False, report=False)
+    assert result.final.evaluations == 12
+    best = max(result.final.front, key=lambda r: r.objectives["c"])
+    assert best.objectives["c"] == pytest.approx(1 - (best.genes["x"] - 0.25) ** 2, abs=1e-5)
+    with pytest.raises(RegistryError, match="unknown search-space kind 'quadratik'.*did you mean 'quadratic'"):
+        plugins.spaces.get("quadratik")
+
+
 def test_hook_evomm_candidate_evaluated(tmp_path) -> None:
     rec, plugins, run, cand = _run_and_record(tmp_path)
     assert plugins.pm.hook.evomm_candidate_evaluated(run=run, record=cand) == []

@@ -54,8 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, fast_exit=True)  # see evomm.cli.entry
 
 
-def _whole_recipe_operator(path: str, plugins: Any) -> tuple[Any, dict] | None:
-    """(operator, parsed YAML) when the recipe names a non-tensorwise operator, else None."""
+def _whole_model_builder(path: str, plugins: Any) -> tuple[Any, dict] | None:
+    """(search-space kind, parsed YAML) when the recipe's ``merge_method`` names a kind with a
+    whole-model builder (``merge_method: dfs``: a layer path, not a tensor merge), else None."""
     import yaml
 
     try:
@@ -65,10 +66,10 @@ def _whole_recipe_operator(path: str, plugins: Any) -> tuple[Any, dict] | None:
     if not isinstance(data, dict):
         return None
     method = data.get("merge_method") or data.get("operator")
-    if not isinstance(method, str) or method not in plugins.operators:
+    if not isinstance(method, str) or method in plugins.operators or method not in plugins.spaces:
         return None
-    op = plugins.operators.get(method)
-    return (op, data) if not getattr(op, "tensorwise", True) else None
+    kind = plugins.spaces.get(method)
+    return (kind, data) if kind.build is not None else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     tune_for_streaming()  # see evomm.cpu_tuning: reuse freed buffers across tensors
 
     plugins = get_plugins(args.plugins_dir)
-    whole = _whole_recipe_operator(args.recipe, plugins)
+    whole = _whole_model_builder(args.recipe, plugins)
     if whole is not None:  # e.g. merge_method: dfs (a layer path, not a tensor merge)
-        op, data = whole
-        out = op.build_from_recipe(data, Path(args.out), plugins, recipe_dir=Path(args.recipe).resolve().parent,
-                                   overwrite=args.overwrite)
-        print(f"built {op.name!r} child into {out}")
+        kind, data = whole
+        out = kind.build(data, Path(args.out), plugins, recipe_dir=Path(args.recipe).resolve().parent,
+                         overwrite=args.overwrite)
+        print(f"built {kind.name!r} child into {out}")
         return 0
     shard = parse_size(args.max_shard_size)
     recipe = load_recipe(args.recipe, plugins)

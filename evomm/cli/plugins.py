@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from evomm.plugins import get_plugins
 
@@ -10,7 +11,7 @@ from evomm.plugins import get_plugins
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plugins",
-        help="list plugins, model adapters, merge operators and tasks",
+        help="list plugins, model adapters, merge operators, search-space kinds and tasks",
         description="List loaded plugins and everything they registered. Operators are shown with "
         "their declared parameters (scope, range, default), which is what recipes and the genome use.",
     )
@@ -29,10 +30,18 @@ def run(args: argparse.Namespace) -> int:
     for name, cls in plugins.operators.items():
         base = " (needs base_model)" if cls.requires_base else ""
         print(f"  {name:<22} {cls.description}{base}  [{plugins.operators.owner(name)}]")
-        for spec in cls.params:
-            default = "required" if spec.default is None else f"default {spec.default:g}"
-            print(f"      {spec.name:<14} {spec.scope.value:<9} [{spec.low:g}, {spec.high:g}] {default}")
+        _print_params(cls.params)
+    print("\nsearch-space kinds (stage `kind:`):")
+    for name, kind in plugins.spaces.items():
+        print(f"  {name:<22} {kind.description}  [{plugins.spaces.owner(name)}]")
+        _print_params(kind.params)
     print("\ntasks:")
     for name, cls in plugins.tasks.items():
         print(f"  {name:<22} {getattr(cls, 'description', '')}  [{plugins.tasks.owner(name)}]")
     return 0
+
+
+def _print_params(params: Any) -> None:
+    for spec in params:
+        default = "required" if spec.default is None else f"default {spec.default:g}"
+        print(f"      {spec.name:<14} {spec.scope.value:<9} [{spec.low:g}, {spec.high:g}] {default}")

@@ -1,8 +1,10 @@
 """Data-flow-space merging: evolved layer paths with scaling (Sakana's DFS, and PS+DFS).
 
 Importing this package registers the ``evomm_dfs`` model type with transformers' Auto classes
-(so an exported DFS child loads with ``AutoModelForCausalLM.from_pretrained``) and the ``dfs``
-search-space kind with :mod:`evomm.space`. As a plugin it registers the ``dfs`` merge operator,
+(so an exported DFS child loads with ``AutoModelForCausalLM.from_pretrained``). As a plugin it
+registers the ``dfs`` search-space kind (:data:`evomm_dfs.kind.DFS_KIND`), with the parameter
+declarations its genome is derived from and the builder ``evomm merge`` runs on a
+``merge_method: dfs`` recipe.
 whose parameter declarations the DFS genome is derived from. See docs/dfs.md.
 
 Imports stay cheap (every ``evomm`` command loads the plugins) and do not import transformers
@@ -27,10 +29,10 @@ from types import ModuleType
 from typing import Any
 
 from evomm import hookimpl
-from evomm_dfs.operator import DFSOperator
+from evomm_dfs.kind import DFS_KIND
 from evomm_dfs.path import DFSLayout, DFSPath, PathStep
 
-__all__ = ["DFSConfig", "DFSForCausalLM", "DFSLayout", "DFSOperator", "DFSPath", "PathStep"]
+__all__ = ["DFSConfig", "DFSForCausalLM", "DFSLayout", "DFS_KIND", "DFSPath", "PathStep"]
 
 
 
@@ -102,22 +104,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'evomm_dfs' has no attribute {name!r}")
 
 
-def _build_dfs_space(*args: Any, **kwargs: Any) -> Any:
-    """The ``dfs`` space factory; imports :mod:`evomm_dfs.space` (and the model) when a stage is built."""
-    from evomm_dfs.space import build_dfs_space
-
-    return build_dfs_space(*args, **kwargs)
-
-
-def _register_space_kind() -> None:
-    from evomm.space import register_space_kind
-
-    register_space_kind("dfs", _build_dfs_space)
-
-
-_register_space_kind()
-
-
 @hookimpl
-def evomm_register_merge_operators(registry):  # type: ignore[no-untyped-def]
-    registry.add(DFSOperator)
+def evomm_register_search_spaces(registry):  # type: ignore[no-untyped-def]
+    registry.add(DFS_KIND)

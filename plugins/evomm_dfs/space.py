@@ -1,6 +1,6 @@
 """The DFS search space for evomm's evolution loop (stage ``kind: dfs``).
 
-Genes come from the ``dfs`` operator's own declarations (:class:`~evomm_dfs.operator.DFSOperator`):
+Genes come from the ``dfs`` kind's own declarations (:data:`evomm_dfs.kind.PARAMS`):
 ``include`` is expanded to one gene per slot and ``scale`` to one gene per transition (see
 :mod:`evomm_dfs.path`); a stage may narrow the scale range within the declared one. Parents are
 loaded once; a candidate is materialised by wrapping their own layer modules (no copies), so a
@@ -34,8 +34,8 @@ from evomm.errors import ConfigError, SearchError
 from evomm.space import Gene, SearchSpace, StageContext
 
 from .export import card_section, card_text, dfs_recipe, export_dfs
+from .kind import DFS_KIND
 from .model import DFSForCausalLM, check_parents
-from .operator import DFSOperator
 from .path import DFSLayout, DFSPath, PathStep
 from .recipe import load_parents
 
@@ -109,9 +109,8 @@ class DFSSpace(SearchSpace):
         self.ckpts, self.models = load_parents(self.refs, plugins, dtype)
         self.aliases = (self.refs[0].name, self.refs[1].name)
         check_parents(self.models[0], self.models[1], DFSPath((PathStep(0, 0),), self.aliases))
-        include, scale = DFSOperator.param("include"), DFSOperator.param("scale")
-        repeats, max_len = DFSOperator.param("repeats"), DFSOperator.param("max_path_length")
-        assert include and scale and repeats and max_len  # declared by the operator
+        include, scale = DFS_KIND.param("include"), DFS_KIND.param("scale")
+        repeats, max_len = DFS_KIND.param("repeats"), DFS_KIND.param("max_path_length")
         if "max_path_length" not in options:
             raise ConfigError(f"{where}: max_path_length is required (it bounds a candidate's cost)")
         r = int(repeats.check(options.get("repeats", repeats.default), f"{where}.repeats"))
@@ -214,7 +213,7 @@ class DFSSpace(SearchSpace):
 
 
 def build_dfs_space(stage: Any, ctx: StageContext) -> DFSSpace:
-    """Stage factory registered as kind ``dfs`` (see :func:`evomm.space.register_space_kind`).
+    """Stage factory registered as kind ``dfs`` (hook ``evomm_register_search_spaces`` in :mod:`evomm_dfs`).
 
     Args:
         stage: the stage (:class:`evomm.evolve_recipe.Stage`: ``parents`` = [A, B], ``options``).
