@@ -13,7 +13,6 @@ the task's primary one). Constraints (``>= 0.5``) become pymoo inequality constr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,14 +21,13 @@ import numpy as np
 
 from evomm.conditions import Condition
 from evomm.errors import ConfigError, TaskError
+from evomm.evaluation import Metrics, evaluate_tasks
 from evomm.evolve_recipe import Objective, TaskOptions
 
 if TYPE_CHECKING:
     from evomm.handle import ModelHandle
     from evomm.plugins import Plugins
-    from evomm.tasks import Task
-
-Metrics = dict[str, dict[str, float]]
+    from evomm.tasks import Task, TaskResult
 
 #: The objective value archived for a candidate that could not be evaluated (its merged weights
 #: held NaN/Inf): ``-FAILED_PENALTY`` for a maximised objective, ``+FAILED_PENALTY`` for a
@@ -63,8 +61,8 @@ class ObjectiveSet:
 
     Example:
         >>> objs = ObjectiveSet(recipe.objectives, recipe.tasks, plugins)   # doctest: +SKIP
-        >>> metrics = objs.evaluate(handle)                                  # doctest: +SKIP
-        >>> objs.to_minimize(objs.values(metrics))                           # doctest: +SKIP
+        >>> results = objs.evaluate(handle)                                  # doctest: +SKIP
+        >>> objs.to_minimize(objs.values(metrics_of(results)))               # doctest: +SKIP
     """
 
     def __init__(
@@ -130,27 +128,18 @@ class ObjectiveSet:
         """Number of examples the task scores in full (after ``limit``)."""
         return len(self.tasks[name].examples())
 
-    def evaluate(self, handle: ModelHandle, subset: int | None = None) -> tuple[Metrics, dict[str, float]]:
-        """Score ``handle`` on every task the objectives use.
+    def evaluate(self, handle: ModelHandle, subset: int | None = None) -> dict[str, TaskResult]:
+        """Score ``handle`` on every task the objectives use (:func:`evomm.evaluation.evaluate_tasks`:
+        capabilities checked first, then per-item results and timings).
 
         Args:
             handle: the model.
             subset: score only the first ``subset`` examples of each task (cheap-first).
 
         Returns:
-            ``({task: {metric: value}}, {task: seconds})``.
+            ``{task: TaskResult}``; :func:`evomm.evaluation.metrics_of` gives ``{task: {metric: value}}``.
         """
-        metrics: Metrics = {}
-        timings: dict[str, float] = {}
-        for name, task in self.tasks.items():
-            t0 = time.perf_counter()
-            idx = None
-            if subset is not None:
-                idx = list(range(min(subset, self.task_size(name))))
-            result = task.evaluate(handle, subset=idx)
-            metrics[name] = {k: float(v) for k, v in result.metrics.items()}
-            timings[name] = time.perf_counter() - t0
-        return metrics, timings
+        return evaluate_tasks(handle, self.tasks, subset=subset)
 
     def values(self, metrics: Metrics) -> dict[str, float]:
         """Objective values in the user's direction (a suite is a weighted mean of its terms)."""

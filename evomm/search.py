@@ -39,6 +39,7 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 
 from evomm.archive import Archive
 from evomm.errors import NonFiniteError, SearchError
+from evomm.evaluation import metrics_of
 from evomm.evolve_recipe import Algorithm, Budget, CheapFirst
 from evomm.front import ObjectiveInfo, pareto_front
 from evomm.objectives import ObjectiveSet, minimize_matrix
@@ -273,16 +274,17 @@ class EvolutionLoop:
         evaluation, extra = "full", {}
         if self.cheap and x is not None:
             t1 = time.perf_counter()
-            metrics, _ = self.objs.evaluate(handle, subset=self.cheap.subset)
+            metrics = metrics_of(self.objs.evaluate(handle, subset=self.cheap.subset))
             timings["evaluate_subset"] = time.perf_counter() - t1
             extra["subset"] = self.cheap.subset
             if not self._could_enter_front(self.objs.values(metrics)):
                 evaluation = "subset"
         if evaluation == "full":
             t1 = time.perf_counter()
-            metrics, per_task = self.objs.evaluate(handle)
+            results = self.objs.evaluate(handle)
             timings["evaluate"] = time.perf_counter() - t1
-            timings.update({f"task:{k}": v for k, v in per_task.items()})
+            timings.update({f"task:{k}": r.seconds for k, r in results.items()})
+            metrics = metrics_of(results)
         values = self.objs.values(metrics)
         extra["feasible"] = self.objs.feasible(values)
         rec = CandidateRecord(

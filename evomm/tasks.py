@@ -22,8 +22,7 @@ Example (a one-file plugin)::
 
         def score(self, handle, examples):
             outs = handle.generate([e["prompt"] for e in examples], max_new_tokens=4)
-            acc = sum(o.strip() == e["answer"] for o, e in zip(outs, examples)) / len(examples)
-            return TaskResult({"accuracy": acc}, n=len(examples))
+            return TaskResult.from_items({"accuracy": [o.strip() == e["answer"] for o, e in zip(outs, examples)]})
 
     @hookimpl
     def evomm_register_tasks(registry):
@@ -34,7 +33,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,19 +56,64 @@ class MetricSpec:
 
 @dataclass
 class TaskResult:
-    """Scores of one model on one task.
+    """Scores of one model on one task, per item and aggregated.
 
     Attributes:
-        metrics: metric name -> value.
+        metrics: metric name -> value (the aggregate the objectives use).
         n: number of examples scored.
         details: optional per-example records (predictions, references, scores).
         seconds: wall time of the evaluation (set by :func:`evomm.evaluation.evaluate_tasks`).
+        items: metric name -> one value per scored example, in scoring order; the metric is their
+            mean. A metric missing here has no per-item values (a corpus-level metric such as
+            BLEU): the task says so by leaving it out.
+        item_ids: the index of each scored example in :meth:`Task.examples` (after ``limit`` and
+            ``seed``), set by :meth:`Task.evaluate`.
+
+    Example:
+        >>> r = TaskResult.from_items({"accuracy": [1.0, 0.0, 1.0, 1.0]})
+        >>> r.metrics, r.n
+        ({'accuracy': 0.75}, 4)
     """
 
     metrics: dict[str, float]
     n: int
     details: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    items: dict[str, list[float]] = field(default_factory=dict)
+    item_ids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_items(
+        cls,
+        items: Mapping[str, Sequence[float]],
+        details: Sequence[dict[str, Any]] = (),
+        **aggregates: float,
+    ) -> TaskResult:
+        """A result whose metrics are the means of per-item values (``aggregates``: metrics that
+        are not a mean over items, reported without per-item values).
+
+        Raises:
+            TaskError: no items, or metrics with different numbers of items.
+        """
+        sizes = {len(v) for v in items.values()}
+        if len(sizes) != 1 or 0 in sizes:
+            raise TaskError(f"per-item values need the same positive count for every metric; got {sorted(sizes)}")
+        per = {k: [float(x) for x in v] for k, v in items.items()}
+        metrics = {k: sum(v) / len(v) for k, v in per.items()} | {k: float(v) for k, v in aggregates.items()}
+        return cls(metrics, n=sizes.pop(), details=list(details), items=per)
+
+    def item_values(self, metric: str) -> dict[int, float]:
+        """``{item id: value}`` of ``metric`` for the items scored.
+
+        Raises:
+            TaskError: the task gives no per-item values for ``metric``.
+        """
+        if metric not in self.items:
+            raise TaskError(
+                f"metric {metric!r} has no per-item values (the task reports {sorted(self.items) or 'none'} "
+                "per item); it is an aggregate only"
+            )
+        return dict(zip(self.item_ids, self.items[metric]))
 
 
 class Task(ABC):
@@ -85,7 +129,7 @@ class Task(ABC):
         default_config: the hub dataset configuration used with ``default_data`` (``"ja"``).
         default_split: the split scored when the recipe gives none (``"test"``).
         requires: handle capabilities the task uses (``{"generate"}``, ``{"classify"}``...);
-            checked before scoring.
+            :func:`evomm.evaluation.evaluate_tasks` checks them before any example is scored.
 
     Args:
         data: a local file/directory or a hub dataset id; ``None`` uses ``default_data``.
@@ -156,7 +200,10 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, handle: ModelHandle, examples: Sequence[dict[str, Any]]) -> TaskResult:
-        """Query ``handle`` on ``examples`` and return the metrics."""
+        """Query ``handle`` on ``examples`` and return the metrics: build the result with
+        :meth:`TaskResult.from_items` (one value per example for each metric that is a mean over
+        examples) so that per-item results reach the search; a metric that is not a mean goes in
+        ``metrics`` only."""
 
     def examples(self, subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """The examples to score: ``limit``/``seed`` applied, then ``subset`` (indices into them)."""
@@ -178,8 +225,22 @@ class Task(ABC):
         return [self._examples[i] for i in rows]
 
     def evaluate(self, handle: ModelHandle, subset: Sequence[int] | None = None) -> TaskResult:
-        """Score ``handle`` on this task (optionally only on ``subset``)."""
+        """Score ``handle`` on this task (optionally only on ``subset``); the result's
+        ``item_ids`` name the examples scored.
+
+        Raises:
+            TaskError: no examples, or per-item values that do not match the examples scored.
+        """
         examples = self.examples(subset)
         if not examples:
             raise TaskError(f"task {self.name!r} has no examples to score (data={self.data!r})")
-        return self.score(handle, examples)
+        result = self.score(handle, examples)
+        bad = {k: len(v) for k, v in result.items.items() if len(v) != len(examples)}
+        if bad:
+            raise TaskError(
+                f"task {self.name!r}: per-item values {bad} for {len(examples)} examples; "
+                "score must give one value per example (TaskResult.from_items)"
+            )
+        n = len(self.examples())
+        result.item_ids = [i % n for i in subset] if subset is not None else list(range(n))
+        return result

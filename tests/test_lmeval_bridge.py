@@ -115,6 +115,7 @@ def test_multiple_choice_accuracy_matches_handle_loglikelihood(handle, mc_task_f
     assert result.metrics["acc"] == pytest.approx(sum(correct) / len(rows))
     per_doc = {d["doc_id"]: d["acc"] for d in result.details}
     assert [bool(per_doc[i]) for i in range(len(rows))] == correct
+    assert result.item_values("acc") == {i: float(c) for i, c in enumerate(correct)}  # per item, by index
 
 
 @needs_lmeval
@@ -131,6 +132,7 @@ def test_limit_seed_subset_select_lmeval_samples(handle, mc_task_file):
     sub = task.evaluate(handle, subset=[0, 2])  # the same task object scores again
     assert sorted(d["doc_id"] for d in sub.details) == sorted([chosen[0], chosen[2]])
     assert sub.metrics["acc"] == pytest.approx((correct[0] + correct[2]) / 2)
+    assert sub.item_values("acc") == {0: float(correct[0]), 2: float(correct[2])}
 
 
 @needs_lmeval

@@ -1,4 +1,5 @@
-"""Task API: data loading (local formats, offline hub ids), limit/seed/subset, suites."""
+"""Task API: data loading (local formats, offline hub ids), limit/seed/subset, per-item results,
+capability checks and suite objectives on the one evaluation path."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ import time
 import pytest
 
 from evomm.data import describe_source, load_examples
-from evomm.errors import ConfigError, OfflineError, TaskError
-from evomm.evaluation import (
-    Suite,
-    SuiteMember,
-    check_capabilities,
-    evaluate_suite,
-    evaluate_tasks,
-    parse_suite,
-    parse_suites,
-)
+from evomm.errors import OfflineError, TaskError
+from evomm.evaluation import check_capabilities, evaluate_tasks, metrics_of
 from evomm.tasks import MetricSpec, Task, TaskResult
 
 ROWS = [{"question": f"q{i}", "answer_number": i} for i in range(10)]
@@ -77,8 +70,11 @@ class Numbers(Task):
     requires = frozenset({"generate"})
 
     def score(self, handle, examples):
-        vals = [e["answer_number"] for e in examples]
-        return TaskResult({"mean": sum(vals) / len(vals), "n": float(len(vals))}, len(vals))
+        SCORED.append(self.name)
+        return TaskResult.from_items({"mean": [e["answer_number"] for e in examples]}, n=float(len(examples)))
+
+
+SCORED: list[str] = []  # tasks whose score ran
 
 
 class FakeHandle:
@@ -114,46 +110,111 @@ def test_default_data_and_config_go_to_the_loader(monkeypatch) -> None:
         Mgsm().evaluate(FakeHandle())
 
 
-def test_parse_suite_forms() -> None:
-    s = parse_suite("japanese_skill = mean(ja_mc, ja_vqa)")
-    assert s == Suite("japanese_skill", (SuiteMember("ja_mc"), SuiteMember("ja_vqa")), "mean")
-    s = parse_suite("min(2*ja_math, ja_mc.accuracy_norm*0.5)", name="x")
-    assert s.members == (SuiteMember("ja_math", 2.0), SuiteMember("ja_mc", 0.5, "accuracy_norm"))
-    assert s.reduce == "min"
-    suites = parse_suites({"a": "sum(t1, t2)", "b": {"tasks": {"t1.mean": 3, "t2": 1}, "reduce": "min"},
-                           "c": {"t1.mean": 3, "t2": 1}})
-    assert suites["b"].members == suites["c"].members == (SuiteMember("t1", 3.0, "mean"), SuiteMember("t2", 1.0))
-    assert (suites["a"].reduce, suites["b"].reduce, suites["c"].reduce) == ("sum", "min", "mean")
-    with pytest.raises(ConfigError, match="not a number"):
-        parse_suites({"d": {"t1": "heavy"}})
-    for bad in ["mean(ja_mc", "x = median(a)", "x = mean(a b)", "mean(a)", "x = mean(2*a*3)", "x = mean()"]:
-        with pytest.raises(ConfigError):
-            parse_suite(bad)
-    with pytest.raises(ConfigError, match="defined twice"):
-        parse_suites(["a = mean(x)", "a = sum(y)"])
+def test_per_item_results_add_up_and_name_their_items(files) -> None:
+    task = Numbers(str(files / "d.jsonl"), seed=3, limit=6)
+    order = [e["answer_number"] for e in task.examples()]
+    full = task.evaluate(FakeHandle())
+    assert full.item_ids == list(range(6)) and full.items["mean"] == order
+    assert full.metrics["mean"] == pytest.approx(sum(order) / 6)
+    sub = task.evaluate(FakeHandle(), subset=[4, 1])
+    assert sub.item_values("mean") == {4: order[4], 1: order[1]}
+    assert sub.metrics["mean"] == pytest.approx((order[4] + order[1]) / 2)
+    with pytest.raises(TaskError, match="'n' has no per-item values"):
+        sub.item_values("n")  # an aggregate only: the task says so by leaving it out of items
+
+    class Short(Numbers):
+        def score(self, handle, examples):
+            return TaskResult.from_items({"mean": [1.0]})
+
+    with pytest.raises(TaskError, match=r"task 'numbers': per-item values \{'mean': 1\} for 6 examples"):
+        Short(str(files / "d.jsonl"), limit=6).evaluate(FakeHandle())
+    with pytest.raises(TaskError, match="same positive count"):
+        TaskResult.from_items({"a": [1.0], "b": [1.0, 0.0]})
 
 
-def test_suite_value_is_the_weighted_reduction(files) -> None:
+def test_evaluate_tasks_checks_every_task_before_scoring_any(files) -> None:
+    class Clip(Numbers):
+        name = "clip_like"
+        requires = frozenset({"classify"})
+
     path = str(files / "d.jsonl")
-    tasks = {"lo": Numbers(path, limit=4), "hi": Numbers(path, seed=1, limit=2)}
-    results = evaluate_tasks(FakeHandle(), tasks)
-    lo, hi = results["lo"].metrics["mean"], results["hi"].metrics["mean"]
-    assert lo == 1.5  # 0..3
-    cache: dict = {}
-    got = evaluate_suite(FakeHandle(), parse_suite("s = mean(lo*3, hi)"), tasks, cache=cache)
-    assert got.value == pytest.approx((3 * lo + hi) / 4)
-    assert set(cache) == {"lo", "hi"}
-    assert evaluate_suite(FakeHandle(), parse_suite("s = sum(lo, hi.n)"), tasks, cache=cache).value == lo + 2
-    assert evaluate_suite(FakeHandle(), parse_suite("s = min(lo, 0.1*hi)"), tasks).value == min(lo, 0.1 * hi)
-    with pytest.raises(TaskError, match=r"tasks \['nope'\]"):
-        evaluate_suite(FakeHandle(), parse_suite("s = mean(nope)"), tasks)
-    with pytest.raises(TaskError, match="metric 'f1'"):
-        evaluate_suite(FakeHandle(), parse_suite("s = mean(lo.f1)"), tasks, cache=cache)
+    SCORED.clear()
+    with pytest.raises(TaskError, match=r"task 'clip_like' needs \['classify'\] but the model handle \(FakeHandle\) offers \['generate'\]"):
+        evaluate_tasks(FakeHandle(), {"a": Numbers(path), "b": Clip(path)})
+    assert SCORED == []  # the first task was not scored either
+    results = evaluate_tasks(FakeHandle(), {"lo": Numbers(path, limit=4), "all": Numbers(path)}, subset=3)
+    assert metrics_of(results) == {"lo": {"mean": 1.0, "n": 3.0}, "all": {"mean": 1.0, "n": 3.0}}
+    assert all(r.seconds > 0 and r.item_ids == [0, 1, 2] for r in results.values())
+
+
+def test_suite_objective_is_the_weighted_mean_of_its_terms(files) -> None:
+    from types import SimpleNamespace
+
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.objectives import ObjectiveSet
+    from evomm.registry import Registry
+
+    class Count(Numbers):
+        name = "count"
+        metrics = (MetricSpec("mean"), MetricSpec("n"))
+
+    registry: Registry = Registry("task")
+    registry.add(Numbers)
+    registry.add(Count)
+    path = str(files / "d.jsonl")
+    recipe = parse_recipe({
+        "parents": [{"name": "p", "path": "none"}],
+        "tasks": {"numbers": {"data": path, "limit": 4}, "count": {"data": path, "seed": 1, "limit": 2}},
+        "objectives": [{"name": "s", "suite": {"numbers": 3, "count.n": 1}}, {"name": "c", "task": "count"}],
+        "stages": [{"name": "q", "kind": "synthetic", "algorithm": {"name": "random", "pop_size": 2},
+                    "budget": {"generations": 1}}],
+    })
+    objs = ObjectiveSet(recipe.objectives, recipe.tasks, SimpleNamespace(tasks=registry))
+    metrics = metrics_of(objs.evaluate(FakeHandle()))
+    assert metrics["numbers"]["mean"] == 1.5  # 0..3
+    assert objs.values(metrics) == {"s": pytest.approx((3 * 1.5 + 2.0) / 4), "c": metrics["count"]["mean"]}
+    with pytest.raises(TaskError, match="objective 's': metric 'n' missing"):
+        objs.values({"numbers": {"mean": 1.0}, "count": {"mean": 1.0}})
+    with pytest.raises(TaskError, match=r"needs \['generate'\]"):
+        objs.evaluate(object())
 
 
 def test_capability_check() -> None:
     class NoGen:
         capabilities = frozenset({"classify"})
 
-    with pytest.raises(TaskError, match=r"needs \['generate'\].*offers \['classify'\]"):
-        check_capabilities(Numbers("x.jsonl"), NoGen())
+    with pytest.raises(TaskError, match=r"task 'numbers' needs \['generate'\].*\(NoGen\) offers \['classify'\]"):
+        check_capabilities({"n": Numbers("x.jsonl")}, NoGen())
+
+
+def test_evolve_checks_task_requirements_before_scoring(tmp_path) -> None:
+    import types
+
+    import evo_synthetic
+
+    from evomm import hookimpl
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.plugins import load_plugins
+    from evomm.runner import evolve
+
+    class NeedsImages(evo_synthetic.SynA):
+        name = "syn_vqa"
+        requires = frozenset({"generate", "image"})
+
+        def score(self, handle, examples):
+            SCORED.append(self.name)
+            return super().score(handle, examples)
+
+    @hookimpl
+    def evomm_register_tasks(registry) -> None:
+        registry.add(NeedsImages)
+
+    extra = types.ModuleType("needs_images")
+    extra.evomm_register_tasks = evomm_register_tasks  # type: ignore[attr-defined]
+    plugins = load_plugins(extra=[evo_synthetic.PLUGIN, extra], autoload=False)
+    d = evo_synthetic.recipe_dict(generations=1, pop=2)
+    d["objectives"].append({"name": "v", "task": "syn_vqa"})
+    SCORED.clear()
+    with pytest.raises(TaskError, match=r"task 'syn_vqa' needs \['generate', 'image'\] but the model handle \(SynthHandle\) offers \[\]"):
+        evolve(parse_recipe(d), tmp_path / "run", plugins=plugins, progress=False, report=False)
+    assert SCORED == []

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from evomm.errors import OfflineError
+from evomm.errors import OfflineError, TaskError
 from evomm.metrics.textutils import mecab_tokens
 from evomm.plugins import load_plugins
 
@@ -189,7 +189,7 @@ def test_clip_zeroshot_on_an_image_folder(tmp_path, registry) -> None:
     assert task.class_names() == ["blue", "green", "red"]
     result = task.evaluate(ColourCLIP())
     assert result.metrics["accuracy"] == pytest.approx(4 / 5)
-    with pytest.raises(Exception, match="needs"):
-        from evomm.evaluation import evaluate_tasks
+    from evomm.evaluation import evaluate_tasks
 
+    with pytest.raises(TaskError, match=r"task 'clip_zeroshot' needs \['classify'\]"):
         evaluate_tasks(ScriptedLM(), {"clip": task})

@@ -34,7 +34,7 @@ class KeywordQA(Task):
         )
         hits = [e["keyword"] in out for e, out in zip(examples, outputs)]
         details = [{"output": o, "keyword": e["keyword"], "hit": h} for o, e, h in zip(outputs, examples, hits)]
-        return TaskResult({"hit_rate": sum(hits) / len(hits)}, n=len(examples), details=details)
+        return TaskResult.from_items({"hit_rate": hits}, details)
 
 
 @hookimpl

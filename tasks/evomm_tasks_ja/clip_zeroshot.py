@@ -7,7 +7,6 @@ from typing import Any
 
 from evomm.errors import TaskError
 from evomm.handle import ModelHandle
-from evomm.metrics import load_metric
 from evomm.tasks import MetricSpec, Task, TaskResult
 
 #: Default prompt templates (a few of CLIP's ImageNet templates); ``{}`` is the class name.
@@ -66,5 +65,5 @@ class ClipZeroShot(Task):
             chunk = examples[start : start + batch]
             preds += handle.classify([e[image_col] for e in chunk], class_prompts)
         labels = [int(e[label_col]) for e in examples]
-        acc = load_metric("mc_accuracy").compute(predictions=preds, references=labels)["accuracy"]
-        return TaskResult({"accuracy": acc}, len(examples), [{"pred": p, "label": t} for p, t in zip(preds, labels)])
+        hits = [int(p) == t for p, t in zip(preds, labels)]
+        return TaskResult.from_items({"accuracy": hits}, [{"pred": p, "label": t} for p, t in zip(preds, labels)])

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from evomm.handle import ModelHandle
-from evomm.metrics import load_metric
 from evomm.metrics.textutils import extract_last_number, is_japanese, normalize_number
 from evomm.tasks import MetricSpec, Task, TaskResult
 
@@ -54,9 +53,9 @@ class JaMath(Task):
             preds = [o if ja else "" for o, ja in zip(outputs, japanese)]
         else:
             preds = list(outputs)
-        em = load_metric("numeric_match").compute(predictions=preds, references=refs)["exact_match"]
+        hits = [extract_last_number(p) == normalize_number(r) for p, r in zip(preds, refs)]  # numeric_match, per item
         details = [
             {"output": o, "extracted": extract_last_number(o), "reference": r, "japanese": ja}
             for o, r, ja in zip(outputs, refs, japanese)
         ]
-        return TaskResult({"accuracy": em, "japanese": sum(japanese) / len(japanese)}, len(examples), details)
+        return TaskResult.from_items({"accuracy": hits, "japanese": japanese}, details)

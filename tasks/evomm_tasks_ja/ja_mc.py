@@ -7,7 +7,6 @@ from typing import Any
 
 from evomm.errors import TaskError
 from evomm.handle import ModelHandle
-from evomm.metrics import load_metric
 from evomm.tasks import MetricSpec, Task, TaskResult
 
 #: Context template; each choice is scored as the continuation.
@@ -65,10 +64,9 @@ class JaMC(Task):
         pred = [max(range(len(p)), key=lambda i, p=p: p[i][0]) for p in per]
         pred_norm = [max(range(len(p)), key=lambda i, p=p: p[i][1]) for p in per]
         labels = [int(e["label"]) for e in examples]
-        acc = load_metric("mc_accuracy")
-        metrics = {
-            "accuracy": acc.compute(predictions=pred, references=labels)["accuracy"],
-            "accuracy_norm": acc.compute(predictions=pred_norm, references=labels)["accuracy"],
+        items = {
+            "accuracy": [y == t for y, t in zip(pred, labels)],
+            "accuracy_norm": [y == t for y, t in zip(pred_norm, labels)],
         }
         details = [{"loglikelihoods": [x[0] for x in p], "pred": y, "label": t} for p, y, t in zip(per, pred, labels)]
-        return TaskResult(metrics, len(examples), details)
+        return TaskResult.from_items(items, details)

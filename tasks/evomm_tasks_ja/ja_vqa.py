@@ -72,4 +72,4 @@ class JaVQA(Task):
             require_japanese=bool(self.options.get("require_japanese", True)),
         )
         details = [{"output": o, "reference": r, "rougeL": s} for o, r, s in zip(outputs, refs, res["scores"])]
-        return TaskResult({"rougeL": res["rougeL"]}, len(examples), details)
+        return TaskResult.from_items({"rougeL": res["scores"]}, details)

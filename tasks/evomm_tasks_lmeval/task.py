@@ -106,6 +106,24 @@ def metric_key(result_key: str) -> str:
     return metric if filt in ("", "none") else f"{metric}__{filt}"
 
 
+def _per_item(task_obj: Any, samples: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per-example values of the metrics lm-eval aggregates by ``mean`` (unfiltered), in the order
+    of ``examples``; corpus-level metrics (BLEU, F1 over the corpus) and filtered ones give none."""
+    from lm_eval.api.metrics import mean
+
+    by_doc = {int(s["doc_id"]): s for s in samples if s.get("filter", "none") == "none"}
+    aggregation = task_obj.aggregation()
+    items: dict[str, list[float]] = {}
+    for m in task_obj.higher_is_better():
+        if aggregation.get(m) is not mean:
+            continue
+        try:
+            items[m] = [float(by_doc[int(e["doc_id"])][m]) for e in examples]
+        except (KeyError, TypeError, ValueError):
+            continue  # no per-sample number for this metric: aggregate only
+    return items
+
+
 def _unwrap(resps: Any) -> Any:
     """A single response (``generate_until``) rather than lm-eval's one-element list."""
     return resps[0] if isinstance(resps, list) and len(resps) == 1 else resps
@@ -293,9 +311,10 @@ class LmEvalTask(Task):
             for k, v in raw.items()
             if "," in k and "_stderr" not in k and isinstance(v, (int, float))
         }
+        samples = out.get("samples", {}).get(name, [])
         details = [
             {"doc_id": s.get("doc_id"), "target": s.get("target"), "response": _unwrap(s.get("filtered_resps")),
              **{m: s[m] for m in task_obj.higher_is_better() if m in s}}
-            for s in out.get("samples", {}).get(name, [])
+            for s in samples
         ]
-        return TaskResult(metrics, len(ids), details)
+        return TaskResult(metrics, len(ids), details, items=_per_item(task_obj, samples, examples))

@@ -36,6 +36,7 @@ class ToyTextTask(Task):
 
     zoo_task: ClassVar[str]
     modality = "text"
+    requires = frozenset({"generate"})
     metrics = _METRICS
     default_data = None  # the demo zoo: evomm.zoo.default_zoo_dir("demo")
 
@@ -72,14 +73,13 @@ class ToyTextTask(Task):
             stop=["\n"],
             batch_size=int(self.options.get("batch_size", 64)),
         )
-        details, strict, loose = [], 0, 0
-        for out, ex in zip(outs, examples):
-            mark = score_output(self.zoo_task, out, ex)
-            strict += mark["strict"]
-            loose += mark["loose"]
-            details.append({"prompt": ex["prompt"], "output": out, "answer": ex["answer"], **mark})
-        n = len(examples)
-        return TaskResult({"strict": strict / n, "loose": loose / n}, n=n, details=details)
+        marks = [score_output(self.zoo_task, out, ex) for out, ex in zip(outs, examples)]
+        details = [
+            {"prompt": ex["prompt"], "output": out, "answer": ex["answer"], **mark}
+            for out, ex, mark in zip(outs, examples, marks)
+        ]
+        items = {"strict": [m["strict"] for m in marks], "loose": [m["loose"] for m in marks]}
+        return TaskResult.from_items(items, details)
 
 
 class ToyJaSkill(ToyTextTask):

@@ -84,6 +84,7 @@ class ToyVQA(ToyVisionTask):
     """Image + question -> a one-word answer, scored strictly, with an image-shuffled control."""
 
     modality = "image+text"
+    requires = frozenset({"generate", "image"})
     metrics = (
         MetricSpec("accuracy", True, "the answer equals the reference (fraction of items)"),
         MetricSpec("shuffled", True, "accuracy with every image swapped for another row's (control)"),
@@ -109,8 +110,8 @@ class ToyVQA(ToyVisionTask):
         images = self.images(examples)
         outs = self._answers(handle, prompts, images)
         n = len(examples)
-        right = [o == e["answer"] for o, e in zip(outs, examples)]
-        metrics = {"accuracy": sum(right) / n}
+        right = [float(o == e["answer"]) for o, e in zip(outs, examples)]
+        items = {"accuracy": right}
         details = [
             {"question": e["question"], "image": e["image"], "output": o, "answer": e["answer"], "correct": r}
             for o, e, r in zip(outs, examples, right)
@@ -118,12 +119,12 @@ class ToyVQA(ToyVisionTask):
         if self.options.get("shuffled", True) and n > 1:
             rolled = images[1:] + images[:1]  # every row gets another row's image
             shuf = self._answers(handle, prompts, rolled)
-            hits = [o == e["answer"] for o, e in zip(shuf, examples)]
-            metrics["shuffled"] = sum(hits) / n
-            metrics["image_gain"] = metrics["accuracy"] - metrics["shuffled"]
+            hits = [float(o == e["answer"]) for o, e in zip(shuf, examples)]
+            items["shuffled"] = hits
+            items["image_gain"] = [r - h for r, h in zip(right, hits)]
             for d, o, h in zip(details, shuf, hits):
-                d.update(shuffled_output=o, shuffled_correct=h)
-        return TaskResult(metrics, n=n, details=details)
+                d.update(shuffled_output=o, shuffled_correct=bool(h))
+        return TaskResult.from_items(items, details)
 
 
 class ToyEnVQA(ToyVQA):
@@ -143,6 +144,7 @@ class ToyClassification(ToyVisionTask):
     """Zero-shot image classification through ``handle.classify`` with the task's class prompts."""
 
     modality = "image"
+    requires = frozenset({"classify"})
     metrics = (MetricSpec("accuracy", True, "predicted class equals the label (fraction of items)"),)
 
     def class_prompts(self) -> list[list[str]]:
@@ -157,7 +159,7 @@ class ToyClassification(ToyVisionTask):
         pred = handle.classify(self.images(examples), self.class_prompts())
         right = [int(p) == int(e["label"]) for p, e in zip(pred, examples)]
         details = [{"image": e["image"], "label": e["label"], "pred": int(p)} for p, e in zip(pred, examples)]
-        return TaskResult({"accuracy": sum(right) / len(examples)}, n=len(examples), details=details)
+        return TaskResult.from_items({"accuracy": right}, details)
 
 
 class ToyShapeCls(ToyClassification):
