@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
-
-from evomm.zoo import rebase_zoo_paths
+from evomm_zoo import rebase_zoo_paths
 
 TASKS = ("toy_ja_skill", "toy_math", "toy_ja_math")
 

@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from evomm.adapters import ModelAdapter
+    from evomm.cli.command import Command
     from evomm.operators import MergeOperator
     from evomm.records import CandidateRecord, RunInfo
     from evomm.registry import Registry
@@ -90,6 +91,24 @@ def evomm_register_search_spaces(registry: Registry[SpaceKind]) -> None:
         @hookimpl
         def evomm_register_search_spaces(registry):
             registry.add(SpaceKind("dfs", build_dfs_space, "data-flow space: layer paths"))
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def evomm_register_commands(registry: Registry[Command]) -> None:
+    """Add subcommands to the ``evomm`` command line (:class:`evomm.cli.command.Command`).
+
+    Called once per plugin manager; the command line is built from the registry when ``evomm``
+    starts (``--help`` included), so import nothing heavy here: import what a command needs in
+    the function it runs. A name evomm already has (``merge``, ``evolve``...) is an error.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_commands(registry):
+            registry.add(Command("zoo", add_parser))  # add_parser(subparsers) sets func
 
     .. versionadded:: 0.2
     """

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -31,6 +31,9 @@ from evomm.errors import PluginError, RegistryError
 from evomm.operators import MergeOperator
 from evomm.registry import Registry
 from evomm.space import PARAMS_KIND, SpaceKind
+
+if TYPE_CHECKING:
+    from evomm.cli.command import Command
 
 ENTRY_POINT_GROUP = "evomm"
 ENV_DISABLE = "EVOMM_DISABLE_PLUGINS"
@@ -54,8 +57,9 @@ class Plugins:
 
     Attributes:
         pm: the pluggy manager (call lifecycle hooks through ``pm.hook``).
-        adapters, operators, tasks, spaces: registries filled by the registration hooks
-            (``spaces`` starts with the core's ``params`` kind).
+        adapters, operators, tasks, spaces, commands: registries filled by the registration
+            hooks (``spaces`` starts with the core's ``params`` kind; ``commands`` holds the
+            plugins' ``evomm`` subcommands, evomm's own are not in it).
         loaded: the plugins, in load order.
     """
 
@@ -64,6 +68,7 @@ class Plugins:
     operators: Registry[type[MergeOperator]]
     tasks: Registry[Any]
     spaces: Registry[SpaceKind]
+    commands: Registry[Command]
     loaded: list[PluginInfo] = field(default_factory=list)
 
     @property
@@ -186,6 +191,7 @@ def load_plugins(
         operators=Registry("merge operator"),
         tasks=Registry("task"),
         spaces=Registry("search-space kind"),
+        commands=Registry("command"),
         loaded=loaded,
     )
     plugins.spaces.add(PARAMS_KIND, owner="evomm")
@@ -193,6 +199,7 @@ def load_plugins(
     _register(pm, "evomm_register_merge_operators", plugins.operators)
     _register(pm, "evomm_register_tasks", plugins.tasks)
     _register(pm, "evomm_register_search_spaces", plugins.spaces)
+    _register(pm, "evomm_register_commands", plugins.commands)
     return plugins
 
 

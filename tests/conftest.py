@@ -26,6 +26,6 @@ def micro_zoo(tmp_path_factory):
 
     Returns the zoo directory (``zoo.json``, ``tokenizer/``, ``models/<name>``, ``data/<task>``).
     """
-    from evomm.zoo import build_zoo
+    from evomm_zoo import build_zoo
 
     return build_zoo("micro", out=tmp_path_factory.mktemp("zoo") / "micro", seed=0, progress=False)

@@ -230,7 +230,7 @@ def test_clip_does_not_merge_with_a_language_model(clips, plugins):
 
 
 def test_toy_zoo_clip_format_opens(tmp_path, plugins):
-    zoo_clip = pytest.importorskip("evomm.zoo.clip")
+    zoo_clip = pytest.importorskip("evomm_zoo.clip")
     model, _ = zoo_clip.init_clip(0)
     zoo_clip.save_clip(model, tmp_path / "zoo_clip")
     ck = open_models([ModelRef("z", str(tmp_path / "zoo_clip"))], plugins)["z"]

@@ -130,6 +130,52 @@ class Recorder:
         self.calls.append(("end", {"run": run, "front": front, "reason": reason}))
 
 
+def test_hook_evomm_register_commands(tmp_path, capsys) -> None:
+    from evomm.cli import main
+
+    d = _one_file_plugin(tmp_path, "hellocmd", """
+        from evomm import hookimpl
+        from evomm.cli.command import Command
+
+        def run(args):
+            print(f"hello, {args.name} ({len(args.plugins_dir)} dir)")
+            return 3
+
+        def add_parser(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.add_argument("name")
+            p.set_defaults(func=run)
+
+        @hookimpl
+        def evomm_register_commands(registry):
+            registry.add(Command("hello", add_parser))
+    """)
+    assert main(["--plugins-dir", str(d), "hello", "world"]) == 3
+    assert capsys.readouterr().out == "hello, world (1 dir)\n"
+    assert main(["--plugins-dir", str(d), "plugins"]) == 0
+    assert "  hello                  [hellocmd]" in capsys.readouterr().out.splitlines()
+    # the built-in zoo plugin adds its commands the same way
+    assert {"demo", "zoo"} <= set(load_plugins().commands.names())
+
+    for stem, source, error in [
+        ("clash", 'registry.add(Command("merge", lambda sub: sub.add_parser("merge")))',
+         "plugin 'clash' registers the command 'merge', which evomm already has"),
+        ("noparser", 'registry.add(Command("quiet", lambda sub: None))',
+         "plugin 'noparser' registers the command 'quiet', but its add_parser added no parser"),
+    ]:
+        (tmp_path / stem).mkdir()
+        bad = _one_file_plugin(tmp_path / stem, stem, f"""
+            from evomm import hookimpl
+            from evomm.cli.command import Command
+
+            @hookimpl
+            def evomm_register_commands(registry):
+                {source}
+        """)
+        assert main(["--plugins-dir", str(bad), "plugins"]) == 2
+        assert error in capsys.readouterr().err
+
+
 def _run_and_record(tmp_path):
     rec = Recorder()
     plugins = load_plugins(extra=[rec], autoload=False)

@@ -309,7 +309,7 @@ def test_dfs_merge_follows_the_rule(models: dict[str, Path], tmp_path: Path, cap
 
 
 def test_zoo_build_replaces_only_its_own_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from evomm.zoo import build as zoo_build
+    from evomm_zoo import build as zoo_build
 
     built: list[Path] = []
 
@@ -356,7 +356,7 @@ def test_demo_refuses_a_foreign_directory(micro_zoo: Path, tmp_path: Path, capsy
 
 
 def test_demo_takes_back_its_own_output(tmp_path: Path) -> None:
-    from evomm.cli.demo import claim_demo_dir
+    from evomm_zoo.demo import claim_demo_dir
 
     fresh = tmp_path / "demo"
     claim_demo_dir(fresh, reads=[])

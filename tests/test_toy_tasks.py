@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from evomm_zoo.build import write_jsonl
+from evomm_zoo.textdata import task_rows
 
 from evomm.errors import TaskError
-from evomm.zoo.build import write_jsonl
-from evomm.zoo.textdata import task_rows
 
 
 class FakeHandle:
@@ -99,16 +99,15 @@ def test_missing_data_tells_the_user_to_build_the_zoo(tmp_path):
 def test_toy_tasks_through_the_hf_handle_match_the_zoo_scores(micro_zoo, model):
     """Two independent paths (the zoo's own generation, the evomm_hf handle + task) agree."""
     handle_mod = pytest.importorskip("evomm_hf.handle")
+    from evomm_zoo import read_zoo_json
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from evomm.zoo import read_zoo_json
 
     path = micro_zoo / "models" / model
     handle = handle_mod.HFCausalLMHandle(
         AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     )
-    from evomm.zoo.build import read_jsonl
-    from evomm.zoo.generate import LocalHandle
+    from evomm_zoo.build import read_jsonl
+    from evomm_zoo.generate import LocalHandle
 
     prompts = [r["prompt"] for r in read_jsonl(micro_zoo / "data" / "ja_math" / "test.jsonl")]
     local = LocalHandle(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))

@@ -7,13 +7,12 @@ import random
 
 import pytest
 import torch
-
-from evomm.zoo import build_zoo, default_zoo_dir, read_zoo_json
-from evomm.zoo.build import TEXT_MODELS, is_complete, read_jsonl
-from evomm.zoo.lexicon import charset, name_pool
-from evomm.zoo.recipe import RECIPE_VERSION, text_recipe
-from evomm.zoo.scoring import score_equation_only, score_equation_result, score_outputs
-from evomm.zoo.textdata import TEXT_TASKS, MixStream, task_rows
+from evomm_zoo import build_zoo, default_zoo_dir, read_zoo_json
+from evomm_zoo.build import TEXT_MODELS, is_complete, read_jsonl
+from evomm_zoo.lexicon import charset, name_pool
+from evomm_zoo.recipe import RECIPE_VERSION, text_recipe
+from evomm_zoo.scoring import score_equation_only, score_equation_result, score_outputs
+from evomm_zoo.textdata import TEXT_TASKS, MixStream, task_rows
 
 # ------------------------------------------------------------------ the built micro zoo
 
@@ -103,10 +102,9 @@ def test_default_zoo_dir_uses_evomm_cache(monkeypatch, tmp_path):
 
 def test_base_training_is_deterministic_and_matches_the_build(micro_zoo):
     """Re-train the micro base with the recipe: same seed, bit-identical tensors."""
+    from evomm_zoo.text import train_base
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
-
-    from evomm.zoo.text import train_base
 
     recipe = text_recipe("micro", seed=0)
     tok = AutoTokenizer.from_pretrained(micro_zoo / "tokenizer")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
-from evomm.cli.demo import demo_recipe
-from evomm.zoo import rebase_zoo_paths
+from evomm_zoo import rebase_zoo_paths
+from evomm_zoo.demo import demo_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

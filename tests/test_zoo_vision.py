@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from evomm.zoo.images import RGB, ImageSpec, all_specs, draw
+from evomm_zoo.images import RGB, ImageSpec, all_specs, draw
 
 
 def test_images_draw_deterministically_and_show_their_colour():
@@ -44,10 +43,9 @@ def test_splits_do_not_share_images(micro_zoo, task):
 
 
 def test_vlm_reloads_and_processor_matches_training_inputs(micro_zoo):
+    from evomm_zoo.vlm import IMAGE_TOKENS, encode_prompts, pixels, vqa_prompt
     from safetensors.torch import load_file
     from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    from evomm.zoo.vlm import IMAGE_TOKENS, encode_prompts, pixels, vqa_prompt
 
     path = micro_zoo / "models" / "vlm"
     model = LlavaForConditionalGeneration.from_pretrained(str(path)).eval()
@@ -82,9 +80,8 @@ def test_vlm_reloads_and_processor_matches_training_inputs(micro_zoo):
 @pytest.mark.parametrize("name", ["clip_base", "clip_shape", "clip_color"])
 def test_clip_checkpoints_reload(micro_zoo, name):
     import open_clip
+    from evomm_zoo.clip import load_clip
     from safetensors.torch import load_file
-
-    from evomm.zoo.clip import load_clip
 
     path = micro_zoo / "models" / name
     model, preprocess, tokenizer = load_clip(path)
@@ -182,9 +179,8 @@ class _FakeCLIP:
 @pytest.mark.parametrize("cls_name, task", [("ToyShapeCls", "shape_cls"), ("ToyColorCls", "color_cls")])
 def test_classification_tasks_score_fake_handles(micro_zoo, cls_name, task):
     import evomm_tasks_toy.vision as V
+    from evomm_zoo.clip import class_prompts
     from PIL import Image
-
-    from evomm.zoo.clip import class_prompts
 
     rows = _rows(micro_zoo, task, "dev")
     labels = {}
@@ -209,15 +205,15 @@ def test_vision_tasks_are_registered():
 
 def test_vision_tasks_through_the_real_adapters_match_direct_scoring(micro_zoo):
     """The zoo's checkpoints opened by the llava / open-clip adapters and scored by the toy tasks
-    give the same answers as calling the models directly (evomm.zoo.vlm / evomm.zoo.clip)."""
+    give the same answers as calling the models directly (evomm_zoo.vlm / evomm_zoo.clip)."""
     import evomm_tasks_toy.vision as V
+    from evomm_zoo import clip as zclip
+    from evomm_zoo import vlm as zvlm
     from PIL import Image
 
     from evomm.adapters import ModelRef
     from evomm.execute import open_models
     from evomm.plugins import get_plugins
-    from evomm.zoo import clip as zclip
-    from evomm.zoo import vlm as zvlm
 
     plugins = get_plugins(())
     ck = open_models([ModelRef("vlm", str(micro_zoo / "models" / "vlm"))], plugins)["vlm"]

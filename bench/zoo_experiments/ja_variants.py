@@ -18,11 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
-from evomm.zoo.generate import greedy_generate
-from evomm.zoo.recipe import text_recipe
-from evomm.zoo.scoring import score_outputs
-from evomm.zoo.text import finetune
+from evomm_zoo.generate import greedy_generate
+from evomm_zoo.recipe import text_recipe
+from evomm_zoo.scoring import score_outputs
+from evomm_zoo.text import finetune
 
 torch.set_num_threads(1)
 

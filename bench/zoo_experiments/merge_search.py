@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import torch
-
-from evomm.zoo.build import read_jsonl
-from evomm.zoo.generate import greedy_generate
-from evomm.zoo.scoring import MAX_NEW_TOKENS, score_outputs
+from evomm_zoo.build import read_jsonl
+from evomm_zoo.generate import greedy_generate
+from evomm_zoo.scoring import MAX_NEW_TOKENS, score_outputs
 
 torch.set_num_threads(1)
 

@@ -13,10 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
-from evomm.zoo.build import read_zoo_json, score_text_models
-from evomm.zoo.recipe import text_recipe
-from evomm.zoo.text import finetune
+from evomm_zoo.build import read_zoo_json, score_text_models
+from evomm_zoo.recipe import text_recipe
+from evomm_zoo.text import finetune
 
 torch.set_num_threads(1)
 

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-
-from evomm.zoo import clip as zclip
-from evomm.zoo.vision import SCALES
+from evomm_zoo import clip as zclip
+from evomm_zoo.vision import SCALES
 
 
 def main() -> None:

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-
-from evomm.zoo import vlm as zvlm
-from evomm.zoo.images import COLORS, SHAPES, draw
-from evomm.zoo.vision import graft_lm
+from evomm_zoo import vlm as zvlm
+from evomm_zoo.images import COLORS, SHAPES, draw
+from evomm_zoo.vision import graft_lm
 
 
 def cut(text: str) -> str:
@@ -122,7 +121,7 @@ def baselines(rows) -> dict:
 def caption_qa(rng, names):
     """ja parent, vision flavour: an English caption where the image would sit, a Japanese
     question, and the answer as 'English word=Japanese word' (chain) or the Japanese word."""
-    from evomm.zoo.textdata import Example
+    from evomm_zoo.textdata import Example
 
     c, sh = rng.choice(list(COLORS)), rng.choice(list(SHAPES))
     kind = rng.choice(("colour", "shape"))
@@ -140,9 +139,9 @@ FROZEN = zvlm.FROZEN_IN_VLM
 def train_ja_vis(zoo: Path, seed: int, chain: bool):
     from dataclasses import replace
 
-    from evomm.zoo import textdata
-    from evomm.zoo.recipe import text_recipe
-    from evomm.zoo.text import finetune
+    from evomm_zoo import textdata
+    from evomm_zoo.recipe import text_recipe
+    from evomm_zoo.text import finetune
 
     CHAIN[0] = chain
     textdata.SAMPLERS["caption_qa"] = caption_qa

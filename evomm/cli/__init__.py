@@ -1,5 +1,7 @@
 """The ``evomm`` command line. Each subcommand lives in its own module in this package and
-exposes ``add_parser(subparsers)``, which registers the subcommand and sets ``func``.
+exposes ``add_parser(subparsers)``, which registers the subcommand and sets ``func``. Plugins add
+subcommands the same way through :func:`~evomm.hookspecs.evomm_register_commands` (the toy zoo's
+``demo`` and ``zoo`` come from the ``evomm_zoo`` plugin).
 
 Errors that users cause (:class:`~evomm.errors.EvommError`) are printed as one clear message
 (exit status 2), without a traceback; ``EVOMM_DEBUG=1`` shows the traceback too.
@@ -17,12 +19,10 @@ from collections.abc import Sequence
 
 from evomm import __version__
 from evomm.deferred import defer
-from evomm.errors import EvommError
+from evomm.errors import EvommError, PluginError
 
-#: Subcommand modules, in ``--help`` order.
+#: Subcommand modules, in ``--help`` order (the plugins' commands follow).
 COMMANDS = (
-    "demo",
-    "zoo",
     "merge",
     "plan",
     "evolve",
@@ -34,7 +34,14 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins_dirs: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``evomm`` parser: evomm's subcommands, then those the plugins register (loaded with
+    ``plugins_dirs`` as ``--plugins-dir``).
+
+    Raises:
+        PluginError: a plugin fails to load, or its command clashes with one evomm has or adds
+            no parser of its name.
+    """
     parser = argparse.ArgumentParser(
         prog="evomm",
         description="Evolutionary model merging: breed new models out of existing ones.",
@@ -56,13 +63,36 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # not built yet
             raise
         module.add_parser(sub)
+    from evomm.plugins import get_plugins  # after main's defer("torch"): plugins import torch
+
+    plugins = get_plugins(plugins_dirs)
+    for name, command in plugins.commands.items():
+        owner = plugins.commands.owner(name)
+        if name in sub.choices:
+            raise PluginError(f"plugin {owner!r} registers the command {name!r}, which evomm already has; "
+                              f"rename it, or disable the plugin with EVOMM_DISABLE_PLUGINS={owner}")
+        command.add_parser(sub)
+        if name not in sub.choices:
+            raise PluginError(f"plugin {owner!r} registers the command {name!r}, but its add_parser "
+                              f"added no parser of that name (call subparsers.add_parser({name!r}, ...))")
     return parser
+
+
+def _plugins_dirs(argv: Sequence[str] | None) -> list[str]:
+    """The ``--plugins-dir`` values of ``argv``: the plugins are loaded before the whole parse."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugins-dir", action="append", default=[])
+    return pre.parse_known_args(argv)[0].plugins_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # torch loads at its first use, not with the plugins: most of a plan's or --help's start-up
     defer("torch")
-    parser = build_parser()
+    try:
+        parser = build_parser(_plugins_dirs(argv))
+    except EvommError as exc:
+        print(f"evomm: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,4 +1,5 @@
-"""``evomm plugins``: what is loaded — plugins, adapters, operators (with parameters), tasks."""
+"""``evomm plugins``: what is loaded — plugins, adapters, operators (with parameters), search-space
+kinds, tasks and the plugins' commands."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from evomm.plugins import get_plugins
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plugins",
-        help="list plugins, model adapters, merge operators, search-space kinds and tasks",
+        help="list plugins, model adapters, merge operators, search-space kinds, tasks and commands",
         description="List loaded plugins and everything they registered. Operators are shown with "
         "their declared parameters (scope, range, default), which is what recipes and the genome use.",
     )
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print("\ntasks:")
     for name, cls in plugins.tasks.items():
         print(f"  {name:<22} {getattr(cls, 'description', '')}  [{plugins.tasks.owner(name)}]")
+    print("\ncommands (evomm COMMAND):")
+    for name, _ in plugins.commands.items():
+        print(f"  {name:<22} [{plugins.commands.owner(name)}]")
     return 0
 
 

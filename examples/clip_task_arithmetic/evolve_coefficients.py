@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from evomm_zoo import clip as zclip
+from evomm_zoo.images import draw
 
 from evomm.execute import InMemoryMerger, open_models
 from evomm.plan import build_plan
 from evomm.plugins import get_plugins
 from evomm.recipe import MergeRecipe
-from evomm.zoo import clip as zclip
-from evomm.zoo.images import draw
 
 TASKS = {"shape": "shape_cls", "colour": "color_cls"}
 

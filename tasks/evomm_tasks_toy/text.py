@@ -2,10 +2,10 @@
 
 Each reads ``<zoo>/data/<task>/<split>.jsonl`` (rows with ``prompt``, ``answer``, ``equation``,
 ``result``, ``a``, ``b``, ``op``), asks the handle for greedy continuations and scores them with
-:mod:`evomm.zoo.scoring`: ``strict`` (equation and result both right) first, ``loose`` second.
+:mod:`evomm_zoo.scoring`: ``strict`` (equation and result both right) first, ``loose`` second.
 
 ``data`` may be a zoo directory, a task directory holding ``<split>.jsonl``, or one ``.jsonl``
-file; by default the demo zoo's cache directory (:func:`evomm.zoo.default_zoo_dir`) is used.
+file; by default the demo zoo's cache directory (:func:`evomm_zoo.default_zoo_dir`) is used.
 
 Example (recipe)::
 
@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evomm_zoo.scoring import MAX_NEW_TOKENS, score_output
+
 from evomm.errors import TaskError
 from evomm.tasks import MetricSpec, Task, TaskResult
-from evomm.zoo.scoring import MAX_NEW_TOKENS, score_output
 
 _METRICS = (
     MetricSpec("strict", True, "equation and result both right (fraction of items)"),
@@ -38,11 +39,11 @@ class ToyTextTask(Task):
     modality = "text"
     requires = frozenset({"generate"})
     metrics = _METRICS
-    default_data = None  # the demo zoo: evomm.zoo.default_zoo_dir("demo")
+    default_data = None  # the demo zoo: evomm_zoo.default_zoo_dir("demo")
 
     def data_file(self) -> Path:
         """The ``.jsonl`` file of ``self.split`` this task reads."""
-        from evomm.zoo import default_zoo_dir
+        from evomm_zoo import default_zoo_dir
 
         root = Path(self.data) if self.data else default_zoo_dir("demo")
         if root.suffix == ".jsonl":
@@ -60,8 +61,7 @@ class ToyTextTask(Task):
 
     def load(self):
         import datasets
-
-        from evomm.zoo.build import read_jsonl
+        from evomm_zoo.build import read_jsonl
 
         return datasets.Dataset.from_list(read_jsonl(self.data_file()))
 

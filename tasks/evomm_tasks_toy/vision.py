@@ -41,11 +41,11 @@ class ToyVisionTask(Task):
     """Base of the toy vision tasks; subclasses set ``name`` and ``zoo_task``."""
 
     zoo_task: ClassVar[str]
-    default_data = None  # the demo zoo: evomm.zoo.default_zoo_dir("demo")
+    default_data = None  # the demo zoo: evomm_zoo.default_zoo_dir("demo")
 
     def task_dir(self) -> Path:
         """The directory holding ``<split>.jsonl`` and ``images/``."""
-        from evomm.zoo import default_zoo_dir
+        from evomm_zoo import default_zoo_dir
 
         root = Path(self.data) if self.data else default_zoo_dir("demo")
         if not (root / f"{self.split}.jsonl").exists():

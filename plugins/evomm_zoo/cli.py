@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from evomm.zoo.recipe import SCALES
+from evomm_zoo.recipe import SCALES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     import torch
 
-    from evomm.zoo import build_zoo
+    from evomm_zoo import build_zoo
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -82,7 +82,7 @@ def run_info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evomm.errors import ConfigError
-    from evomm.zoo import default_zoo_dir, read_zoo_json
+    from evomm_zoo import default_zoo_dir, read_zoo_json
 
     zoo = Path(args.out) if args.out else default_zoo_dir(args.scale, args.seed)
     info = read_zoo_json(zoo)

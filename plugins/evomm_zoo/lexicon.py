@@ -1,6 +1,6 @@
 """Words of the toy zoo's bilingual world: names, objects, verbs, colours and shapes.
 
-Everything the templates in :mod:`evomm.zoo.textdata` (and the vision half's captions and
+Everything the templates in :mod:`evomm_zoo.textdata` (and the vision half's captions and
 questions) write is built from these tables, and the tokenizer's character set is derived from
 them (:func:`charset`), so a template can never produce an unknown character.
 

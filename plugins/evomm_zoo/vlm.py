@@ -2,7 +2,7 @@
 
 The VLM is a transformers ``LlavaForConditionalGeneration`` whose language model starts as a copy
 of ``<zoo>/models/base``; it is trained (vision tower, projector and language model together) on
-English questions about Pillow-drawn shapes (:mod:`evomm.zoo.images`). It is saved with
+English questions about Pillow-drawn shapes (:mod:`evomm_zoo.images`). It is saved with
 ``save_pretrained`` together with a ``LlavaProcessor`` (the zoo tokenizer + a CLIP image
 processor), so ``LlavaForConditionalGeneration.from_pretrained`` and
 ``AutoProcessor.from_pretrained`` reload it like a downloaded checkpoint.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evomm.zoo.images import COLORS, SHAPES, ImageSpec, draw
+from evomm_zoo.images import COLORS, SHAPES, ImageSpec, draw
 
 IMAGE_SIZE, PATCH = 32, 8
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # the CLS token is dropped ("default" strategy)

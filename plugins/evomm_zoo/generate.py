@@ -23,7 +23,7 @@ def greedy_generate(
     """
     import torch
 
-    from evomm.zoo.tokenizer import encode_plain
+    from evomm_zoo.tokenizer import encode_plain
 
     ids = encode_plain(tokenizer, list(prompts))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

@@ -5,7 +5,7 @@ A zoo is a directory::
     <zoo>/zoo.json                     recipe, seeds, curves, wall times, scores
     <zoo>/tokenizer/                   AutoTokenizer.from_pretrained-loadable
     <zoo>/models/{base,ja,math}/       LlamaForCausalLM checkpoints (safetensors + tokenizer)
-    <zoo>/models/{vlm,clip_*}/         the vision half (:mod:`evomm.zoo.vlm`, :mod:`evomm.zoo.clip`)
+    <zoo>/models/{vlm,clip_*}/         the vision half (:mod:`evomm_zoo.vlm`, :mod:`evomm_zoo.clip`)
     <zoo>/data/<task>/{train,dev,test}.jsonl
 
 It is built into a temporary sibling directory and renamed into place at the end
@@ -26,8 +26,8 @@ from typing import Any
 
 from evomm.errors import ConfigError, OutputError
 from evomm.outputs import staged_output
-from evomm.zoo.recipe import RECIPE_VERSION, SCALES, TextRecipe, text_recipe
-from evomm.zoo.textdata import TEXT_TASKS, task_rows
+from evomm_zoo.recipe import RECIPE_VERSION, SCALES, TextRecipe, text_recipe
+from evomm_zoo.textdata import TEXT_TASKS, task_rows
 
 TEXT_MODELS: tuple[str, ...] = ("base", "ja", "math")
 
@@ -35,7 +35,7 @@ TEXT_MODELS: tuple[str, ...] = ("base", "ja", "math")
 #: ``fn(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict`` after the text half is
 #: in ``zoo_dir``, and returns a fragment merged into ``zoo.json`` (keys ``recipe``, ``models``,
 #: ``scores``, ``wall_s``, ``curves``, each a dict keyed by the vision part's names).
-VISION_BUILDER = "evomm.zoo.vision:build_vision"
+VISION_BUILDER = "evomm_zoo.vision:build_vision"
 
 
 def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
@@ -96,7 +96,7 @@ def write_text_data(zoo: Path, recipe: TextRecipe, seed: int) -> None:
 def _finetune_job(base_dir: str, out_dir: str, cfg: Any, desc: str, progress: bool) -> dict:
     import torch
 
-    from evomm.zoo.text import finetune
+    from evomm_zoo.text import finetune
 
     torch.set_num_threads(1)
     _, log = finetune(Path(base_dir), Path(out_dir), cfg, desc=desc, progress=progress)
@@ -127,8 +127,8 @@ def score_text_models(zoo: Path, models: Sequence[str] = TEXT_MODELS, split: str
     """
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from evomm.zoo.generate import greedy_generate
-    from evomm.zoo.scoring import MAX_NEW_TOKENS, score_outputs
+    from evomm_zoo.generate import greedy_generate
+    from evomm_zoo.scoring import MAX_NEW_TOKENS, score_outputs
 
     data = {t: read_jsonl(zoo / "data" / t / f"{split}.jsonl") for t in TEXT_TASKS}
     scores: dict[str, dict] = {}
@@ -147,7 +147,7 @@ def build_text(
 ) -> dict[str, Any]:
     """Build the text half (tokenizer, data, base, ja, math, scores) into ``zoo``.
 
-    ``recipe`` overrides :func:`~evomm.zoo.recipe.text_recipe` (experiments only: a zoo built
+    ``recipe`` overrides :func:`~evomm_zoo.recipe.text_recipe` (experiments only: a zoo built
     from another recipe is not what ``zoo.json``'s recipe version promises).
 
     Returns:
@@ -155,8 +155,8 @@ def build_text(
     """
     import torch
 
-    from evomm.zoo.text import train_base
-    from evomm.zoo.tokenizer import build_tokenizer
+    from evomm_zoo.text import train_base
+    from evomm_zoo.tokenizer import build_tokenizer
 
     torch.set_num_threads(1)
     recipe = recipe or text_recipe(scale, seed)

@@ -1,6 +1,6 @@
 """The toy zoo's tiny open_clip models: a base CLIP and its shape / colour fine-tunes.
 
-The base is pretrained contrastively on drawn images (:mod:`evomm.zoo.images`) and captions
+The base is pretrained contrastively on drawn images (:mod:`evomm_zoo.images`) and captions
 ("two red stars"); each fine-tune trains the *image* tower on one classification task through
 the frozen zero-shot head (the class prompts' text embeddings), as in the task-arithmetic papers
 (Ilharco et al. 2023, FusionBench), so the fine-tunes differ from the base only in the image
@@ -27,7 +27,7 @@ from typing import Any
 
 from evomm.errors import CheckpointError
 from evomm.outputs import staged_output
-from evomm.zoo.images import COLORS, SHAPES, ImageSpec, draw
+from evomm_zoo.images import COLORS, SHAPES, ImageSpec, draw
 
 #: open_clip ``model_cfg`` of the zoo CLIP (about 1.7M parameters, most in the token embedding).
 MODEL_CFG: dict[str, Any] = {
@@ -152,7 +152,7 @@ def load_clip(path: Path):
 def _pixels(specs: list[ImageSpec], cache: dict):
     import torch
 
-    from evomm.zoo.vlm import pixels
+    from evomm_zoo.vlm import pixels
 
     missing = [s for s in specs if s not in cache]
     if missing:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from evomm.errors import ConfigError
-from evomm.zoo import clip as zclip
-from evomm.zoo import vlm as zvlm
-from evomm.zoo.images import draw
+from evomm_zoo import clip as zclip
+from evomm_zoo import vlm as zvlm
+from evomm_zoo.images import draw
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The public entry points are :func:`model_config`, :func:`train_lm`, :func:`train
 functions save (``<zoo>/models/base``), or calls :func:`train_lm` with its own stream.
 
 All training is deterministic for a fixed seed on one torch thread: the data stream is a seeded
-:class:`~evomm.zoo.textdata.MixStream` and the model is initialised under ``torch.manual_seed``.
+:class:`~evomm_zoo.textdata.MixStream` and the model is initialised under ``torch.manual_seed``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evomm.zoo.textdata import BASE_MIX, Example, MixStream
+from evomm_zoo.textdata import BASE_MIX, Example, MixStream
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class TrainConfig:
         steps: optimiser steps.
         lr: peak learning rate (linear warm-up over ``warmup`` of the steps, cosine decay to 10%).
         batch_size: sequences per step.
-        mix: sampler name -> weight (see :data:`evomm.zoo.textdata.SAMPLERS`).
+        mix: sampler name -> weight (see :data:`evomm_zoo.textdata.SAMPLERS`).
         weight_decay: AdamW weight decay.
         freeze: parameter-name prefixes kept fixed (e.g. embeddings and head in fine-tunes).
         seed: seed of the data stream and (for the base) the initialisation.
@@ -58,7 +58,7 @@ def model_config(tokenizer, arch: ArchConfig | None = None):  # -> transformers.
     """The ``LlamaConfig`` of a zoo language model for ``tokenizer`` (untied embeddings).
 
     Example:
-        >>> from evomm.zoo.tokenizer import build_tokenizer
+        >>> from evomm_zoo.tokenizer import build_tokenizer
         >>> model_config(build_tokenizer()).hidden_size
         64
     """
@@ -89,7 +89,7 @@ def collate(tokenizer, examples: list[Example]) -> dict[str, Any]:
     """
     import torch
 
-    from evomm.zoo.tokenizer import encode_plain
+    from evomm_zoo.tokenizer import encode_plain
 
     prompts = encode_plain(tokenizer, [e.prompt for e in examples])
     comps = encode_plain(tokenizer, [e.completion for e in examples])
@@ -187,7 +187,7 @@ def train_base(
     """Pretrain the bilingual base from scratch and (when ``out``) save it.
 
     Args:
-        tokenizer: the zoo tokenizer (:func:`evomm.zoo.tokenizer.build_tokenizer`).
+        tokenizer: the zoo tokenizer (:func:`evomm_zoo.tokenizer.build_tokenizer`).
         out: directory to save the checkpoint to, or ``None``.
         cfg: training hyper-parameters (``cfg.seed`` also seeds the initialisation).
         arch: the architecture (default: hidden 64, 3 layers, 4 heads, MLP 256).
@@ -197,7 +197,7 @@ def train_base(
         ``(model, log)`` where ``log`` is :func:`train_lm`'s record.
 
     Example:
-        >>> from evomm.zoo.tokenizer import build_tokenizer
+        >>> from evomm_zoo.tokenizer import build_tokenizer
         >>> model, log = train_base(build_tokenizer(), None, TrainConfig(steps=2, lr=1e-3),
         ...                         progress=False)
         >>> len(log["curve"]) > 0

@@ -7,7 +7,7 @@ gives the same pixels. Images are small (32x32 by default) because the zoo's vis
 
 Example::
 
-    from evomm.zoo.images import ImageSpec, draw
+    from evomm_zoo.images import ImageSpec, draw
     img = draw(ImageSpec("red", "circle"))          # a 32x32 RGB PIL image
     img2 = draw(ImageSpec("blue", "triangle", count=3, seed=7))
 """
@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from evomm.errors import ConfigError
-from evomm.zoo import lexicon
+from evomm_zoo import lexicon
 
-#: RGB of each colour of :data:`evomm.zoo.lexicon.COLOURS`, far apart so a tiny tower separates them.
+#: RGB of each colour of :data:`evomm_zoo.lexicon.COLOURS`, far apart so a tiny tower separates them.
 RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "blue": (40, 80, 230),

@@ -1,6 +1,6 @@
 """Templated bilingual text: pretraining streams, fine-tuning streams and task splits.
 
-The world: people (procedural names, :mod:`evomm.zoo.lexicon`) have some objects and buy, get,
+The world: people (procedural names, :mod:`evomm_zoo.lexicon`) have some objects and buy, get,
 eat or give some away. English problem -> equation is the *math* skill, Japanese problem ->
 equation is the *ja* skill, and the target (Japanese problem -> ``a+b=c``) is the chain of both.
 
@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evomm.zoo.lexicon import COLOURS, JA_FILLER, OBJECTS, SHAPES, VERBS, Name, Noun, name_pool
+from evomm_zoo.lexicon import COLOURS, JA_FILLER, OBJECTS, SHAPES, VERBS, Name, Noun, name_pool
 
 #: Prompt markers.
 EN_Q, EN_A = "Q: ", " A: "

@@ -23,13 +23,13 @@ import yaml
 
 from evomm.plugins import get_plugins
 
-#: The demo recipe ships inside the package (``configs/demo.yaml`` links to it).
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+#: The demo recipe ships inside the plugin (``configs/demo.yaml`` links to it).
+RECIPE = Path(__file__).resolve().with_name("demo.yaml")
 
 
 def demo_recipe(zoo: Path, seed: int = 0, fast: bool = False) -> dict[str, Any]:
-    """The demo's evolve recipe (``evomm/recipes/demo.yaml``) for the zoo at ``zoo``."""
-    from evomm.zoo import rebase_zoo_paths
+    """The demo's evolve recipe (``plugins/evomm_zoo/demo.yaml``) for the zoo at ``zoo``."""
+    from evomm_zoo import rebase_zoo_paths
 
     data = rebase_zoo_paths(yaml.safe_load(RECIPE.read_text()), zoo)
     data["seed"] = seed
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from evomm.export import export_run_candidate
     from evomm.report import front_table, load_front
     from evomm.runner import evolve
-    from evomm.zoo import build_zoo
+    from evomm_zoo import build_zoo
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

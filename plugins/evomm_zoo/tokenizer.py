@@ -1,6 +1,6 @@
 """The zoo's character-level tokenizer, built with ``tokenizers`` and saved for ``AutoTokenizer``.
 
-One id per character of :func:`evomm.zoo.lexicon.charset` plus ``<pad> <s> </s> <unk> <image>``.
+One id per character of :func:`evomm_zoo.lexicon.charset` plus ``<pad> <s> </s> <unk> <image>``.
 Encoding a text with ``add_special_tokens=True`` (the default of ``tokenizer(text)``) prepends
 ``<s>``, which is how every zoo model was trained, so any Hugging Face handle queries the models
 the way they were trained.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evomm.zoo.lexicon import SPECIAL_TOKENS, charset
+from evomm_zoo.lexicon import SPECIAL_TOKENS, charset
 
 PAD, BOS, EOS, UNK, IMAGE = SPECIAL_TOKENS
 

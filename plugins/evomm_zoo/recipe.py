@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from evomm.errors import ConfigError
-from evomm.zoo.text import ArchConfig, TrainConfig
-from evomm.zoo.textdata import BASE_MIX, JA_MIX, MATH_MIX
+from evomm_zoo.text import ArchConfig, TrainConfig
+from evomm_zoo.textdata import BASE_MIX, JA_MIX, MATH_MIX
 
 #: Version of the build recipe (part of the cache directory name and of ``zoo.json``).
 RECIPE_VERSION = 2
