@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-from evo_synthetic import SynthSpace, evomm_register_tasks  # noqa: F401 - a hook implementation
+from evo_synthetic import SynthSpace, evomm_register_search_spaces, evomm_register_tasks  # noqa: F401 - hook implementations
 
 from evomm import hookimpl
 from evomm.archive import Archive
