@@ -26,12 +26,13 @@ import numpy as np
 import yaml
 
 from evomm import __version__
-from evomm.archive import ARCHIVE_NAME, Archive
+from evomm.archive import Archive
 from evomm.errors import ConfigError, SearchError
 from evomm.front import pareto_front, pick
 from evomm.outputs import staged_output
 from evomm.plugins import Plugins, get_plugins
 from evomm.records import CandidateRecord
+from evomm.rundir import ARCHIVE_NAME, objective_infos, read_run
 
 #: Operators mergekit also has (same names, same parameter names).
 MERGEKIT_METHODS = frozenset({
@@ -45,8 +46,6 @@ _KIND_TO_SUBSTRING = {"attention": "self_attn", "mlp": "mlp", "norm": "norm",
 
 def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> CandidateRecord:
     """The record to export: by id, or picked on the last stage's front."""
-    from evomm.runner import objective_infos, read_run
-
     if (candidate is None) == (pick_how is None):
         raise ConfigError("export: give exactly one of --candidate ID or --pick HOW")
     archive = Archive(Path(run_dir) / ARCHIVE_NAME)
@@ -204,7 +203,7 @@ def export_run_candidate(
             filled; nothing is left at ``out_dir``.
         SearchError: the decoded plan no longer matches the archive (parents changed).
     """
-    from evomm.runner import build_space, read_run
+    from evomm.runner import build_space
 
     run_dir, out = Path(run_dir), Path(out_dir)
     plugins = plugins or get_plugins()

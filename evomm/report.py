@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from evomm.archive import ARCHIVE_NAME, Archive
+from evomm.archive import Archive
 from evomm.errors import ConfigError, SearchError
 from evomm.front import ObjectiveInfo, dominates_parents, pareto_front, pick
 from evomm.objectives import minimize_matrix
 from evomm.records import CandidateRecord
+from evomm.rundir import ARCHIVE_NAME, objective_infos, read_run
 
 KEY_GENES = 6
 
@@ -54,8 +55,6 @@ def load_front(run_dir: Path, stage: str | None = None) -> tuple[list[ObjectiveI
         SearchError: not a run, a damaged ``recipe.yaml``/``run.json``, nothing archived yet.
         ConfigError: ``stage`` is not a stage of the run (did-you-mean in the message).
     """
-    from evomm.runner import objective_infos, read_run
-
     _, meta = read_run(run_dir)
     infos = objective_infos(meta)
     archive = Archive(Path(run_dir) / ARCHIVE_NAME)

@@ -1,17 +1,6 @@
 """Wiring of an evolution run: recipe -> stages -> spaces -> loop -> front, report, hand-over.
 
-Run directory layout::
-
-    RUN_DIR/
-      recipe.yaml        the resolved evolve recipe (absolute paths); --resume reads it
-      run.json           evomm version, seed, objectives, stages, status
-      archive.jsonl      every evaluated candidate (and the scored parents), one JSON per line
-      archive.jsonl.torn the bytes of torn last lines set aside on resume (only after a crash)
-      .lock              held (flock) by the one process writing the run: pid and host inside
-      .evomm-output      the marker of a directory evomm wrote (see evomm.outputs)
-      stages/<name>/checkpoint.pkl   algorithm state after the last complete generation
-      stages/<name>/child/           the picked child handed to the next stage (multi-stage runs)
-      front.csv, front.json, front.png, progress.png, report.html
+The run directory's files and how they are read: :mod:`evomm.rundir`.
 
 Example:
     >>> from evomm.runner import evolve
@@ -27,7 +16,6 @@ record is archived removes what it made, so the same command can be run again on
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import shutil
 import sys
@@ -37,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from evomm import __version__
-from evomm.archive import ARCHIVE_NAME, Archive
-from evomm.errors import ConfigError, OutputError, SearchError
-from evomm.evolve_recipe import EvolveRecipe, load_evolve_recipe, parse_recipe
+from evomm.archive import Archive
+from evomm.errors import ConfigError, OutputError
+from evomm.evolve_recipe import EvolveRecipe, load_evolve_recipe
 from evomm.front import ObjectiveInfo, pick
 from evomm.interrupt import GracefulStop
 from evomm.objectives import ObjectiveSet
@@ -51,11 +38,18 @@ from evomm.plugins import Plugins, get_plugins
 from evomm.recipe_update import recipe_changes
 from evomm.records import CandidateRecord, RunInfo
 from evomm.run_lock import LOCK_NAME, RunLock
+from evomm.rundir import (
+    ARCHIVE_NAME,
+    RECIPE_NAME,
+    RUN_NAME,
+    not_a_run,
+    objective_infos,
+    read_run,
+    write_json,
+    write_recipe,
+)
 from evomm.search import EvolutionLoop, StageResult
 from evomm.space import SearchSpace, StageContext
-
-RECIPE_NAME = "recipe.yaml"
-RUN_NAME = "run.json"
 
 
 @dataclass
@@ -79,75 +73,6 @@ class RunResult:
     def note(self) -> str:
         """Why a stage stopped early (the wall-time budget), or ``""``."""
         return "; ".join(s.note for s in self.stages if s.note)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_recipe(run_dir: Path, recipe: EvolveRecipe) -> None:
-    text = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True, exclude={"merge", "algorithm", "budget"}),
-                          sort_keys=False, allow_unicode=True)
-    tmp = run_dir / (RECIPE_NAME + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, run_dir / RECIPE_NAME)
-
-
-def _not_a_run(run_dir: Path) -> SearchError:
-    return SearchError(f"{run_dir} is not an evomm run directory (no {RECIPE_NAME}); "
-                       "start one with `evomm evolve RECIPE --out DIR`")
-
-
-def read_run(run_dir: Path, *, need_meta: bool = True) -> tuple[EvolveRecipe, dict[str, Any]]:
-    """The recipe and ``run.json`` of a run directory.
-
-    Args:
-        run_dir: the run directory.
-        need_meta: a missing ``run.json`` is an error (``False``: ``{}``, as on resume, which
-            writes it again).
-
-    Raises:
-        SearchError: ``run_dir`` is not a run directory, or ``recipe.yaml`` / ``run.json`` is
-            damaged (the message names the file and the fix).
-    """
-    run_dir = Path(run_dir)
-    rpath, mpath = run_dir / RECIPE_NAME, run_dir / RUN_NAME
-    if not rpath.is_file():
-        raise _not_a_run(run_dir)
-    fix = ("restore it (the recipe the run was started with, paths made absolute), or start a new run "
-           "with `evomm evolve RECIPE --out NEW_DIR`")
-    try:
-        data = yaml.safe_load(rpath.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SearchError(f"{rpath} is damaged (not valid YAML: {str(exc).splitlines()[0]}); {fix}") from None
-    try:
-        recipe = parse_recipe(data, str(rpath))
-    except ConfigError as exc:
-        raise SearchError(f"{rpath} is damaged: {exc}\n{fix}") from None
-    if not mpath.is_file():
-        if need_meta:
-            raise SearchError(f"{run_dir} has no {RUN_NAME} (the run never got going, or the file was lost); "
-                              f"`evomm evolve --resume {run_dir}` writes it again")
-        return recipe, {}
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or not isinstance(meta.get("objectives"), list):
-            raise ValueError("no 'objectives' list")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SearchError(f"{mpath} is damaged ({exc}); delete it and run `evomm evolve --resume {run_dir}`, "
-                          f"which writes it again from {RECIPE_NAME}") from None
-    return recipe, meta
-
-
-def objective_infos(meta: dict[str, Any]) -> list[ObjectiveInfo]:
-    """The objectives recorded in ``run.json``."""
-    try:
-        return [ObjectiveInfo(o["name"], o["direction"], o.get("constraint")) for o in meta["objectives"]]
-    except (KeyError, TypeError) as exc:
-        raise SearchError(f"{RUN_NAME} has no valid objectives ({type(exc).__name__}: {exc}); delete it and "
-                          "run `evomm evolve --resume RUN_DIR`, which writes it again") from None
 
 
 def build_space(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
@@ -273,7 +198,7 @@ def evolve(
         archive = Archive(run_dir / ARCHIVE_NAME, repair=True)
         try:
             write_marker(run_dir, "evolve")
-            _write_recipe(run_dir, rec)
+            write_recipe(run_dir, rec)
             result = _run(rec, objs, {}, run_dir, plugins, archive, space, progress, report, on_evaluated)
         except BaseException:
             if not len(archive):
@@ -291,7 +216,7 @@ def _resume(recipe: str | Path | EvolveRecipe | None, run_dir: Path, recipe_upda
             plugins: Plugins | None, plugins_dirs: Sequence[str], progress: bool, report: bool,
             on_evaluated: Callable[[CandidateRecord], None] | None) -> RunResult:
     if not (run_dir / RECIPE_NAME).is_file():
-        raise _not_a_run(run_dir)  # before the lock, which would write into any directory
+        raise not_a_run(run_dir)  # before the lock, which would write into any directory
     if recipe is not None and not recipe_update:
         raise ConfigError(
             f"--resume {run_dir} continues the run's own recipe ({run_dir / RECIPE_NAME}) and a RECIPE was "
@@ -308,7 +233,7 @@ def _resume(recipe: str | Path | EvolveRecipe | None, run_dir: Path, recipe_upda
             print(f"recipe update for {run_dir}: " + ("; ".join(changes) if changes else "no change"),
                   file=sys.stderr)
             if changes:
-                _write_recipe(run_dir, new)
+                write_recipe(run_dir, new)
                 rec = new
         plugins = plugins or get_plugins(plugins_dirs)
         objs = ObjectiveSet(rec.objectives, rec.tasks, plugins)
@@ -328,7 +253,7 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
     previous: list[dict[str, Any]] = list(meta.get("previous", []))
     reason = "budget"
     try:
-        _write_json(run_dir / RUN_NAME, meta)
+        write_json(run_dir / RUN_NAME, meta)
         with GracefulStop() as stop:
             for i, stage in enumerate(rec.stages):
                 space = first_space if i == 0 and first_space is not None else \
@@ -348,7 +273,7 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
                         stop.check()
                         previous.append(_hand_over(space, stage.name, stage.pick, res, objective_infos(meta), run_dir))
                         meta["previous"] = previous
-                        _write_json(run_dir / RUN_NAME, meta)
+                        write_json(run_dir / RUN_NAME, meta)
                 finally:
                     space.close()
     except KeyboardInterrupt:
@@ -358,11 +283,11 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
             first_space.close()
         meta["status"] = "error"
         if run_dir.is_dir():
-            _write_json(run_dir / RUN_NAME, meta)
+            write_json(run_dir / RUN_NAME, meta)
         plugins.hook.evomm_run_end(run=run, front=results[-1].front if results else [], reason="error")
         raise
     meta["status"] = "finished" if reason == "budget" else reason
-    _write_json(run_dir / RUN_NAME, meta)
+    write_json(run_dir / RUN_NAME, meta)
     final_front = results[-1].front if results else []
     plugins.hook.evomm_run_end(run=run, front=final_front, reason=reason)
     if report and results and len(archive):
