@@ -21,6 +21,7 @@ from evomm.layout import DONOR_ONLY_KINDS, ModuleKind, TensorInfo
 from evomm.params import ParamSpec, resolve_value
 
 if TYPE_CHECKING:
+    from evomm.operators import MergeOperator
     from evomm.plugins import Plugins
     from evomm.recipe import MergeRecipe
 
@@ -87,14 +88,21 @@ class MergePlan:
     allow_nonfinite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for step in d["steps"]:
-            step["kind"] = step["kind"].value if isinstance(step["kind"], ModuleKind) else step["kind"]
-            if not step["pad"]:
-                del step["pad"]
-        d.pop("meta")
-        if not d["allow_nonfinite"]:
-            del d["allow_nonfinite"]
+        """The plan as plain data (``meta`` left out; ``pad`` and ``allow_nonfinite`` only when
+        set), what :meth:`digest` hashes. Built field by field: ``dataclasses.asdict`` deep-copied
+        every parameter tuple and was most of a candidate's decode time."""
+        d: dict[str, Any] = {
+            "operator": self.operator,
+            "models": [asdict(m) for m in self.models],
+            "base": None if self.base is None else asdict(self.base),
+            "donor": self.donor,
+            "dtype": self.dtype,
+            "out_dtype": self.out_dtype,
+            "seed": self.seed,
+            "steps": [_step_dict(s) for s in self.steps],
+        }
+        if self.allow_nonfinite:
+            d["allow_nonfinite"] = True
         return d
 
     def digest(self) -> str:
@@ -107,6 +115,21 @@ class MergePlan:
             if ref.name == alias:
                 return ref
         raise KeyError(alias)
+
+
+def _step_dict(step: TensorStep) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "name": step.name,
+        "kind": step.kind.value if isinstance(step.kind, ModuleKind) else step.kind,
+        "layer": step.layer,
+        "action": step.action,
+        "source": step.source,
+        "global_params": step.global_params,
+        "model_params": step.model_params,
+    }
+    if step.pad:
+        d["pad"] = step.pad
+    return d
 
 
 def step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
@@ -296,6 +319,119 @@ def _pad_or_check(ck: Checkpoint, alias: str, info: TensorInfo, donor: str) -> i
     return vocab_pad_rows(info, theirs, donor, alias)
 
 
+@dataclass(frozen=True)
+class PlanFrame:
+    """What a recipe's plan holds besides its parameter values: the operator, the models, the
+    donor, and per output tensor its step (copy, or merge with the rows to pad). A search builds
+    it once from a checked recipe (:func:`plan_frame`) and each candidate's plan from resolved
+    values (:func:`plan_from_values`), without a recipe round trip.
+
+    Attributes:
+        operator: the operator class.
+        models: the source models, in plan order; ``wheres``: their per-model key paths (errors).
+        base, donor, dtype, out_dtype, seed, allow_nonfinite, meta: as in :class:`MergePlan`.
+        num_layers: blocks in the donor's stack (gradients across layers).
+        tensors: ``(info, pad)`` per output tensor in donor order; ``pad`` is ``None`` for a
+            donor-only tensor copied from the donor.
+    """
+
+    operator: type[MergeOperator]
+    models: tuple[ModelRef, ...]
+    wheres: tuple[str, ...]
+    base: ModelRef | None
+    donor: str
+    dtype: str
+    out_dtype: str | None
+    seed: int
+    allow_nonfinite: bool
+    meta: tuple[tuple[str, str], ...]
+    num_layers: int
+    tensors: tuple[tuple[TensorInfo, tuple[tuple[str, int], ...] | None], ...]
+
+
+def plan_frame(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugins: Plugins) -> PlanFrame:
+    """Check ``recipe`` (:func:`evomm.recipe.check_recipe`) and the parents' layouts (shapes,
+    vocabulary padding, shared tokens) and return the value-independent part of its plan.
+
+    Raises:
+        ConfigError, CheckpointError, IncompatibleModelsError: as :func:`build_plan`.
+    """
+    from evomm.recipe import check_recipe
+
+    op = check_recipe(recipe, plugins)
+    sources, base_ref = recipe.sources(op)
+    donor = recipe.donor()
+    needed = [s.ref.name for s in sources] + ([base_ref.name] if base_ref else [])
+    missing = [a for a in [*needed, donor] if a not in checkpoints]
+    if missing:
+        raise ConfigError(f"build_plan: no opened checkpoint for model(s) {missing}; open them with open_models")
+    donor_ck = checkpoints[donor]
+    pad_mode = recipe.vocab.mode == "pad_from_donor"
+    tensors: list[tuple[TensorInfo, tuple[tuple[str, int], ...] | None]] = []
+    for name, info in donor_ck.layout.items():
+        if info.kind in DONOR_ONLY_KINDS and any(name not in checkpoints[a].layout for a in needed):
+            tensors.append((info, None))
+            continue
+        pad: list[tuple[str, int]] = []
+        for a in needed:
+            if pad_mode and a != donor:
+                rows = _pad_or_check(checkpoints[a], a, info, donor)
+                if rows is not None:
+                    pad.append((a, rows))
+            else:
+                _check_parent(checkpoints[a], a, info)
+        tensors.append((info, tuple(pad)))
+    for alias, rows in sorted({p for _, pad in tensors for p in pad or ()}):
+        check_shared_tokens(donor_ck, checkpoints[alias], rows)
+    return PlanFrame(
+        operator=op, models=tuple(src.ref for src in sources), wheres=tuple(src.where for src in sources),
+        base=base_ref, donor=donor, dtype=recipe.dtype, out_dtype=recipe.out_dtype, seed=recipe.seed,
+        allow_nonfinite=recipe.allow_nonfinite, meta=(("recipe_name", recipe.name or ""),),
+        num_layers=donor_ck.num_layers, tensors=tuple(tensors),
+    )
+
+
+def plan_from_values(
+    frame: PlanFrame, parameters: Mapping[str, Any], model_parameters: Sequence[Mapping[str, Any]]
+) -> MergePlan:
+    """The plan of ``frame`` with parameter values resolved per tensor (gradients across layers,
+    ``{filter, value}`` by module kind or name; a per-model value falls back to ``parameters``,
+    then to the operator's default).
+
+    Args:
+        frame: from :func:`plan_frame`.
+        parameters: the global ``parameters:`` values.
+        model_parameters: per-model values, one mapping per ``frame.models`` entry.
+
+    Raises:
+        ConfigError: an out-of-range value, or no value of a required parameter for a tensor.
+    """
+    op, glob, n = frame.operator, parameters, frame.num_layers
+    gspecs = sorted(op.global_params(), key=lambda s: s.name)
+    mspecs = sorted(op.model_params(), key=lambda s: s.name)
+    steps: list[TensorStep] = []
+    for info, pad in frame.tensors:
+        if pad is None:
+            steps.append(TensorStep(info.name, info.kind, info.layer, "copy", source=frame.donor))
+            continue
+        g = tuple((s.name, _resolve(s, [(glob.get(s.name), f"parameters.{s.name}")], info, n, "")) for s in gspecs)
+        mp = tuple(
+            tuple(
+                (s.name, _resolve(s, [(params.get(s.name), f"{where}.{s.name}"),
+                                      (glob.get(s.name), f"parameters.{s.name}")],
+                                  info, n, f" of model {ref.name!r}"))
+                for s in mspecs
+            )
+            for ref, where, params in zip(frame.models, frame.wheres, model_parameters)
+        )
+        steps.append(TensorStep(info.name, info.kind, info.layer, "merge", None, g, mp, pad))
+    return MergePlan(
+        operator=op.name, models=frame.models, base=frame.base, donor=frame.donor, dtype=frame.dtype,
+        out_dtype=frame.out_dtype, seed=frame.seed, steps=tuple(steps), meta=frame.meta,
+        allow_nonfinite=frame.allow_nonfinite,
+    )
+
+
 def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugins: Plugins) -> MergePlan:
     """Turn a recipe and the parents' layouts into a :class:`MergePlan` (reads no tensor).
 
@@ -327,63 +463,6 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
         >>> recipe = load_recipe("merge.yaml")                            # doctest: +SKIP
         >>> plan = build_plan(recipe, open_models(recipe, plugins), plugins)  # doctest: +SKIP
     """
-    from evomm.recipe import check_recipe
-
-    op = check_recipe(recipe, plugins)
-    sources, base_ref = recipe.sources(op)
-    donor = recipe.donor()
-    needed = [s.ref.name for s in sources] + ([base_ref.name] if base_ref else [])
-    missing = [a for a in [*needed, donor] if a not in checkpoints]
-    if missing:
-        raise ConfigError(f"build_plan: no opened checkpoint for model(s) {missing}; open them with open_models")
-    donor_ck = checkpoints[donor]
-    num_layers = donor_ck.num_layers
-    glob = recipe.parameters or {}
-    pad_mode = recipe.vocab.mode == "pad_from_donor"
-    steps: list[TensorStep] = []
-    for name, info in donor_ck.layout.items():
-        if info.kind in DONOR_ONLY_KINDS and any(name not in checkpoints[a].layout for a in needed):
-            steps.append(TensorStep(name, info.kind, info.layer, "copy", source=donor))
-            continue
-        pad: list[tuple[str, int]] = []
-        for a in needed:
-            if pad_mode and a != donor:
-                rows = _pad_or_check(checkpoints[a], a, info, donor)
-                if rows is not None:
-                    pad.append((a, rows))
-            else:
-                _check_parent(checkpoints[a], a, info)
-        g = tuple(
-            (s.name, _resolve(s, [(glob.get(s.name), f"parameters.{s.name}")], info, num_layers, ""))
-            for s in sorted(op.global_params(), key=lambda s: s.name)
-        )
-        mp = tuple(
-            tuple(
-                (
-                    s.name,
-                    _resolve(
-                        s,
-                        [(src.parameters.get(s.name), f"{src.where}.{s.name}"),
-                         (glob.get(s.name), f"parameters.{s.name}")],
-                        info, num_layers, f" of model {src.ref.name!r}",
-                    ),
-                )
-                for s in sorted(op.model_params(), key=lambda s: s.name)
-            )
-            for src in sources
-        )
-        steps.append(TensorStep(name, info.kind, info.layer, "merge", None, g, mp, tuple(pad)))
-    for alias, rows in sorted({p for s in steps for p in s.pad}):
-        check_shared_tokens(donor_ck, checkpoints[alias], rows)
-    return MergePlan(
-        operator=op.name,
-        models=tuple(src.ref for src in sources),
-        base=base_ref,
-        donor=donor,
-        dtype=recipe.dtype,
-        out_dtype=recipe.out_dtype,
-        seed=recipe.seed,
-        steps=tuple(steps),
-        meta=(("recipe_name", recipe.name or ""),),
-        allow_nonfinite=recipe.allow_nonfinite,
-    )
+    frame = plan_frame(recipe, checkpoints, plugins)
+    sources, _ = recipe.sources(frame.operator)
+    return plan_from_values(frame, recipe.parameters or {}, [src.parameters for src in sources])

@@ -23,7 +23,7 @@ from evomm.evolve_recipe import EvolveRecipe, ModelSpec, Stage
 from evomm.execute import InMemoryMerger, merge_to_dir, open_models
 from evomm.genome import Genome, apply_genome, derive_genome
 from evomm.handle import ModelHandle
-from evomm.plan import MergePlan, build_plan
+from evomm.plan import MergePlan, plan_frame, plan_from_values
 from evomm.recipe import DTYPES, MergeRecipe
 from evomm.space import SearchSpace, StageContext
 
@@ -85,13 +85,17 @@ class ParameterSpace(SearchSpace):
         self.aliases = [p.name for p in self.parents]
         self.base = recipe.base_model
         self.dtype = self.template.dtype or recipe.dtype
-        # a first recipe (every gene at 0.5) only to learn the donor and open the models
+        # a first recipe (no parameters) only to learn the donor and open the models
         probe = self._merge_recipe({}, {a: {} for a in self.aliases})
         self.checkpoints = open_models(probe, self.plugins)
         self.donor = probe.donor()
         ck = self.checkpoints[self.donor]
         self.genome: Genome = derive_genome(self.template, self.operator, self.aliases, ck.layout, ck.num_layers)
         self.genes = self.genome.genes
+        # the template is checked once, as a whole merge recipe (the genome's midpoint); each
+        # candidate's plan is then built from its values in this frame (plan_from_values)
+        self.frame = plan_frame(self._merge_recipe(*self._parameters(np.full(self.dim, 0.5))),
+                                self.checkpoints, self.plugins)
         self._merger: InMemoryMerger | None = None
 
     # -- recipes ----------------------------------------------------------------------------------
@@ -131,15 +135,18 @@ class ParameterSpace(SearchSpace):
         d["seed"] = self.recipe.seed
         return d
 
+    def _parameters(self, x: np.ndarray) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        return apply_genome(self.template, self.operator, self.genome, x, self.aliases)
+
     def recipe_for(self, x: np.ndarray) -> dict[str, Any]:
         """The merge recipe (mergekit-style dict) of unit point ``x``."""
-        glob, per = apply_genome(self.template, self.operator, self.genome, x, self.aliases)
-        return self._recipe_dict(glob, per)
+        return self._recipe_dict(*self._parameters(x))
 
     def decode(self, x: np.ndarray) -> PSCandidate:
-        d = self.recipe_for(x)
-        plan = build_plan(MergeRecipe.from_dict(d, source="evolve recipe (decoded)"), self.checkpoints, self.plugins)
-        return PSCandidate(plan, json.dumps(d, sort_keys=True), plan.digest())
+        """Point ``x`` -> its plan (built from the resolved values in :attr:`frame`) and recipe."""
+        glob, per = self._parameters(x)
+        plan = plan_from_values(self.frame, glob, [per.get(ref.name, {}) for ref in self.frame.models])
+        return PSCandidate(plan, json.dumps(self._recipe_dict(glob, per), sort_keys=True), plan.digest())
 
     # -- models -----------------------------------------------------------------------------------
     def _torch_dtype(self) -> torch.dtype:

@@ -133,3 +133,67 @@ def test_recipe_errors_name_key_path_and_value():
     with pytest.raises(ConfigError, match="cmaes optimises one objective"):
         parse_recipe(base | {"algorithm": {"name": "cmaes"},
                              "objectives": [{"name": "o", "task": "t"}, {"name": "p", "task": "t"}]})
+
+
+CASES = {
+    "ties, per-layer weight and density": ("ties", {
+        "weight": {"evolve": {"low": 0.0, "high": 1.0}, "granularity": "per_layer"},
+        "density": {"evolve": {"low": 0.1, "high": 1.0}, "granularity": {"gradient": 3}},
+    }),
+    "task arithmetic, per-kind weight, fixed lambda": ("task_arithmetic", {
+        "weight": {"evolve": {"low": -0.5, "high": 1.5}, "granularity": "per_layer", "kinds": ["attention", "mlp"]},
+    }),
+    "linear, no base, shared weight": ("linear", {
+        "weight": {"evolve": {"low": 0.0, "high": 1.0}, "granularity": "per_layer", "shared": True},
+    }),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_decode_builds_the_plan_the_merge_recipe_builds(micro_zoo, tmp_path, case):
+    """A candidate's plan comes straight from its values (issue 18.5); it must equal, digest
+    included, the plan ``evomm merge`` builds from the candidate's merge recipe, whose digest is
+    in archives and exports (the digest as the plan hashed before: dataclasses.asdict)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from evomm.plan import build_plan
+    from evomm.plugins import get_plugins
+    from evomm.ps_space import ParameterSpace
+    from evomm.recipe import MergeRecipe
+    from evomm.space import StageContext
+
+    method, params = CASES[case]
+    models = micro_zoo / "models"
+    merge = {"method": method, "parameters": params}
+    d = {
+        "seed": 3, "parents": [{"name": "ja", "path": str(models / "ja")}, {"name": "math", "path": str(models / "math")}],
+        "objectives": [{"name": "a", "task": "toy_ja_math"}],
+        "stages": [{"name": "ps", "kind": "params", "merge": merge,
+                    "algorithm": {"name": "random", "pop_size": 2}, "budget": {"generations": 1}}],
+    }
+    if method != "linear":
+        d["base_model"] = {"name": "base", "path": str(models / "base")}
+        merge["tokenizer_source"] = "base"
+    rec = parse_recipe(d)
+    plugins = get_plugins()
+    ctx = StageContext(plugins=plugins, run_dir=tmp_path, recipe_dir=tmp_path, previous=[], dtype="float32", recipe=rec)
+    space = ParameterSpace(rec, rec.stages[0], ctx)
+    points = np.vstack([np.zeros(space.dim), np.ones(space.dim), np.random.default_rng(7).random((4, space.dim))])
+    digests = set()
+    for x in points:
+        cand = space.decode(x)
+        ref = build_plan(MergeRecipe.from_dict(space.recipe_for(x)), space.checkpoints, plugins)
+        assert cand.plan == ref and cand.digest() == ref.digest()
+        old = dataclasses.asdict(ref)
+        for step in old["steps"]:
+            step["kind"] = step["kind"].value
+            if not step["pad"]:
+                del step["pad"]
+        del old["meta"], old["allow_nonfinite"]
+        blob = json.dumps(old, sort_keys=True, separators=(",", ":"), default=str)
+        assert cand.digest() == hashlib.sha256(blob.encode()).hexdigest()
+        digests.add(cand.digest())
+    assert len(digests) == len(points)
+    space.close()
