@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evomm.conditions import Condition, parse_condition
 from evomm.errors import ConfigError
+from evomm.recipe import key_path
 
 ALGORITHMS = ("nsga2", "nsga3", "moead", "cmaes", "de", "ga", "random")
 
@@ -318,10 +319,6 @@ class EvolveRecipe(_Strict):
         raise ConfigError(f"model alias {alias!r} is not among the recipe's parents or base_model")
 
 
-def _loc(err: dict[str, Any]) -> str:
-    return ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "Evolved")))
-
-
 def parse_recipe(data: Any, source: str = "<recipe>") -> EvolveRecipe:
     """Validate a recipe mapping; errors name the key path, the value and the fix.
 
@@ -338,7 +335,7 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> EvolveRecipe:
         lines = []
         seen: set[str] = set()
         for err in exc.errors():
-            where = _loc(err) or "(top level)"
+            where = key_path(err["loc"])
             if where in seen:
                 continue
             seen.add(where)

@@ -74,7 +74,7 @@ class ObjectiveSet:
         self.tasks: dict[str, Task] = {}
         self.objectives: list[ResolvedObjective] = []
         for i, obj in enumerate(objectives):
-            where = f"objectives.{i}"
+            where = f"objectives[{i}]"
             raw: dict[str, float] = {obj.task: 1.0} if obj.task else dict(obj.suite or {})
             terms = []
             directions = set()

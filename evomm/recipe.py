@@ -73,9 +73,20 @@ class SourceModel:
     where: str
 
 
-def _loc(loc: Sequence[Any]) -> str:
+def key_path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as the key path users read in merge and evolve recipes:
+    ``models[1].parameters.weight`` (validator and union-member tags left out).
+
+    Example:
+        >>> key_path(("stages", 0, "merge", "parameters", "w", "Evolved", "evolve"))
+        'stages[0].merge.parameters.w.evolve'
+        >>> key_path(())
+        '(top level)'
+    """
     out = ""
     for part in loc:
+        if isinstance(part, str) and part.startswith(("function-", "Evolved")):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -312,7 +323,7 @@ class MergeRecipe(BaseModel):
 
 
 def _explain(err: Mapping[str, Any]) -> str:
-    where = _loc(err.get("loc", ()))
+    where = key_path(err.get("loc", ()))
     if err.get("type") == "extra_forbidden":
         key = str(err["loc"][-1]) if err.get("loc") else "?"
         parent = err["loc"][:-1]

@@ -37,7 +37,7 @@ def test_bad_constraint_is_one_clear_error(tmp_path: Path, capsys: pytest.Captur
     path.write_text(yaml.safe_dump(recipe))
     assert main(["evolve", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and f"objectives.0.constraint: Value error, the constraint {text!r}" in err, err
+    assert "Traceback" not in err and f"objectives[0].constraint: Value error, the constraint {text!r}" in err, err
     assert BAD_CONSTRAINTS[text] in err, err
     assert not (tmp_path / "run").exists()
 
