@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-
 from evomm.errors import CheckpointError
 from evomm.layout import TensorInfo
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing the interfaces loads no torch
+    import numpy as np
+    import torch
+
     from evomm.handle import ModelHandle
 
 

@@ -32,7 +32,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from evomm import host_merge
@@ -45,6 +44,8 @@ from evomm.outputs import staged_output
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
 
 if TYPE_CHECKING:
+    import torch
+
     from evomm.plugins import Plugins
     from evomm.recipe import MergeRecipe
 
@@ -55,6 +56,7 @@ PREFETCH_STEPS = 2
 
 
 def _dtype(name: str) -> torch.dtype:
+    import torch
     return getattr(torch, name)
 
 
@@ -189,6 +191,7 @@ def merge_step(
 
 def _pad_from_donor(t: torch.Tensor, donor: torch.Tensor, rows: int, alias: str, name: str) -> torch.Tensor:
     """``t`` (``rows`` rows) followed by the donor's rows ``rows..`` (``vocab: pad_from_donor``)."""
+    import torch
     if t.shape[0] != rows or t.shape[1:] != donor.shape[1:] or rows > donor.shape[0]:
         raise MergeError(
             f"tensor {name!r} of model {alias!r} has shape {tuple(t.shape)}, but the plan pads "
@@ -471,6 +474,7 @@ class InMemoryMerger:
         model_dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        import torch
         dtype = torch.float32 if dtype is None else dtype
         if donor not in checkpoints:
             raise ConfigError(f"InMemoryMerger: donor {donor!r} is not among the models {list(checkpoints)}")
@@ -545,6 +549,7 @@ class InMemoryMerger:
                 does (unless the plan allows them); the failing tensor is not written, so the
                 next :meth:`apply` starts from a consistent model.
         """
+        import torch
         op = self._op(plan.operator)
         self._allow(plan)
         identity = (plan.operator, plan.models, plan.base, plan.seed, plan.dtype, plan.allow_nonfinite)

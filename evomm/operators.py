@@ -31,13 +31,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from evomm.layout import ModuleKind
 from evomm.params import ParamScope, ParamSpec
+
+if TYPE_CHECKING:  # annotations only: importing the interface loads no torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class MergeOperator(ABC):
         whose torch-free form covers only some configurations answers for this instance.
 
         Example:
+            >>> import torch
             >>> class Mean(MergeOperator):
             ...     name = "mean"
             ...     def merge(self, tensors, base, global_params, model_params, ctx):
@@ -158,6 +161,7 @@ class MergeOperator(ABC):
             then calls :meth:`merge` for this tensor, loading torch).
 
         Example:
+            >>> import torch
             >>> class Mean(MergeOperator):
             ...     name = "mean"
             ...     def merge(self, tensors, base, global_params, model_params, ctx):

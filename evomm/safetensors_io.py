@@ -23,16 +23,18 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from evomm.adapters import CheckpointWriter
 from evomm.direct_io import DirectWriteFile
 from evomm.errors import CheckpointError
 from evomm.safetensors_header import FIX, ITEMSIZE, read_header
 from evomm.safetensors_header import ST_DTYPES as _ST_DTYPES
+
+if TYPE_CHECKING:
+    import torch
 
 #: File names of a Hugging Face safetensors checkpoint.
 SINGLE_FILE = "model.safetensors"
@@ -74,6 +76,7 @@ def _mmap_region(path: Path, offset: int, size: int, name: str) -> tuple[mmap.mm
 
 def _map_region(path: Path, offset: int, size: int, name: str) -> torch.Tensor:
     """:func:`_mmap_region` as a uint8 tensor; the map is unmapped when the tensor is freed."""
+    import torch
     region, at = _mmap_region(path, offset, size, name)
     # the tensor keeps `region` alive; the map closes with the last reference to it
     return torch.frombuffer(region, dtype=torch.uint8, count=size, offset=at)
@@ -240,6 +243,7 @@ class SafetensorsIndex:
         making a streaming merge of a 7B model look (and, under memory pressure, behave) like a
         7B load.
         """
+        import torch
         path = self._file_of[self._check(name)]
         offset, size = self._span[name]
         shape, dtype = self._meta[name]
@@ -350,6 +354,7 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         return len(raw).to_bytes(8, "little") + raw
 
     def _stream(self, stored_name: str, t: torch.Tensor) -> None:
+        import torch
         shape, dtype = tuple(t.shape), str(t.dtype).removeprefix("torch.")
         self._stream_bytes(stored_name, shape, dtype, memoryview(t.reshape(-1).view(torch.uint8).numpy()))
 

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from evomm import __version__
-from evomm.deferred import defer
 from evomm.errors import EvommError, PluginError
+from evomm.plugins import get_plugins
 
 #: Subcommand modules, in ``--help`` order (the plugins' commands follow).
 COMMANDS = (
@@ -63,8 +63,6 @@ def build_parser(plugins_dirs: Sequence[str] = ()) -> argparse.ArgumentParser:
                 continue  # not built yet
             raise
         module.add_parser(sub)
-    from evomm.plugins import get_plugins  # after main's defer("torch"): plugins import torch
-
     plugins = get_plugins(plugins_dirs)
     for name, command in plugins.commands.items():
         owner = plugins.commands.owner(name)
@@ -86,8 +84,6 @@ def _plugins_dirs(argv: Sequence[str] | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # torch loads at its first use, not with the plugins: most of a plan's or --help's start-up
-    defer("torch")
     try:
         parser = build_parser(_plugins_dirs(argv))
     except EvommError as exc:

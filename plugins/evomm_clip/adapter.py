@@ -27,9 +27,8 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from evomm_hf.common import copy_files, fill_model, load_pickle_weights
 from safetensors import safe_open
 
@@ -38,6 +37,9 @@ from evomm.errors import CheckpointError, IncompatibleModelsError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
 from evomm.safetensors_header import FIX
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"

@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from evomm.errors import TaskError
 
 if TYPE_CHECKING:
+    import torch
     from PIL.Image import Image
 
 
@@ -46,6 +45,7 @@ class OpenClipHandle:
         device: str | torch.device | None = None,
         batch_size: int = 64,
     ) -> None:
+        import torch
         if batch_size < 1:
             raise TaskError(f"OpenClipHandle: batch_size={batch_size}; use batch_size >= 1")
         self.model = model
@@ -59,6 +59,7 @@ class OpenClipHandle:
 
     def encode_images(self, images: Sequence[Image]) -> torch.Tensor:
         """L2-normalised image embeddings, shape ``(len(images), embed_dim)``, float32."""
+        import torch
         out = []
         self.model.eval()
         for i in range(0, len(images), self.batch_size):
@@ -70,6 +71,7 @@ class OpenClipHandle:
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings, shape ``(len(texts), embed_dim)``, float32."""
+        import torch
         out = []
         self.model.eval()
         for i in range(0, len(texts), self.batch_size):
@@ -81,6 +83,7 @@ class OpenClipHandle:
 
     def class_embeddings(self, class_prompts: Sequence[Sequence[str]]) -> torch.Tensor:
         """One normalised embedding per class: the mean of its prompts' normalised embeddings."""
+        import torch
         if not class_prompts or any(len(p) == 0 for p in class_prompts):
             raise TaskError("classify(): every class needs at least one prompt, and there must be a class")
         flat = [p for prompts in class_prompts for p in prompts]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
@@ -31,6 +29,9 @@ from evomm_hf.common import (
     open_weights,
     read_config,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: Files (besides weights) that make a checkpoint usable; copied from the donor on save.
 METADATA_FILES = ("config.json", *TEXT_METADATA_FILES)
@@ -150,6 +151,7 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
             device: where to build it.
             weights: canonical name -> tensor; replaces our tensor of that name.
         """
+        import torch
         from transformers import AutoModelForCausalLM
         from transformers.initialization import no_init_weights
 

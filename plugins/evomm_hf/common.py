@@ -18,15 +18,17 @@ import json
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.layout import TensorInfo
 from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex
+
+if TYPE_CHECKING:
+    import torch
 
 #: Non-weight files of a text model besides ``config.json`` (generation config, tokenizer files,
 #: chat template) that adapters copy from the donor on save.
@@ -62,6 +64,7 @@ def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
     Example:
         >>> load_pickle_weights(Path("ckpt/pytorch_model.bin"))["model.norm.weight"]   # doctest: +SKIP
     """
+    import torch
     try:
         try:
             sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -272,6 +275,7 @@ def fill_model(
     Example:
         >>> fill_model(ckpt.model_tensors(model), None, ckpt.read, "the model")   # doctest: +SKIP
     """
+    import torch
     weights = weights or {}
     with torch.no_grad():
         for name, target in targets.items():

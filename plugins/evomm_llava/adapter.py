@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 # the checkpoint-directory pieces are shared with the causal-LM adapter (same files, same safety rules)
 from evomm_hf.common import (
@@ -42,6 +40,9 @@ from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
 from evomm.safetensors_io import ShardedSafetensorsWriter
 from evomm_llava.names import canonical_name, classify, is_language_model
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``config.json`` ``model_type`` values this adapter opens, with their transformers classes.
 SUPPORTED: dict[str, str] = {
@@ -210,6 +211,7 @@ class LlavaCheckpoint(HFDirectoryCheckpoint):
         Example:
             >>> model = vlm.load_model(weights={"model.norm.weight": torch.ones(64)})  # doctest: +SKIP
         """
+        import torch
         from transformers.initialization import no_init_weights
 
         if dtype is None:
@@ -249,6 +251,7 @@ class LlavaCheckpoint(HFDirectoryCheckpoint):
         Derived from a parameter-less (meta-device) instance of the model class, so the names
         follow the transformers version that will load the result.
         """
+        import torch
         if self._out_keys is None:
             with torch.device("meta"):
                 model = self._model_class()._from_config(self.hf_config)

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from evomm_hf.handle_utils import (
     batches,
     check_generate_args,
@@ -39,6 +38,7 @@ from evomm_hf.handle_utils import (
 from evomm.errors import TaskError
 
 if TYPE_CHECKING:
+    import torch
     from PIL.Image import Image
 
 #: The fallback prompt format when the processor has no chat template (LLaVA-1.5 style).
@@ -72,6 +72,7 @@ class LlavaHandle:
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         use_chat_template: bool = True,
     ) -> None:
+        import torch
         if "{prompt}" not in prompt_template:
             raise TaskError(f"LlavaHandle: prompt_template {prompt_template!r} has no '{{prompt}}' field")
         self.model = model
@@ -112,6 +113,7 @@ class LlavaHandle:
     def _encode(
         self, texts: list[str], images: list[Image] | None, padding_side: str
     ) -> dict[str, torch.Tensor]:
+        import torch
         old = self.tokenizer.padding_side
         self.tokenizer.padding_side = padding_side
         try:
@@ -152,6 +154,7 @@ class LlavaHandle:
         Returns:
             One answer per prompt, in order (prompt excluded, special tokens removed).
         """
+        import torch
         self._check_images(len(prompts), images, "generate()")
         check_generate_args(batch_size, max_new_tokens, num_beams)
         texts = [self.format_prompt(p, images is not None) for p in prompts]
@@ -200,6 +203,7 @@ class LlavaHandle:
         Returns:
             One natural-log probability sum per request.
         """
+        import torch
         self._check_images(len(requests), images, "loglikelihood()")
         if batch_size < 1:
             raise TaskError(f"loglikelihood(): batch_size={batch_size}; use batch_size >= 1")

@@ -9,13 +9,16 @@ any arithmetic runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from evomm.errors import ConfigError, MergeError
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamScope, ParamSpec
+
+if TYPE_CHECKING:
+    import torch
 
 G, M = ParamScope.GLOBAL, ParamScope.PER_MODEL
 
@@ -51,6 +54,7 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     Half-precision inputs are upcast once per tensor: CPU kernels convert bf16/fp16 to float32
     internally anyway, and accumulating several models in bf16 would round after every step.
     """
+    import torch
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

@@ -12,9 +12,9 @@ with ``normalize`` raise :class:`~evomm.errors.MergeError` (mergekit returns inf
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from evomm.errors import MergeError
 from evomm.operators import MergeOperator, TensorContext
@@ -28,6 +28,9 @@ from evomm_ops._common import (
     weight_spec,
     work_dtype,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Linear(MergeOperator):
@@ -53,12 +56,14 @@ class Linear(MergeOperator):
         """Weighted sum, optionally normalised.
 
         Example:
+            >>> import torch
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> Linear().merge([torch.zeros(2), torch.ones(2)], None, {},
             ...                [{"weight": 0.5}, {"weight": 1.5}], ctx)
             tensor([0.7500, 0.7500])
         """
+        import torch
         g, per = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
         ws = [p["weight"] for p in per]
         first = tensors[0]

@@ -12,11 +12,13 @@ is kept. At least two models besides the base. Arithmetic is float32 (float64 fo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from evomm.operators import MergeOperator, TensorContext
 from evomm_ops._common import bool_spec, check_inputs, work_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ModelStock(MergeOperator):
@@ -40,12 +42,14 @@ class ModelStock(MergeOperator):
         """Model Stock of the models around ``base``.
 
         Example:
+            >>> import torch
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> ModelStock().merge([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])],
             ...                    torch.zeros(2), {}, [{}, {}], ctx)
             tensor([0., 0.])
         """
+        import torch
         g, _ = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
         assert base is not None  # requires_base: check_inputs raised otherwise
         wd = work_dtype(base.dtype)

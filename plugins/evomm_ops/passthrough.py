@@ -8,12 +8,14 @@ handled by the plan, not by this tensor operator.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
 from evomm_ops._common import M, check_inputs
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Passthrough(MergeOperator):
@@ -37,6 +39,7 @@ class Passthrough(MergeOperator):
         """Return ``scale * tensor`` (the tensor itself when ``scale == 1``).
 
         Example:
+            >>> import torch
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> Passthrough().merge([torch.ones(2)], None, {}, [{"scale": 2.0}], ctx)

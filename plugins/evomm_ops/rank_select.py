@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from evomm_ops.host_sparsify import SAMPLE_MIN_NUMEL, SAMPLE_SIZE, parallel_map
 from evomm_ops.host_sparsify import bracket as _bracket
@@ -46,8 +45,10 @@ from evomm_ops.host_sparsify import bracket as _bracket
 #: Entries per chunk of a pass (1 MiB of float32: the chunk stays in cache while it is counted).
 CHUNK = 1 << 18
 
-if TYPE_CHECKING:  # at run time `torch.Tensor` here would load the deferred torch (evomm.deferred)
+if TYPE_CHECKING:  # annotations only: loading the plugin imports no torch
     from typing import TypeAlias
+
+    import torch
 
     #: Magnitudes of one chunk: a NumPy array on CPU float32/float64, a torch tensor elsewhere.
     Chunk: TypeAlias = np.ndarray | torch.Tensor
@@ -97,6 +98,7 @@ def tally(m: Chunk, lo: float | None, hi: float | None) -> tuple[int, int, int, 
         >>> tally(np.array([0.5, 2.0, 1.0, 3.0, 1.0, 1.5], np.float32), 1.0, 2.0)
         (1, 2, 1, array([5]))
     """
+    import torch
     if isinstance(m, np.ndarray):
         kind = m.dtype.type
         below = int(np.count_nonzero(np.less(m, kind(lo)))) if lo is not None else 0
@@ -133,6 +135,7 @@ def sample_bracket(sample: torch.Tensor, rank: int, n: int) -> tuple[float | Non
     is open), or None when both sides are open.
 
     Example:
+        >>> import torch
         >>> sample_bracket(torch.arange(1000.0), 500_000, 1_000_000)
         (427.0, 571.0)
     """
@@ -150,6 +153,7 @@ def _sample_bounds(sample: torch.Tensor, lo_rank: int, hi_rank: int) -> tuple[to
     scalar code). A sub-sample of 1/16 brackets both ranks first, so the two selections run on the
     ~5% of the sample between them; a missed bracket falls back to the whole sample (exact either way).
     """
+    import torch
     s = sample.numel()
     lo_ok, hi_ok = lo_rank >= 1, hi_rank <= s
     coarse = sample[::16]
@@ -183,6 +187,7 @@ def resolve(
     ``reread(c)`` gives chunk ``c``'s magnitudes again and its first flat position: called at
     most once, when the bound ties with the bracket's ``lo`` or ``hi``.
     """
+    import torch
     if rank <= t.below:
         return None
     under = t.below
@@ -206,6 +211,7 @@ def resolve(
 
 
 def _cat(parts: list[Chunk]) -> torch.Tensor:
+    import torch
     if parts and isinstance(parts[0], np.ndarray):
         return torch.from_numpy(np.concatenate(parts))
     return torch.cat(parts)
@@ -227,6 +233,7 @@ def _tied_cut(value: float, split: int, counts: list[int], n: int, reread: Calla
 
 def _as_chunk(values: torch.Tensor) -> Chunk:
     """A flat tensor as what :func:`tally` counts: NumPy for CPU float32/float64, else itself."""
+    import torch
     if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
         return values.numpy()
     return values
@@ -238,10 +245,12 @@ def select(values: torch.Tensor, rank: int, edge: int | None = None) -> tuple[to
     and, when ``edge`` is given, the :class:`RankBound` of a window edge there.
 
     Example:
+        >>> import torch
         >>> v, below, bound = select(torch.tensor([2.0, 1.0, 2.0, 3.0]), 3, edge=2)
         >>> float(v), below, bound
         (2.0, 1, RankBound(value=2.0, cut=2))
     """
+    import torch
     n = values.numel()
     on_cpu = values.device.type == "cpu"
     if n >= SAMPLE_MIN_NUMEL:
@@ -293,10 +302,12 @@ def streamed_bounds(
         caller then selects on the whole tensor, which gives the same bounds).
 
     Example:
+        >>> import torch
         >>> t = torch.arange(1 << 18, dtype=torch.float32) % 4  # 0, 1, 2, 3, 0, 1, ...: 65536 of each
         >>> streamed_bounds([t], torch.zeros(1 << 18), [[(100_000, 100_000)]], torch.float32)
         [[RankBound(value=1.0, cut=137857)]]
     """
+    import torch
     n = base.numel()
     flat_b = base.reshape(-1)
     step = (n // SAMPLE_SIZE) | 1

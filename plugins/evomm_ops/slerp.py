@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from evomm.errors import MergeError
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
 from evomm_ops._common import G, check_inputs, work_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
@@ -29,9 +31,11 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     """Interpolate from ``v0`` (t=0) to ``v1`` (t=1) along the great circle, in float32.
 
     Example:
+        >>> import torch
         >>> slerp(0.5, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
         tensor([0.7071, 0.7071])
     """
+    import torch
     wd = work_dtype(v0.dtype)
     a = v0.reshape(-1).to(wd)
     b = v1.reshape(-1).to(wd)
@@ -75,6 +79,7 @@ class Slerp(MergeOperator):
         """SLERP of (base, model) or (model 0, model 1).
 
         Example:
+            >>> import torch
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> Slerp().merge([torch.ones(2)], torch.zeros(2), {"t": 1.0}, [{}], ctx)

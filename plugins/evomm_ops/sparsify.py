@@ -42,12 +42,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from evomm_ops import host_sparsify, rank_select
 from evomm_ops.rank_select import RankBound as RankBound  # re-exported: Keep's bounds
+
+if TYPE_CHECKING:
+    import torch
 
 #: Below this many elements ``torch.kthvalue`` on the whole tensor is as fast as sampling.
 _SAMPLE_MIN_NUMEL = host_sparsify.SAMPLE_MIN_NUMEL
@@ -70,6 +73,7 @@ def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
         A 0-dim tensor equal to ``torch.kthvalue(values, rank).values``.
 
     Example:
+        >>> import torch
         >>> float(kth_smallest(torch.tensor([3.0, 1.0, 2.0]), 2))
         2.0
     """
@@ -92,6 +96,7 @@ def kth_smallest_ties(values: torch.Tensor, rank: int) -> tuple[torch.Tensor, in
         ``tied`` the ascending flat indices (int64) of the entries equal to ``v``.
 
     Example:
+        >>> import torch
         >>> v, below, tied = kth_smallest_ties(torch.tensor([2.0, 1.0, 2.0, 3.0]), 3)
         >>> float(v), below, tied.tolist()
         (2.0, 1, [0, 2])
@@ -113,6 +118,7 @@ def rank_window_mask(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         A bool tensor shaped like ``mag``.
 
     Example:
+        >>> import torch
         >>> rank_window_mask(torch.tensor([5.0, 1.0, 3.0, 3.0]), 2, 4).tolist()
         [True, False, False, True]
     """
@@ -135,6 +141,7 @@ def rank_window_keep_(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         ``mag``, now holding 0/1.
 
     Example:
+        >>> import torch
         >>> rank_window_keep_(torch.tensor([5.0, 1.0, 3.0, 3.0]), 2, 4).tolist()
         [1.0, 0.0, 0.0, 1.0]
     """
@@ -157,9 +164,11 @@ def window_mask_(mag: torch.Tensor, low: RankBound | None, high: RankBound | Non
     ``< high.cut``.
 
     Example:
+        >>> import torch
         >>> window_mask_(torch.tensor([2.0, 3.0, 2.0, 1.0]), RankBound(2.0, 2), None).tolist()
         [0.0, 1.0, 1.0, 0.0]
     """
+    import torch
     m = mag.numel()
     upper = None
     if high is not None:
@@ -179,6 +188,7 @@ def window_mask_(mag: torch.Tensor, low: RankBound | None, high: RankBound | Non
 def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bool mask as 0/1 in ``dtype``. Going through a uint8 view is ~10x faster on CPU than
     ``mask.to(float)``, whose bool cast is not vectorised in torch's CPU kernels."""
+    import torch
     return mask.view(torch.uint8).to(dtype)
 
 
@@ -212,11 +222,13 @@ class Keep:
         """Apply to ``delta``, the flat slice ``[start, start + numel)`` of the task vector.
 
         Example:
+            >>> import torch
             >>> Keep(mask=torch.tensor([1.0, 0.0, 1.0])).apply_(torch.tensor([2.0, 3.0, 4.0])).tolist()
             [2.0, 0.0, 4.0]
             >>> Keep(low=RankBound(2.0, 2)).apply_(torch.tensor([2.0, -3.0, 2.0, 1.0])).tolist()
             [0.0, -3.0, 2.0, 0.0]
         """
+        import torch
         if self.zero:
             return delta.zero_()
         if self.mask is not None:
@@ -264,6 +276,7 @@ def magnitude_keep(mag: torch.Tensor, density: float, rescale: bool = False) -> 
         rescale: match the L1 norm after dropping.
 
     Example:
+        >>> import torch
         >>> magnitude_keep(torch.tensor([0.1, 3.0, 2.0, 0.5]), 0.5).mask.tolist()
         [0.0, 1.0, 1.0, 0.0]
     """
@@ -336,6 +349,7 @@ def window_keep_streamed(
         misses its rank): the caller then takes the whole-tensor path, which gives the same result.
 
     Example:
+        >>> import torch
         >>> base = torch.zeros(1 << 18)
         >>> t = torch.linspace(-1.0, 1.0, 1 << 18)
         >>> keep = window_keep_streamed(t, base, 1 << 17, 1 << 18, torch.float32)
@@ -364,12 +378,14 @@ def window_keeps_streamed(
         One Keep, or None where the streamed path does not apply to that model, per model.
 
     Example:
+        >>> import torch
         >>> base = torch.zeros(1 << 18)
         >>> ts = [torch.linspace(-1.0, 1.0, 1 << 18), torch.linspace(0.0, 1.0, 1 << 18)]
         >>> keeps = window_keeps_streamed(ts, base, [(1 << 17, 1 << 18), (0, 1 << 18)], torch.float32)
         >>> int(keeps[0].apply_(ts[0].clone()).count_nonzero()), keeps[1]
         (131072, None)
     """
+    import torch
     n = base.numel()
     if base.device.type != "cpu" or wd not in (torch.float32, torch.float64) or n < _SAMPLE_MIN_NUMEL:
         return [None] * len(models)
@@ -398,6 +414,7 @@ def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, res
         mag: flat magnitudes; overwritten (it becomes the mask).
 
     Example:
+        >>> import torch
         >>> magnitude_outliers_keep(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).mask.tolist()
         [0.0, 0.0, 1.0, 1.0]
     """
@@ -426,20 +443,24 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, dev
         A bool tensor; each entry True with probability ``round(density*65536)/65536``.
 
     Example:
+        >>> import torch
         >>> m = dare_mask(torch.Size([1000]), 0.3, torch.Generator().manual_seed(0), torch.device("cpu"))
         >>> 200 < int(m.sum()) < 400
         True
     """
+    import torch
     return _seeded_dare_mask(math.prod(shape), density, _draw_seed(generator), torch.device(device)).view(shape)
 
 
 def _draw_seed(generator: torch.Generator) -> int:
     """One 64-bit draw of ``generator`` (as an unsigned integer): the seed of one DARE mask."""
+    import torch
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator)) % 2**64
 
 
 def _seeded_dare_mask(n: int, density: float, seed: int, device: torch.device) -> torch.Tensor:
     """:func:`dare_mask`'s flat mask of ``n`` entries from the SplitMix64 stream ``seed``."""
+    import torch
     if device.type == "cpu":
         return torch.from_numpy(host_sparsify.dare_mask(n, density, seed))
     return splitmix_mask(n, host_sparsify.dare_level(density), seed, device)
@@ -465,6 +486,7 @@ def splitmix_mask(n: int, level: int, seed: int, device: torch.device | str = "c
         >>> splitmix_mask(6, 32768, 1234567).tolist()
         [False, False, False, True, True, True]
     """
+    import torch
     if level >= host_sparsify.DARE_LEVELS:
         return torch.ones(n, dtype=torch.bool, device=device)
     gamma, mix1, mix2 = (_signed64(c) for c in host_sparsify.SPLITMIX64)
@@ -490,10 +512,12 @@ def random_keep(
         dtype, device: of the mask (default float32, CPU).
 
     Example:
+        >>> import torch
         >>> keep = random_keep(8, 0.5, torch.Generator().manual_seed(1), torch.ones(8))
         >>> float(keep.apply_(torch.ones(8)).sum())  # L1 norm kept
         8.0
     """
+    import torch
     if density >= 1:
         return KEEP_ALL
     mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype or torch.float32)
@@ -522,6 +546,7 @@ def random_keep_streamed(
         wd: the work dtype of the magnitudes.
 
     Example:
+        >>> import torch
         >>> t, base = torch.ones(8), torch.zeros(8)
         >>> keep = random_keep_streamed(t, base, 0.5, torch.Generator().manual_seed(1), True, torch.float32)
         >>> float(keep.apply_(t.clone()).sum())  # L1 norm kept
@@ -546,11 +571,13 @@ def random_keeps_streamed(
     here in one pass that converts each base chunk once.
 
     Example:
+        >>> import torch
         >>> ts, base = [torch.ones(8), 2 * torch.ones(8)], torch.zeros(8)
         >>> keeps = random_keeps_streamed(ts, base, [0.5, 1.0], torch.Generator().manual_seed(1), True, torch.float32)
         >>> float(keeps[0].apply_(ts[0].clone()).sum()), keeps[1] is KEEP_ALL
         (8.0, True)
     """
+    import torch
     n = base.numel()
     out: list[Keep] = [KEEP_ALL] * len(models)
     todo = [i for i, density in enumerate(densities) if density < 1]
@@ -576,6 +603,7 @@ def random_keeps_streamed(
 
 def _raw(t: torch.Tensor) -> np.ndarray:
     """A flat NumPy view of a contiguous CPU bfloat16/float32 tensor's raw entries."""
+    import torch
     flat = t.detach().contiguous().reshape(-1)
     return flat.view(torch.int16).numpy().view(np.uint16) if flat.dtype == torch.bfloat16 else flat.numpy()
 
@@ -593,6 +621,7 @@ def _l1_norms(
 ) -> dict[int, tuple[float, float]]:
     """The L1 norms before and after masking of each model in ``todo``, in chunks with torch
     (other devices and dtypes than :func:`_host_l1_norms`)."""
+    import torch
     n = base.numel()
     flats = {i: models[i].reshape(-1) for i in todo}
     flat_b = base.reshape(-1)
@@ -627,10 +656,12 @@ def della_keep(
         mag: magnitudes **in the tensor's shape** (rows matter); consumed when ``rescale``.
 
     Example:
+        >>> import torch
         >>> keep = della_keep(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
         >>> keep.mask.shape
         torch.Size([8])
     """
+    import torch
     if density >= 1:
         return KEEP_ALL
     if density <= 0 or mag.numel() == 0:
@@ -658,6 +689,7 @@ def magnitude_(delta: torch.Tensor, density: float, rescale: bool = False) -> to
     """:func:`magnitude_keep` applied to ``delta`` in place.
 
     Example:
+        >>> import torch
         >>> magnitude_(torch.tensor([0.1, -3.0, 2.0, -0.5]), 0.5).tolist()
         [0.0, -3.0, 2.0, -0.0]
     """
@@ -670,6 +702,7 @@ def magnitude_outliers_(
     """:func:`magnitude_outliers_keep` applied to ``delta`` in place.
 
     Example:
+        >>> import torch
         >>> magnitude_outliers_(torch.tensor([1.0, 4.0, 2.0, 3.0]), 0.5, 0.25).tolist()
         [0.0, 0.0, 2.0, 3.0]
     """
@@ -682,6 +715,7 @@ def random_(
     """:func:`random_keep` applied to ``delta`` in place.
 
     Example:
+        >>> import torch
         >>> d = random_(torch.ones(8), 0.5, torch.Generator().manual_seed(1))
         >>> float(d.sum())  # L1 norm kept
         8.0
@@ -701,6 +735,7 @@ def della_magprune_(
     """:func:`della_keep` applied to ``delta`` in place.
 
     Example:
+        >>> import torch
         >>> d = della_magprune_(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
         >>> d.shape
         torch.Size([8])

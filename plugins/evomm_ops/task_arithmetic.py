@@ -25,10 +25,9 @@ and the order of floating-point operations (float32 results are bit-identical fo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
@@ -46,6 +45,9 @@ from evomm_ops._common import (
     weight_spec,
     work_dtype,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 _LAMBDA = ParamSpec("lambda", G, 0.0, 3.0, 1.0, "scale of the merged task vector")
 _GAMMA = ParamSpec("gamma", M, 0.0, 0.5, 0.01, "fraction of largest-magnitude entries dropped")
@@ -94,11 +96,13 @@ class GeneralizedTaskArithmetic(MergeOperator):
         changes a bit of the result.
 
         Example:
+            >>> import torch
             >>> from evomm.layout import ModuleKind
             >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
             >>> TaskArithmetic().merge([torch.ones(2)], torch.zeros(2), {}, [{"weight": 0.5}], ctx)
             tensor([0.5000, 0.5000])
         """
+        import torch
         g, per = check_inputs(type(self), tensors, base, global_params, model_params, ctx)
         assert base is not None  # check_inputs raised otherwise (requires_base)
         wd = work_dtype(base.dtype)
@@ -279,6 +283,7 @@ class _Scratch:
     """Reused chunk buffers of one merge call."""
 
     def __init__(self, size: int, models: int, dtype: torch.dtype, device: torch.device, consensus: bool) -> None:
+        import torch
         def new() -> torch.Tensor:
             return torch.empty(size, dtype=dtype, device=device)
 
@@ -291,6 +296,7 @@ class _Scratch:
 
 def _magnitudes(t: torch.Tensor, base: torch.Tensor, wd: torch.dtype) -> torch.Tensor:
     """``|t - base|`` in ``wd``, flat, computed chunk by chunk into one new buffer."""
+    import torch
     flat_t, flat_b = t.reshape(-1), base.reshape(-1)
     n = flat_b.numel()
     mag = torch.empty(n, dtype=wd, device=base.device)
@@ -316,6 +322,7 @@ def _consensus_sum(
     never bool tensors): on CPU a bool intermediate costs a comparison into a new tensor plus a
     conversion back, several times the memory traffic of the arithmetic itself.
     """
+    import torch
     elected = sign.copy_(deltas[0])
     for d in deltas[1:]:
         elected.add_(d)
