@@ -16,11 +16,11 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evomm.errors import OfflineError, TaskError
+from evomm.hub import is_offline
 
 if TYPE_CHECKING:
     import datasets
@@ -33,12 +33,6 @@ FILE_FORMATS = {
     ".csv": "csv",
     ".arrow": "arrow",
 }
-_TRUE = ("1", "true", "yes", "on")
-
-
-def is_offline() -> bool:
-    """True when ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to a true value."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def looks_like_path(source: str) -> bool:
@@ -115,7 +109,7 @@ def load_hub(name: str, *, config: str | None = None, split: str = "test") -> da
         OfflineError: offline mode is on (at once, no network attempt).
         TaskError: the dataset, config or split cannot be loaded.
     """
-    if is_offline():
+    if is_offline("datasets"):
         cfg = f" (config {config!r})" if config else ""
         raise OfflineError(
             f"data {name!r}{cfg} is a hub dataset, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from evomm.adapters import ModelRef
 from evomm.errors import CheckpointError, OfflineError
@@ -18,12 +19,21 @@ from evomm.errors import CheckpointError, OfflineError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
-def is_offline() -> bool:
-    """Whether the hub must not be contacted (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+#: The variables that forbid downloads, per kind of download, as the Hugging Face libraries
+#: read them (transformers: ``TRANSFORMERS_OFFLINE``, datasets: ``HF_DATASETS_OFFLINE``).
+OFFLINE_VARIABLES: dict[str, tuple[str, ...]] = {
+    "models": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"),
+    "datasets": ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"),
+}
+
+
+def is_offline(what: Literal["models", "datasets"] = "models") -> bool:
+    """Whether the hub must not be contacted for ``what``: one of its
+    :data:`OFFLINE_VARIABLES` is set to a true value (``1``, ``true``, ``yes``, ``on``).
+    :func:`resolve_model_dir` asks for ``"models"``, :func:`evomm.data.load_hub` for
+    ``"datasets"``.
+    """
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES[what])
 
 
 def looks_local(path: str) -> bool:
