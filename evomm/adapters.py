@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from evomm.errors import CheckpointError
-from evomm.layout import TensorInfo
+from evomm.layout import ModuleKind, TensorInfo
 
 if TYPE_CHECKING:  # annotations only: importing the interfaces loads no torch
     import numpy as np
@@ -175,6 +175,20 @@ class Checkpoint(ABC):
                 f"tensor {name!r} is missing from {self.ref.name!r} ({self.ref.path}); "
                 f"it has {len(self.layout)} tensors, e.g. {list(self.layout)[:3]}"
             ) from None
+
+    def kind_substring(self, kind: ModuleKind) -> str | None:
+        """A substring of this checkpoint's tensor names that picks out the tensors of ``kind``
+        (what a mergekit ``filter`` matches: ``"self_attn"`` for a Llama's attention), or
+        ``None`` when the family's names have none. ``evomm export`` writes a recipe's
+        ``filter: KIND`` so in ``mergekit.yaml``; by default none is known and the kind's name
+        is kept.
+
+        Example:
+            >>> Checkpoint.kind_substring(None, ModuleKind.ATTENTION) is None  # type: ignore[arg-type]
+            True
+        """
+        del kind
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release open files (optional)."""

@@ -29,19 +29,11 @@ from evomm import __version__
 from evomm.archive import Archive
 from evomm.errors import ConfigError, SearchError
 from evomm.front import pareto_front, pick
+from evomm.layout import ModuleKind
 from evomm.outputs import staged_output
 from evomm.plugins import Plugins, get_plugins
 from evomm.records import CandidateRecord
 from evomm.rundir import ARCHIVE_NAME, objective_infos, read_run
-
-#: Operators mergekit also has (same names, same parameter names).
-MERGEKIT_METHODS = frozenset({
-    "linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-    "breadcrumbs_ties", "della", "della_linear", "model_stock", "passthrough",
-})
-#: evomm module-kind filters -> the substring mergekit matches on tensor names.
-_KIND_TO_SUBSTRING = {"attention": "self_attn", "mlp": "mlp", "norm": "norm",
-                      "embedding": "embed_tokens", "head": "lm_head"}
 
 
 def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> CandidateRecord:
@@ -99,11 +91,20 @@ def input_paths(run_dir: Path, recipe: Any, meta: Mapping[str, Any]) -> list[Pat
     return [p for p in paths if p.exists()]
 
 
-def to_mergekit(recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """The mergekit form of a merge recipe, or ``None`` when mergekit lacks the operator."""
-    if recipe.get("merge_method") not in MERGEKIT_METHODS:
+def to_mergekit(recipe: dict[str, Any], plugins: Plugins) -> dict[str, Any] | None:
+    """The mergekit form of a merge recipe, or ``None`` when mergekit lacks the operator.
+
+    The operator says whether mergekit has it (:attr:`MergeOperator.mergekit_name`); a
+    parameter's ``filter: KIND`` becomes the substring the donor model's names use for that kind
+    (:meth:`Checkpoint.kind_substring`; the donor is opened only when a filter is there).
+    """
+    name = recipe.get("merge_method")
+    if name not in plugins.operators or plugins.operators.get(name).mergekit_name is None:
         return None
     aliases = {m["name"]: m["model"] for m in recipe["models"] if "name" in m}
+    substrings: dict[str, str] = {}
+    if _filters(recipe):
+        substrings = _kind_substrings(recipe, plugins)
 
     def fix(value: Any) -> Any:
         if isinstance(value, list):
@@ -111,11 +112,11 @@ def to_mergekit(recipe: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(value, dict):
             out = {k: fix(v) for k, v in value.items()}
             if isinstance(out.get("filter"), str):
-                out["filter"] = _KIND_TO_SUBSTRING.get(out["filter"], out["filter"])
+                out["filter"] = substrings.get(out["filter"], out["filter"])
             return out
         return value
 
-    mk: dict[str, Any] = {"merge_method": recipe["merge_method"]}
+    mk: dict[str, Any] = {"merge_method": plugins.operators.get(name).mergekit_name}
     if recipe.get("base_model"):
         mk["base_model"] = recipe["base_model"]
     mk["models"] = [{"model": m["model"], **({"parameters": fix(m["parameters"])} if m.get("parameters") else {})}
@@ -127,6 +128,28 @@ def to_mergekit(recipe: dict[str, Any]) -> dict[str, Any] | None:
     if src:
         mk["tokenizer_source"] = "base" if src == "base" else aliases.get(src, src)
     return mk
+
+
+def _filters(value: Any) -> bool:
+    """Whether a recipe (or part of it) has a ``filter`` key anywhere."""
+    if isinstance(value, dict):
+        return "filter" in value or any(_filters(v) for v in value.values())
+    return isinstance(value, list) and any(_filters(v) for v in value)
+
+
+def _kind_substrings(recipe: dict[str, Any], plugins: Plugins) -> dict[str, str]:
+    """Module kind name -> the substring of the donor model's tensor names for it."""
+    from evomm.execute import open_models
+    from evomm.recipe import MergeRecipe
+
+    parsed = MergeRecipe.from_dict(recipe, "merge.yaml")
+    donor = next(r for r in parsed.all_refs() if r.name == parsed.donor())
+    checkpoint = open_models([donor], plugins, check=False)[donor.name]
+    try:
+        found = {kind.value: checkpoint.kind_substring(kind) for kind in ModuleKind}
+    finally:
+        checkpoint.close()
+    return {kind: sub for kind, sub in found.items() if sub is not None}
 
 
 def model_card(rec: CandidateRecord, recipe: dict[str, Any], meta: dict[str, Any], parents: list[CandidateRecord],
@@ -224,7 +247,7 @@ def export_run_candidate(
             space.export(cand, tmp)
             merge = absolute_model_paths(cand.to_recipe())
             (tmp / "merge.yaml").write_text(yaml.safe_dump(merge, sort_keys=False, allow_unicode=True))
-            mk = to_mergekit(merge)
+            mk = to_mergekit(merge, plugins)
             if mk is not None:
                 (tmp / "mergekit.yaml").write_text(yaml.safe_dump(mk, sort_keys=False, allow_unicode=True))
             archive = Archive(run_dir / ARCHIVE_NAME)

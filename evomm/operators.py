@@ -70,6 +70,9 @@ class MergeOperator(ABC):
         requires_base: whether ``base`` is always given (task-vector methods).
         params: the declared parameters; the genome is derived from these.
         min_models, max_models: how many source models (excluding the base) it accepts.
+        mergekit_name: the operator's ``merge_method`` in mergekit when mergekit has it with
+            the same parameters, else ``None``: ``evomm export`` writes a ``mergekit.yaml``
+            beside ``merge.yaml`` only for such an operator.
 
     A child that is not a tensor merge (a data-flow-space layer path) is built by a search-space
     kind's ``build`` (:class:`evomm.space.SpaceKind`), not by an operator.
@@ -82,6 +85,7 @@ class MergeOperator(ABC):
     params: ClassVar[tuple[ParamSpec, ...]] = ()
     min_models: ClassVar[int] = 1
     max_models: ClassVar[int | None] = None
+    mergekit_name: ClassVar[str | None] = None
 
     @classmethod
     def param(cls, name: str) -> ParamSpec | None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
-from evomm.layout import TensorInfo
+from evomm.layout import ModuleKind, TensorInfo
 from evomm.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsIndex
 
 if TYPE_CHECKING:
@@ -288,6 +288,17 @@ def fill_model(
             target.copy_(src)
 
 
+#: Module kind -> the substring of Hugging Face causal-LM tensor names (Llama, Mistral, Qwen2 and
+#: the language model of a LLaVA) that selects it, as mergekit's ``filter`` matches names.
+LM_KIND_SUBSTRINGS: dict[ModuleKind, str] = {
+    ModuleKind.ATTENTION: "self_attn",
+    ModuleKind.MLP: "mlp",
+    ModuleKind.NORM: "norm",
+    ModuleKind.EMBEDDING: "embed_tokens",
+    ModuleKind.HEAD: "lm_head",
+}
+
+
 class HFDirectoryCheckpoint(Checkpoint):
     """Base of checkpoints stored as a Hugging Face directory (``config.json`` + weights).
 
@@ -386,6 +397,10 @@ class HFDirectoryCheckpoint(Checkpoint):
                     f"{exc}{self._HF_CONFIG_HINT}"
                 ) from exc
         return self._hf_config
+
+    def kind_substring(self, kind: ModuleKind) -> str | None:
+        """The causal-LM names' substring for ``kind`` (:data:`LM_KIND_SUBSTRINGS`)."""
+        return LM_KIND_SUBSTRINGS.get(kind)
 
     def close(self) -> None:
         self._index.close()

@@ -37,6 +37,7 @@ class Linear(MergeOperator):
     """Weighted average of the source models (a base, if any, is not used)."""
 
     name = "linear"
+    mergekit_name = "linear"
     description = "weighted average of the models (model soup)"
     paper = "https://arxiv.org/abs/2203.05482"
     requires_base = False

@@ -25,6 +25,7 @@ class ModelStock(MergeOperator):
     """Model Stock merge of two or more fine-tunes of one base."""
 
     name = "model_stock"
+    mergekit_name = "model_stock"
     description = "interpolate base and model average by task-vector angle"
     paper = "https://arxiv.org/abs/2403.19522"
     requires_base = True

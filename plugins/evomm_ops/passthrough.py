@@ -22,6 +22,7 @@ class Passthrough(MergeOperator):
     """The single source model's tensor, times ``scale``."""
 
     name = "passthrough"
+    mergekit_name = "passthrough"
     description = "copy one model's tensor (optionally scaled)"
     paper = ""
     requires_base = False

@@ -61,6 +61,7 @@ class Slerp(MergeOperator):
     """SLERP between the base and one model, or between two models when there is no base."""
 
     name = "slerp"
+    mergekit_name = "slerp"
     description = "spherical interpolation between two models"
     paper = "https://doi.org/10.1145/325165.325242"
     requires_base = False

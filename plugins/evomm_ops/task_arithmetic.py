@@ -345,6 +345,7 @@ def _spec(name: str, description: str, paper: str, consensus: bool, sparsificati
           normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()) -> type[GeneralizedTaskArithmetic]:
     attrs = {
         "name": name,
+        "mergekit_name": name,  # every task-vector method here is mergekit's, same parameters
         "description": description,
         "paper": paper,
         "consensus": consensus,
