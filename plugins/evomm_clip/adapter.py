@@ -36,7 +36,7 @@ from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError
 from evomm.hub import resolve_model_dir
 from evomm.layout import ModuleKind, TensorInfo
-from evomm.safetensors_header import FIX
+from evomm.safetensors_header import FIX, ST_DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,7 @@ class _SafetensorsFile:
             self._meta = {}
             for k in self._f.keys():
                 sl = self._f.get_slice(k)
-                self._meta[k] = (tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), sl.get_dtype().lower()))
+                self._meta[k] = (tuple(sl.get_shape()), ST_DTYPES.get(sl.get_dtype(), sl.get_dtype().lower()))
         except Exception as exc:  # safetensors raises its own error types (SafetensorError, ...)
             raise CheckpointError(f"cannot read safetensors file {path}: {exc}; {FIX}") from exc
 
@@ -131,9 +131,6 @@ class _PickleFile(_SafetensorsFile):
 
     def read(self, name: str) -> torch.Tensor:
         return self._t[name].clone()
-
-
-_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64"}
 
 
 def _split_ref(ref: ModelRef) -> tuple[str | None, Path, Path]:
