@@ -458,19 +458,21 @@ import sys
 {first}
 heavy = sorted(m for m in ("evomm_dfs.model", "torch._dynamo", "transformers.modeling_utils", "transformers")
                if m in sys.modules and m not in before)
+assert not [f for f in sys.meta_path if type(f).__module__.startswith("evomm")], "an evomm import hook"
+{register}
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 print(type(model).__name__, len(model.model.layers), ",".join(heavy) or "-")
 """
 
 
-# what the fresh process imports first: evomm_dfs alone (registration deferred to the import of
-# transformers), transformers before evomm_dfs (registered at once), and DFSConfig's module first
-# (transformers is imported while evomm_dfs.config is half-initialised)
+# what the fresh process imports first: evomm_dfs alone (it imports nothing heavy, the user then
+# calls evomm_dfs.register()), transformers before evomm_dfs (registered at import), and
+# DFSConfig's module first (transformers is imported while evomm_dfs.config is half-initialised)
 _FIRST = {
-    "evomm_dfs": "before = set(sys.modules)\nimport evomm_dfs",
-    "transformers_first": "import transformers\nbefore = set(sys.modules)\nimport evomm_dfs",
-    "config_module_first": "import evomm_dfs.config\nbefore = {'transformers'}",
+    "evomm_dfs": ("before = set(sys.modules)\nimport evomm_dfs", "evomm_dfs.register()"),
+    "transformers_first": ("import transformers\nbefore = set(sys.modules)\nimport evomm_dfs", ""),
+    "config_module_first": ("import evomm_dfs.config\nbefore = {'transformers'}", ""),
 }
 
 
@@ -488,7 +490,7 @@ def test_dfs_import_is_light_and_exported_child_loads_in_a_fresh_process(tmp_pat
     path = DFSPath((PathStep(0, 0, 1.0), PathStep(1, 1, 0.5), PathStep(1, 1, 1.5)), ("a", "b"))
     meta = [{"model": "A", "name": "a"}, {"model": "B", "name": "b"}]
     out = export_dfs(a, b, path, tmp_path / "child", recipe=dfs_recipe(path, meta))
-    child = _CHILD.format(first=_FIRST[first])
+    child = _CHILD.format(first=_FIRST[first][0], register=_FIRST[first][1])
     proc = subprocess.run([sys.executable, "-c", child, str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kind, layers, heavy = proc.stdout.split()[-3:]

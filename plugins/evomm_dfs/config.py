@@ -2,8 +2,7 @@
 
 Importing this module registers :class:`DFSConfig` with ``AutoConfig`` (transformers'
 configuration code, not its modelling code: torch._dynamo and friends cost seconds and every
-``evomm`` command loads the plugins). ``import evomm_dfs`` imports this module only once
-transformers itself is imported (see :func:`evomm_dfs.register_when_transformers_loads`). The
+``evomm`` command loads the plugins). :func:`evomm_dfs.register` imports it. The
 first time a :class:`DFSConfig` is created, which ``AutoModelForCausalLM.from_pretrained`` /
 ``from_config`` do before they look the model class up, :mod:`evomm_dfs.model` is imported and
 registers :class:`~evomm_dfs.model.DFSForCausalLM` with ``AutoModelForCausalLM``.

@@ -6,7 +6,7 @@ Two forms:
     transformers alone.
   * otherwise: a :class:`~evomm_dfs.model.DFSForCausalLM` checkpoint (``model_type: evomm_dfs``)
     that stores each distinct layer once plus the path and scalings in ``config.json``. It loads
-    with ``AutoModelForCausalLM.from_pretrained`` after ``import evomm_dfs``; no remote code.
+    with ``AutoModelForCausalLM.from_pretrained`` after ``evomm_dfs.register()``; no remote code.
 
 The directory also gets the tokenizer (from A), ``dfs.yaml`` (the recipe ``evomm merge``
 reproduces it from) and a ``README.md`` model card. Everything is written to a temporary sibling
@@ -111,10 +111,11 @@ def card_section(path: DFSPath, recipe: Mapping[str, Any]) -> str:
                   "tokenizer = AutoTokenizer.from_pretrained('<this directory>')", "```", ""]
     else:
         lines += ["This checkpoint uses evomm's `DFSForCausalLM` (`model_type: evomm_dfs`): it stores each "
-                  "distinct layer once and runs them in the path order given in `config.json`. Importing "
-                  "`evomm_dfs` (installed with evomm) registers it with transformers' Auto classes; no "
+                  "distinct layer once and runs them in the path order given in `config.json`. "
+                  "`evomm_dfs.register()` (installed with evomm) registers it with transformers' Auto classes; no "
                   "`trust_remote_code` and no code from the hub is needed:", "", "```python",
-                  "import evomm_dfs  # registers model_type 'evomm_dfs'",
+                  "import evomm_dfs",
+                  "evomm_dfs.register()  # model_type 'evomm_dfs' for the Auto classes",
                   "from transformers import AutoModelForCausalLM, AutoTokenizer",
                   "model = AutoModelForCausalLM.from_pretrained('<this directory>')",
                   "tokenizer = AutoTokenizer.from_pretrained('<this directory>')", "```", ""]

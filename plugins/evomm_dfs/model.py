@@ -71,7 +71,7 @@ class DFSForCausalLM(PreTrainedModel, GenerationMixin):
     """A causal LM that runs a layer path (see the module docstring).
 
     Example:
-        >>> import evomm_dfs  # registers the class with AutoModelForCausalLM  # doctest: +SKIP
+        >>> import evomm_dfs; evomm_dfs.register()  # the Auto classes learn evomm_dfs  # doctest: +SKIP
         >>> model = AutoModelForCausalLM.from_pretrained("out/dfs-child")  # doctest: +SKIP
     """
 
