@@ -253,7 +253,7 @@ def export_run_candidate(
             archive = Archive(run_dir / ARCHIVE_NAME)
             parents = [r for r in archive.stage_records(rec.stage, parents=True) if r.is_parent]
             card = model_card(rec, merge, meta, parents, space.lineage(), mk is not None)
-            notes = space.card_notes(cand) if hasattr(space, "card_notes") else ""
+            notes = space.card_notes(cand)
             (tmp / "README.md").write_text(card + ("\n" + notes if notes else ""))
             (tmp / "evomm_candidate.json").write_text(json.dumps(rec.to_json(), indent=1, default=float) + "\n")
         finally:

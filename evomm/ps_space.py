@@ -185,6 +185,9 @@ class ParameterSpace(SearchSpace):
     def describe(self) -> str:
         return f"params: {self.template.method} over {', '.join(self.aliases)}, {self.dim} genes"
 
+    def describe_genes(self) -> str:
+        return self.genome.describe()
+
     def close(self) -> None:
         self._merger = None
         for ck in self.checkpoints.values():

@@ -188,6 +188,11 @@ class SearchSpace(ABC):
         """One line about the space for logs (``params: task_arithmetic, 8 genes``)."""
         return f"{self.kind}: {self.dim} genes"
 
+    def describe_genes(self) -> str:
+        """The genes with their native bounds, one a line (``evomm evolve --dry-run``); a space
+        may group them more readably."""
+        return "\n".join(f"  {g.name:<30} [{g.low:g}, {g.high:g}]  {g.description}" for g in self.genes)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and files (optional)."""
 

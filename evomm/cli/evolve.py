@@ -49,12 +49,7 @@ def dry_run(recipe_path: str, plugins_dirs: list[str]) -> int:
         space = build_space(recipe, i, Path("."), plugins, [])
         try:
             print(f"stage {stage.name!r}: {space.describe()}")
-            genome = getattr(space, "genome", None)
-            if genome is not None:
-                print(genome.describe())
-            else:
-                for g in space.genes:
-                    print(f"  {g.name:<30} [{g.low:g}, {g.high:g}]  {g.description}")
+            print(space.describe_genes())
         finally:
             space.close()
     return 0

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         _print_params(kind.params)
     print("\ntasks:")
     for name, cls in plugins.tasks.items():
-        print(f"  {name:<22} {getattr(cls, 'description', '')}  [{plugins.tasks.owner(name)}]")
+        print(f"  {name:<22} {cls.description}  [{plugins.tasks.owner(name)}]")
     print("\ncommands (evomm COMMAND):")
     for name, _ in plugins.commands.items():
         print(f"  {name:<22} [{plugins.commands.owner(name)}]")

@@ -7,6 +7,7 @@ import json
 
 from evomm.data import describe_source
 from evomm.plugins import get_plugins
+from evomm.tasks import Task
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,20 +23,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def task_info(name: str, cls: type, owner: str) -> dict[str, object]:
-    """What ``evomm tasks`` shows about one task class."""
-    default_split = getattr(cls, "default_split", "test")
-    data = describe_source(getattr(cls, "default_data", None), getattr(cls, "default_config", None))
+def task_info(name: str, cls: type[Task], owner: str) -> dict[str, object]:
+    """What ``evomm tasks`` shows about one task class (the attributes :class:`Task` declares)."""
+    data = describe_source(cls.default_data, cls.default_config)
     return {
         "name": name,
-        "description": getattr(cls, "description", ""),
-        "modality": getattr(cls, "modality", ""),
-        "requires": sorted(getattr(cls, "requires", ())),
+        "description": cls.description,
+        "modality": cls.modality,
+        "requires": sorted(cls.requires),
         "metrics": [
             {"name": m.name, "higher_is_better": m.higher_is_better, "description": m.description}
-            for m in getattr(cls, "metrics", ())
+            for m in cls.metrics
         ],
-        "data": f"{data} [{default_split}]",
+        "data": f"{data} [{cls.default_split}]",
         "plugin": owner,
     }
 
