@@ -8,10 +8,8 @@ says how many values a granularity needs. The result, a :class:`Genome`, is a li
 a point writes concrete values (numbers, gradients, ``{filter, value}`` lists) into an ordinary
 merge recipe, so the child's ``merge.yaml`` is exactly what ``evomm merge`` reproduces.
 
-Example:
-    >>> from evomm.layout import TensorInfo, ModuleKind
-    >>> # 2 blocks + embedding, per-layer weight for two parents -> 2 * (2 + 1) genes
-    >>> # (see tests/test_genome.py for hand-counted cases)
+For example, a per-layer ``weight`` of two parents over 2 blocks and an embedding is
+2 * (2 + 1) genes; tests/test_genome.py counts such cases by hand.
 """
 
 from __future__ import annotations

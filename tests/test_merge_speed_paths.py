@@ -306,7 +306,7 @@ def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
     assert not torch.equal(whole, base)
 
 
-def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
+def test_cpu_tuning_applies_where_glibc_is_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
     import platform
 
     from evomm.cpu_tuning import tune_for_streaming
@@ -318,7 +318,6 @@ def test_cpu_tuning_applies_on_glibc_and_changes_no_result(zoo: dict[str, Path],
     before = merge_to_dir(plan, cks, tmp_path / "before", plugins, progress=False)
     applied = tune_for_streaming()
     assert applied == {"keep_freed_memory": platform.libc_ver()[0] == "glibc"}
-    assert applied["keep_freed_memory"]  # CI and our machines are Linux/glibc: make sure it ran
     after = merge_to_dir(plan, cks, tmp_path / "after", plugins, progress=False)
     assert _files(before) == _files(after)
 

@@ -86,8 +86,9 @@ def check_inputs(
             non-floating dtypes, or a ``model_params`` list of the wrong length.
         ConfigError: a parameter is unknown, missing (and required) or out of range.
 
-    Example:
-        >>> # inside an operator: g, per_model = check_inputs(type(self), tensors, base, ...)
+    Example (inside an operator)::
+
+        g, per_model = check_inputs(type(self), tensors, base, ...)
     """
     where = _where(op, ctx)
     if op.requires_base and base is None:

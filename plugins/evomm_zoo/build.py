@@ -232,8 +232,9 @@ def build_zoo(
         OutputError: ``out`` is a file, a non-empty directory evomm did not write, or holds
             another zoo and ``force`` is off (see :mod:`evomm.outputs`).
 
-    Example:
-        >>> # zoo = build_zoo("micro", out="/tmp/zoo")  # about half a minute
+    Example::
+
+        zoo = build_zoo("micro", out="/tmp/zoo")  # about half a minute
     """
     parts = tuple(parts)
     unknown = set(parts) - {"text", "vision"}

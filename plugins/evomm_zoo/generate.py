@@ -18,8 +18,9 @@ def greedy_generate(
 
     Prompts are sorted by length so that left padding stays small.
 
-    Example:
-        >>> # outs = greedy_generate(model, tok, ["5+4="], max_new_tokens=2)
+    Example::
+
+        outs = greedy_generate(model, tok, ["5+4="], max_new_tokens=2)
     """
     import torch
 
