@@ -7,6 +7,8 @@
   selection samples, normalise on/off, lambda, negative and zero weights, and NaN, infinities,
   -0.0 and subnormals among the entries (a NaN result may be another NaN's bits, see
   :func:`_same`); DELLA and rescaled magnitude windows decline;
+* the engine's rank-window bounds on tie-heavy magnitudes (all zero, mostly zero, two values)
+  are the exact ones and the torch path's, and no selection runs among all the tied entries;
 * :func:`evomm_ops._common.f32_sum` is torch's float32 sum for up to four weights;
 * :func:`evomm.host_merge.convert` is ``Tensor.to`` between bfloat16, float16 and float32,
   NaN, overflow and subnormals included;
@@ -129,6 +131,57 @@ def test_task_vector_arrays_equal_the_torch_merge(method: str, dtype: torch.dtyp
         got = op.merge_arrays([_raw(t) for t in ts], _raw(base), g, params, ctx, name)
         assert got is not None, (method, k)
         assert _same(_raw(want), got), (method, k)
+
+
+def _tied_magnitudes(case: str, n: int) -> np.ndarray:
+    """Task-vector magnitudes whose ties once made the engine select among every tied entry:
+    all tied (an all-zero delta: a frozen embedding), mostly zero, and two values only."""
+    rng = np.random.default_rng(11)
+    if case == "all-zero":
+        return np.zeros(n, np.float32)
+    if case == "mostly-zero":
+        return np.where(rng.random(n) < 0.9, 0.0, np.abs(rng.standard_normal(n))).astype(np.float32)
+    return np.where(rng.random(n) < 0.5, 0.001, 0.003).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["all-zero", "mostly-zero", "two-values"])
+def test_engine_windows_on_tied_magnitudes_are_exact_and_never_select_among_the_ties(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from evomm_ops import host_sparsify, sparsify
+
+    n = 2_000_003  # the 64K sample is then ~3% of the entries
+    mag = _tied_magnitudes(case, n)
+    x = np.where(np.arange(n) % 3 == 0, -mag, mag)  # a task vector with both signs over a zero base
+    base = np.zeros(n, np.float32)
+    order = np.lexsort((np.arange(n), mag))  # ascending by (magnitude, flat index)
+    index = np.arange(n)
+    sizes: list[int] = []
+    kth = host_sparsify._kth
+
+    def spy(values: np.ndarray, rank: int) -> np.float32:
+        sizes.append(values.size)
+        return kth(values, rank)
+
+    monkeypatch.setattr(host_sparsify, "_kth", spy)
+    windows = [sparsify.topk_window(n, 0.5), sparsify.topk_window(n, 0.05), sparsify.outliers_window(n, 0.6, 0.1),
+               (0, n // 3)]
+    for lo, hi in windows:
+        low, high = host_sparsify.window_bounds(x, base, lo, hi)
+        expected = np.zeros(n, dtype=bool)
+        expected[order[lo:hi]] = True
+        kept = np.ones(n, dtype=bool)  # what the bounds keep (RankBound's definition, written out)
+        if low is not None:
+            kept &= (mag > low[0]) | ((mag == low[0]) & (index >= low[1]))
+        if high is not None:
+            kept &= (mag < high[0]) | ((mag == high[0]) & (index < high[1]))
+        assert (kept == expected).all(), (case, lo, hi)
+        keep = sparsify.window_keep_streamed(torch.from_numpy(x), torch.from_numpy(base), lo, hi, torch.float32)
+        assert keep is not None and keep.mask is None  # the torch path's streamed selection
+        assert low == (None if keep.low is None else (keep.low.value, keep.low.cut)), (case, lo, hi)
+        assert high == (None if keep.high is None else (keep.high.value, keep.high.cut)), (case, lo, hi)
+    # selections ran on a few candidates at most, never on every tied entry nor the whole tensor
+    assert max(sizes, default=0) <= 70_000, (case, sizes)
 
 
 def test_methods_without_a_torch_free_form_decline() -> None:

@@ -13,8 +13,9 @@ to the same entries and the same factors (tests/test_host_merge.py):
   ``[lo, hi)`` of ``|x - b|``, ties ranked by flat index, as
   :class:`~evomm_ops.sparsify.RankBound` values: the bound's magnitude is the exact order
   statistic and the cut the flat index of the first tied entry on the window's side, whatever
-  way either side finds them (here: a strided sample brackets the rank, the entries inside the
-  bracket are selected with ``np.partition``).
+  way either side finds them (here as in :mod:`evomm_ops.rank_select`: a strided sample
+  brackets the rank; one pass counts the entries below the bracket and tied with its ends, and
+  collects only those strictly inside it, so the cost does not depend on ties).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -155,70 +157,151 @@ def _kth(values: np.ndarray, rank: int) -> np.float32:
     return np.partition(values, rank - 1)[rank - 1]
 
 
-def kth_with_ties(mag: np.ndarray, rank: int) -> tuple[np.float32, int, np.ndarray]:
-    """``(v, below, tied)``: the ``rank``-th smallest magnitude, how many are smaller, and the
-    ascending flat indices of those equal to it (:func:`evomm_ops.sparsify.kth_smallest_ties`).
+def tally(m: np.ndarray, lo: float | None, hi: float | None) -> tuple[int, int, int, np.ndarray]:
+    """``(#(m < lo), #(m == lo), #(m == hi), positions strictly between)`` of a float array,
+    the bounds compared in ``m``'s dtype; a None bound is open (counts 0; everything on that
+    side is between). ``#(m == hi)`` is 0 when ``hi == lo`` (those entries are counted once, as
+    ``lo``'s). Positions are ascending int64. NaN is never below or equal to a bound, and is
+    between only when ``hi`` is open.
 
     Example:
-        >>> v, below, tied = kth_with_ties(np.array([2.0, 1.0, 2.0, 3.0], np.float32), 3)
-        >>> float(v), below, tied.tolist()
-        (2.0, 1, [0, 2])
+        >>> tally(np.array([0.5, 2.0, 1.0, 3.0, 1.0, 1.5], np.float32), 1.0, 2.0)
+        (1, 2, 1, array([5]))
     """
-    n = mag.size
-    if n >= SAMPLE_MIN_NUMEL:
-        sample = np.sort(mag[:: (n // SAMPLE_SIZE) | 1])
-        lo_rank, hi_rank = bracket(sample.size, rank / n)
-        lo = sample[lo_rank - 1] if lo_rank >= 1 else None
-        hi = sample[hi_rank - 1] if hi_rank <= sample.size else None
-        if lo is not None or hi is not None:
-            below, positions = band(mag, lo, hi)
-            if below < rank <= below + positions.size:
-                candidates = mag[positions]
-                v = _kth(candidates, rank - below)
-                return v, below + int(np.count_nonzero(candidates < v)), positions[candidates == v]
-    v = _kth(mag, rank)
-    return v, int(np.count_nonzero(mag < v)), np.flatnonzero(mag == v)
+    kind = m.dtype.type
+    below = int(np.count_nonzero(np.less(m, kind(lo)))) if lo is not None else 0
+    eq_lo = int(np.count_nonzero(np.equal(m, kind(lo)))) if lo is not None else 0
+    same = lo is not None and hi is not None and lo == hi
+    eq_hi = int(np.count_nonzero(np.equal(m, kind(hi)))) if hi is not None and not same else 0
+    if same:
+        return below, eq_lo, eq_hi, np.empty(0, np.int64)
+    if lo is None:
+        inside = np.less(m, kind(hi))
+    elif hi is None:  # above lo, or NaN (ranked highest)
+        inside = np.logical_not(np.less_equal(m, kind(lo)))
+    else:
+        inside = np.greater(m, kind(lo))
+        inside &= np.less(m, kind(hi))
+    return below, eq_lo, eq_hi, np.flatnonzero(inside)
 
 
-def band(v: np.ndarray, lo: float | None, hi: float | None) -> tuple[int, np.ndarray]:
-    """``(count of v < lo, ascending flat positions of lo <= v <= hi)`` of a float array, the
-    bounds compared in ``v``'s dtype; a None bound is open. NaN is never below ``lo`` and is in
-    the band only when ``hi`` is open.
-
-    Example:
-        >>> band(np.array([0.5, 2.0, 1.0, 3.0], np.float32), 1.0, 2.0)
-        (1, array([1, 2]))
-    """
-    kind = v.dtype.type
-    below, inside = 0, None
-    if lo is not None:
-        under = np.less(v, kind(lo))
-        below = int(np.count_nonzero(under))
-        inside = np.logical_not(under, out=under)
-    if hi is not None:
-        upper = np.less_equal(v, kind(hi))
-        inside = upper if inside is None else np.logical_and(inside, upper, out=inside)
-    assert inside is not None  # the caller passes at least one bound
-    return below, np.flatnonzero(inside)
-
-
-#: Entries per chunk of :func:`window_bounds`' pass: the chunk's magnitudes (1 MiB of float32)
-#: stay in cache while the bands are extracted, instead of a whole-tensor magnitude array
-#: written to and read back from memory.
+#: Entries per chunk of a selection pass: the chunk's magnitudes (1 MiB of float32) stay in
+#: cache while they are counted, instead of a whole-tensor magnitude array written to and read
+#: back from memory.
 STREAM_CHUNK = 1 << 18
 
+#: A bound ``(value, cut)``: :class:`evomm_ops.rank_select.RankBound`'s fields.
+Bound = tuple[float, int]
 
-def window_bounds(
-    x: np.ndarray, base: np.ndarray, lo: int, hi: int
-) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
+
+@dataclass
+class _Tally:
+    """What a pass learnt about the magnitudes around one rank's bracket ``[lo, hi]`` (None:
+    open): the count below ``lo``, the per-chunk counts of ``lo`` and of ``hi``, and the
+    entries strictly between with their flat positions (:class:`evomm_ops.rank_select.Tally`,
+    without torch)."""
+
+    lo: np.float32 | None
+    hi: np.float32 | None
+    below: int = 0
+    eq_lo: list[int] = field(default_factory=list)
+    eq_hi: list[int] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, m: np.ndarray, start: int) -> None:
+        """Count and collect the chunk ``m`` of magnitudes, flat positions ``start..``."""
+        below, eq_lo, eq_hi, inside = tally(m, self.lo, self.hi)
+        self.below += below
+        self.eq_lo.append(eq_lo)
+        self.eq_hi.append(eq_hi)
+        self.values.append(m[inside])
+        self.positions.append(inside + start)
+
+    def bound(self, rank: int, edge: int, n: int, reread: Callable[[int], np.ndarray]) -> Bound | None:
+        """The bound of window edge ``edge`` whose value is the ``rank``-th smallest magnitude
+        (:func:`evomm_ops.rank_select.resolve`); None when the bracket missed the rank.
+        ``reread(c)`` gives chunk ``c``'s magnitudes again (called at most once, when the
+        bound ties with the bracket's ``lo`` or ``hi``)."""
+        if rank <= self.below:
+            return None
+        under = self.below
+        if rank <= under + sum(self.eq_lo):
+            assert self.lo is not None  # eq_lo counts only with a low end
+            return float(self.lo), _tied_cut(self.lo, edge - under, self.eq_lo, n, reread)
+        under += sum(self.eq_lo)
+        values = np.concatenate(self.values)
+        if rank <= under + values.size:
+            v = _kth(values, rank - under)
+            under += int(np.count_nonzero(values < v))
+            tied = np.concatenate(self.positions)[values == v]
+            split = edge - under
+            return float(v), int(tied[split]) if split < tied.size else n
+        under += values.size
+        if rank <= under + sum(self.eq_hi):
+            assert self.hi is not None
+            return float(self.hi), _tied_cut(self.hi, edge - under, self.eq_hi, n, reread)
+        return None
+
+
+def _tied_cut(value: np.float32, split: int, counts: list[int], n: int, reread: Callable[[int], np.ndarray]) -> int:
+    """The flat index of the ``split``-th (0-based) entry equal to ``value``, from the per-chunk
+    counts of that value; ``n`` when there are no more than ``split`` of them."""
+    seen = 0
+    for c, k in enumerate(counts):
+        if seen + k > split:
+            m = reread(c)
+            return c * STREAM_CHUNK + int(np.flatnonzero(np.equal(m, m.dtype.type(value)))[split - seen])
+        seen += k
+    return n
+
+
+def _sampled_bounds(
+    sample: np.ndarray, n: int, ends: Sequence[tuple[int, int]], chunk: Callable[[int], np.ndarray]
+) -> list[Bound] | None:
+    """The bound of each ``(rank, edge)`` of ``ends`` over ``n`` magnitudes whose strided
+    ``sample`` brackets the ranks, in one pass over the chunks (``chunk(c)``: the magnitudes at
+    flat positions ``c * STREAM_CHUNK..``); None when a bracket misses its rank.
+
+    Entries tied with a bracket's ends are counted, never collected, so the pass costs the same
+    whatever the magnitudes' distribution (an all-zero or mostly-zero task vector included)."""
+    sample.sort()
+    tallies = []
+    for rank, _ in ends:
+        lo_rank, hi_rank = bracket(sample.size, rank / n)
+        low = sample[lo_rank - 1] if lo_rank >= 1 else None
+        high = sample[hi_rank - 1] if hi_rank <= sample.size else None
+        if low is None and high is None:
+            return None
+        tallies.append(_Tally(low, high))
+    for c in range((n + STREAM_CHUNK - 1) // STREAM_CHUNK):
+        mag = chunk(c)
+        for t in tallies:
+            t.add(mag, c * STREAM_CHUNK)
+    bounds = [t.bound(rank, edge, n, chunk) for t, (rank, edge) in zip(tallies, ends)]
+    return None if any(b is None for b in bounds) else bounds  # type: ignore[return-value]
+
+
+def _exact_bound(mag: np.ndarray, rank: int, edge: int) -> Bound:
+    """The bound of window edge ``edge`` whose value is the ``rank``-th smallest of ``mag``,
+    selected on the whole array."""
+    v = _kth(mag, rank)
+    under = int(np.count_nonzero(mag < v))
+    tied = np.flatnonzero(mag == v)
+    split = edge - under
+    return float(v), int(tied[split]) if split < tied.size else mag.size
+
+
+def window_bounds(x: np.ndarray, base: np.ndarray, lo: int, hi: int) -> tuple[Bound | None, Bound | None]:
     """The rank window ``[lo, hi)`` of the magnitudes ``|x - base|`` (flat raw arrays, float32
-    arithmetic) as its two bounds, each ``(value, cut)`` (:class:`~evomm_ops.sparsify.RankBound`)
+    arithmetic) as its two bounds, each ``(value, cut)`` (:class:`~evomm_ops.rank_select.RankBound`)
     or None where the window is open on that side.
 
     Large tensors take one chunked pass: a strided sample brackets each bound's rank, and each
-    chunk's magnitudes, computed into a reused buffer, give the count below the bracket and the
-    candidates inside it; a bracket that misses (or a small tensor) falls back to selecting on
-    the whole tensor's magnitudes. Either way the bounds are exact.
+    chunk's magnitudes, computed into a reused buffer, are counted below and at the bracket's
+    ends, and the entries strictly inside it collected (:func:`_sampled_bounds`); a bracket that
+    misses (or a small tensor) falls back to selecting on the whole tensor's magnitudes. Either
+    way the bounds are exact.
 
     Example:
         >>> mags = np.array([5.0, 1.0, 3.0, 3.0], np.float32)
@@ -228,60 +311,26 @@ def window_bounds(
     from evomm_ops import host_kernels  # numba: imported when a merge first needs it
 
     n = base.size
+    # the low bound's value is the (lo+1)-th smallest magnitude, the high bound's the hi-th
     ends = ([(lo + 1, lo)] if lo > 0 else []) + ([(hi, hi)] if hi < n else [])
-    found = _streamed_ends(x, base, ends) if n >= SAMPLE_MIN_NUMEL and ends else None
+    found = None
+    if n >= SAMPLE_MIN_NUMEL and ends:
+        step = (n // SAMPLE_SIZE) | 1
+        sample = np.empty((n + step - 1) // step, np.float32)
+        host_kernels.abs_diff(np.ascontiguousarray(x[::step]), np.ascontiguousarray(base[::step]), sample)
+        buf = np.empty(min(n, STREAM_CHUNK), np.float32)
+
+        def chunk(c: int) -> np.ndarray:
+            start, stop = c * STREAM_CHUNK, min(n, (c + 1) * STREAM_CHUNK)
+            mag = buf[: stop - start]
+            host_kernels.abs_diff(x[start:stop], base[start:stop], mag)
+            return mag
+
+        found = _sampled_bounds(sample, n, ends, chunk)
     if found is None:
         mag = np.empty(n, np.float32)
         host_kernels.abs_diff(x, base, mag)
-        found = [kth_with_ties(mag, rank) for rank, _ in ends]
-    bounds = []
-    for (_, edge), (v, under, tied) in zip(ends, found):
-        split = edge - under
-        bounds.append((float(v), int(tied[split]) if split < tied.size else n))
-    low = bounds[0] if lo > 0 else None
-    high = bounds[-1] if hi < n else None
+        found = [_exact_bound(mag, rank, edge) for rank, edge in ends]
+    low = found[0] if lo > 0 else None
+    high = found[-1] if hi < n else None
     return low, high
-
-
-def _streamed_ends(
-    x: np.ndarray, base: np.ndarray, ends: list[tuple[int, int]]
-) -> list[tuple[np.float32, int, np.ndarray]] | None:
-    """:func:`kth_with_ties` of ``|x - base|`` for each end's rank, in one chunked pass; None
-    when a sample's bracket misses its rank (the caller then selects on the whole tensor)."""
-    from evomm_ops import host_kernels
-
-    n = base.size
-    step = (n // SAMPLE_SIZE) | 1
-    sample = np.empty((n + step - 1) // step, np.float32)
-    host_kernels.abs_diff(np.ascontiguousarray(x[::step]), np.ascontiguousarray(base[::step]), sample)
-    sample.sort()
-    brackets = []
-    for rank, _ in ends:
-        lo_rank, hi_rank = bracket(sample.size, rank / n)
-        low = sample[lo_rank - 1] if lo_rank >= 1 else None
-        high = sample[hi_rank - 1] if hi_rank <= sample.size else None
-        if low is None and high is None:
-            return None
-        brackets.append((low, high))
-    below = [0] * len(ends)
-    values: list[list[np.ndarray]] = [[] for _ in ends]
-    positions: list[list[np.ndarray]] = [[] for _ in ends]
-    buf = np.empty(min(n, STREAM_CHUNK), np.float32)
-    for start in range(0, n, STREAM_CHUNK):
-        stop = min(n, start + STREAM_CHUNK)
-        mag = buf[: stop - start]
-        host_kernels.abs_diff(x[start:stop], base[start:stop], mag)
-        for j, (low, high) in enumerate(brackets):
-            count, inside = band(mag, low, high)
-            below[j] += count
-            values[j].append(mag[inside])
-            positions[j].append(inside + start)
-    found = []
-    for j, (rank, _) in enumerate(ends):
-        candidates = np.concatenate(values[j])
-        if not below[j] < rank <= below[j] + candidates.size:
-            return None
-        v = _kth(candidates, rank - below[j])
-        under = below[j] + int(np.count_nonzero(candidates < v))
-        found.append((v, under, np.concatenate(positions[j])[candidates == v]))
-    return found

@@ -41,6 +41,7 @@ import numpy as np
 
 from evomm_ops.host_sparsify import SAMPLE_MIN_NUMEL, SAMPLE_SIZE, parallel_map
 from evomm_ops.host_sparsify import bracket as _bracket
+from evomm_ops.host_sparsify import tally as _host_tally
 
 #: Entries per chunk of a pass (1 MiB of float32: the chunk stays in cache while it is counted).
 CHUNK = 1 << 18
@@ -98,23 +99,9 @@ def tally(m: Chunk, lo: float | None, hi: float | None) -> tuple[int, int, int, 
         >>> tally(np.array([0.5, 2.0, 1.0, 3.0, 1.0, 1.5], np.float32), 1.0, 2.0)
         (1, 2, 1, array([5]))
     """
-    import torch
     if isinstance(m, np.ndarray):
-        kind = m.dtype.type
-        below = int(np.count_nonzero(np.less(m, kind(lo)))) if lo is not None else 0
-        eq_lo = int(np.count_nonzero(np.equal(m, kind(lo)))) if lo is not None else 0
-        same = lo is not None and hi is not None and lo == hi
-        eq_hi = int(np.count_nonzero(np.equal(m, kind(hi)))) if hi is not None and not same else 0
-        if same:
-            return below, eq_lo, eq_hi, np.empty(0, np.int64)
-        if lo is None:
-            inside = np.less(m, kind(hi))
-        elif hi is None:  # above lo, or NaN (ranked highest)
-            inside = np.logical_not(np.less_equal(m, kind(lo)))
-        else:
-            inside = np.greater(m, kind(lo))
-            inside &= np.less(m, kind(hi))
-        return below, eq_lo, eq_hi, np.flatnonzero(inside)
+        return _host_tally(m, lo, hi)
+    import torch
     below = int((m < lo).count_nonzero()) if lo is not None else 0
     eq_lo = int((m == lo).count_nonzero()) if lo is not None else 0
     same = lo is not None and hi is not None and lo == hi
