@@ -36,12 +36,13 @@ from tqdm.auto import tqdm
 
 from evomm import host_merge
 from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
-from evomm.errors import CheckpointError, ConfigError, EvommError, MergeError, operator_failures
+from evomm.errors import CheckpointError, ConfigError, MergeError, operator_failures
 from evomm.finite import check_output, check_parent
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
 from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
+from evomm.recipe import get_operator
 
 if TYPE_CHECKING:
     import torch
@@ -142,14 +143,6 @@ def open_models(
 # ---------------------------------------------------------------------------------------------
 
 
-def get_operator(plan: MergePlan, plugins: Plugins) -> MergeOperator:
-    """An instance of the plan's operator."""
-    try:
-        return plugins.operators.get(plan.operator)()
-    except EvommError as exc:
-        raise ConfigError(f"plan operator: {exc}") from None
-
-
 def merge_step(
     op: MergeOperator,
     plan: MergePlan,
@@ -228,7 +221,7 @@ def merged_tensors(
         >>> for name, t in merged_tensors(plan, cks, plugins):   # doctest: +SKIP
         ...     print(name, t.dtype)
     """
-    op = get_operator(plan, plugins)
+    op = get_operator(plan.operator, plugins, "plan operator")()
     compute = _dtype(plan.dtype)
     donor = checkpoints[plan.donor]
 
@@ -399,7 +392,7 @@ def merge_to_dir(
         expect = getattr(writer, "expect", None)
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
             expect([_announce(plan, donor, step.name) for step in plan.steps])
-        op = get_operator(plan, plugins)
+        op = get_operator(plan.operator, plugins, "plan operator")()
         # torch-free when the plan allows it (evomm.host_merge): the same bytes, no torch import
         host = host_merge.unsupported(plan, checkpoints, op, writer) is None
         if host:

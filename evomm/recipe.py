@@ -388,12 +388,13 @@ def _relative_to(model: str, recipe_dir: Path) -> str:
 # ---------------------------------------------------------------------- parameter validation
 
 
-def get_operator(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
-    """The operator class a recipe names (ConfigError with did-you-mean when unknown)."""
+def get_operator(name: str, plugins: Plugins, key: str = "merge_method") -> type[MergeOperator]:
+    """The operator class registered as ``name`` (a recipe's ``merge_method``, a plan's
+    operator); unknown: a ConfigError at ``key`` with did-you-mean."""
     try:
-        return plugins.operators.get(recipe.merge_method)
+        return plugins.operators.get(name)
     except RegistryError as exc:
-        raise ConfigError(f"merge_method: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _check_value(spec: ParamSpec, value: Any, where: str) -> None:
@@ -454,7 +455,7 @@ def check_recipe(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
     Raises:
         ConfigError: naming the key path, e.g. ``models[1].parameters.density``.
     """
-    op = get_operator(recipe, plugins)
+    op = get_operator(recipe.merge_method, plugins)
     _check_section(recipe.parameters, op, "parameters", per_model=False)
     sources, _ = recipe.sources(op)
     for i, m in enumerate(recipe.models):

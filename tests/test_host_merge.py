@@ -39,12 +39,12 @@ from evomm_ops.task_arithmetic import TaskArithmetic, Ties
 
 from evomm import hookimpl, host_merge
 from evomm.cli import main
-from evomm.execute import get_operator, merge_to_dir, open_models
+from evomm.execute import merge_to_dir, open_models
 from evomm.layout import ModuleKind
 from evomm.operators import TensorContext
 from evomm.plan import build_plan
 from evomm.plugins import get_plugins, load_plugins
-from evomm.recipe import MergeRecipe
+from evomm.recipe import MergeRecipe, get_operator
 from tests.tiny_models import make_tiny_model, perturb_model
 
 CTX = TensorContext("model.layers.0.mlp.up_proj.weight", ModuleKind.MLP, 0, 5)
@@ -251,7 +251,7 @@ def _merge_both(recipe: dict[str, Any], tmp: Path, monkeypatch: pytest.MonkeyPat
     cks = open_models(r, plugins)
     plan = build_plan(r, cks, plugins)
     writer = cks[plan.donor].writer(tmp / "probe")
-    engine = host_merge.unsupported(plan, cks, get_operator(plan, plugins), writer) is None
+    engine = host_merge.unsupported(plan, cks, get_operator(plan.operator, plugins)(), writer) is None
     host = merge_to_dir(plan, cks, tmp / "host", plugins, progress=False, **kw)
     monkeypatch.setenv(host_merge.ENV_ENGINE, "0")
     torch_out = merge_to_dir(plan, cks, tmp / "torch", plugins, progress=False, **kw)
