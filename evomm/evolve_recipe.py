@@ -183,6 +183,9 @@ class Algorithm(_Strict):
     )
 
 
+#: The scoring strategy of a recipe without ``fitness:`` or ``cheap_first:``.
+DEFAULT_STRATEGY = "full"
+
 #: The budget of a stage that gives no ``budget:`` at all.
 DEFAULT_GENERATIONS = 10
 
@@ -219,6 +222,55 @@ class CheapFirst(_Strict):
     margin: float = Field(0.05, ge=0)
 
 
+Round = Union[int, str]
+
+
+class Fitness(_Strict):
+    """How candidates are scored (:mod:`evomm.racing`): ``full`` (every item), ``subset`` (the
+    first ``subset`` items, the rest if optimistic by ``margin`` it could enter the front),
+    ``racing`` (rounds of shuffled items, stopping candidates whose confidence bound cannot enter
+    the front) or ``irt`` (``anchors`` items, the rest estimated by an item-response model; the
+    rest scored only if the estimate could enter the front)."""
+
+    strategy: Literal["full", "subset", "racing", "irt"] = "full"
+    rounds: list[Round] = Field(default_factory=lambda: [20, 50, "100%"])
+    confidence: float = Field(0.95, gt=0, le=1)
+    subset: int | None = Field(None, ge=1)
+    margin: float = Field(0.05, ge=0)
+    anchors: int = Field(20, ge=2)
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, v: list[Round]) -> list[Round]:
+        if not v:
+            raise ValueError("rounds needs at least one entry, e.g. [20, 50, 100%]")
+        for r in v:
+            ok = (isinstance(r, int) and r >= 1) or (
+                isinstance(r, str) and r.endswith("%") and r[:-1].replace(".", "", 1).isdigit()
+                and 0 < float(r[:-1]) <= 100)
+            if not ok:
+                raise ValueError(f"a round is a number of items (20) or a share ('50%'), got {r!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _subset(self) -> Fitness:
+        if self.strategy == "subset" and self.subset is None:
+            raise ValueError("strategy subset needs `subset: N` (items scored first)")
+        return self
+
+
+class Executor(_Strict):
+    """Where candidates are scored (``evomm_register_executors``): ``local`` (this process),
+    ``processes`` (``workers`` local processes) or ``ray`` (``workers`` Ray actors; ``address``
+    joins a running cluster). The archive does not depend on it."""
+
+    name: str = "local"
+    workers: int = Field(1, ge=1)
+    num_gpus_per_worker: float = Field(0, ge=0)
+    num_cpus_per_worker: float | None = Field(None, gt=0)
+    address: str | None = None
+
+
 class Stage(_Strict):
     """One search stage. ``kind: params`` uses ``merge``; other kinds read ``options``."""
 
@@ -252,6 +304,8 @@ class EvolveRecipe(_Strict):
     objectives: list[Objective] = Field(min_length=1)
     tasks: dict[str, TaskOptions] = Field(default_factory=dict)
     cheap_first: CheapFirst | None = None
+    fitness: Fitness | None = None
+    executor: Executor = Field(default_factory=Executor)
     score_parents: bool = True
     stages: list[Stage] = Field(default_factory=list)
     # single-stage shorthand
@@ -272,6 +326,9 @@ class EvolveRecipe(_Strict):
                 budget=self.budget or default_budget(),
             )
             object.__setattr__(self, "stages", [stage])
+        if self.cheap_first is not None and self.fitness is not None:
+            raise ValueError("give `fitness:` or the older `cheap_first:`, not both; cheap_first: {subset: N, "
+                             "margin: M} is fitness: {strategy: subset, subset: N, margin: M}")
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objective names must be unique, got {names}")
@@ -303,6 +360,15 @@ class EvolveRecipe(_Strict):
             opts["data"] = fix(opts.get("data"))
         data["merge"] = data["algorithm"] = data["budget"] = None
         return EvolveRecipe.model_validate(data)
+
+    def fitness_spec(self) -> Fitness:
+        """The scoring strategy: ``fitness``, else ``cheap_first`` as ``strategy: subset``, else
+        :data:`DEFAULT_STRATEGY`."""
+        if self.fitness is not None:
+            return self.fitness
+        if self.cheap_first is not None:
+            return Fitness(strategy="subset", subset=self.cheap_first.subset, margin=self.cheap_first.margin)
+        return Fitness(strategy=DEFAULT_STRATEGY)
 
     def objective_tasks(self) -> list[str]:
         """The tasks the objectives use (a suite's ``task.metric`` keys by task), in order."""

@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from evomm.adapters import ModelAdapter
     from evomm.cli.command import Command
+    from evomm.executors import ExecutorKind
     from evomm.operators import MergeOperator
     from evomm.records import CandidateRecord, RunInfo
     from evomm.registry import Registry
@@ -111,6 +112,28 @@ def evomm_register_commands(registry: Registry[Command]) -> None:
             registry.add(Command("zoo", add_parser))  # add_parser(subparsers) sets func
 
     .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def evomm_register_executors(registry: Registry[ExecutorKind]) -> None:
+    """Add executors (:class:`evomm.executors.ExecutorKind`): where a run's candidates are
+    scored. ``local``, ``processes`` and ``ray`` are already there; the recipe's
+    ``executor: {name: NAME, workers: N}`` (or ``evomm evolve --executor NAME``) picks one.
+
+    Called once per plugin manager. The factory receives an
+    :class:`~evomm.executors.ExecutorContext` (settings, a picklable
+    :class:`~evomm.executors.WorkerSpec` whose ``build()`` makes a worker, the driver's local
+    worker) and returns an :class:`~evomm.executors.Executor` whose ``run(jobs, before)`` yields
+    ``(index, JobResult)`` as jobs finish; the driver archives in ask order whatever the order.
+
+    Example::
+
+        @hookimpl
+        def evomm_register_executors(registry):
+            registry.add(ExecutorKind("threads", ThreadExecutor, "a thread pool"))
+
+    .. versionadded:: 0.3
     """
 
 

@@ -13,6 +13,7 @@ the task's primary one). Constraints (``>= 0.5``) become pymoo inequality constr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from evomm.conditions import Condition
 from evomm.errors import ConfigError, TaskError
-from evomm.evaluation import Metrics, evaluate_tasks
+from evomm.evaluation import Metrics, check_capabilities, evaluate_tasks
 from evomm.evolve_recipe import Objective, TaskOptions
 
 if TYPE_CHECKING:
@@ -140,6 +141,29 @@ class ObjectiveSet:
             ``{task: TaskResult}``; :func:`evomm.evaluation.metrics_of` gives ``{task: {metric: value}}``.
         """
         return evaluate_tasks(handle, self.tasks, subset=subset)
+
+    def evaluate_items(self, handle: ModelHandle, items: Mapping[str, Sequence[int] | None]) -> dict[str, TaskResult]:
+        """Score ``handle`` on the given items of some tasks: the item-level form of
+        :meth:`evaluate` (capabilities of those tasks checked first, then each task scored and timed).
+
+        Args:
+            handle: the model.
+            items: task -> item ids (indices into :meth:`evomm.tasks.Task.examples`), or ``None``
+                for every item.
+
+        Returns:
+            ``{task: TaskResult}`` with ``item_ids`` and ``seconds`` set.
+        """
+        tasks = {t: self.tasks[t] for t in items}
+        check_capabilities(tasks, handle)
+        out: dict[str, TaskResult] = {}
+        for key, task in tasks.items():
+            start = time.perf_counter()
+            ids = items[key]
+            result = task.evaluate(handle, None if ids is None else list(ids))
+            result.seconds = time.perf_counter() - start
+            out[key] = result
+        return out
 
     def values(self, metrics: Metrics) -> dict[str, float]:
         """Objective values in the user's direction (a suite is a weighted mean of its terms)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import CheckpointError, ConfigError, IncompatibleModelsError
+from evomm.layer_stack import LayerStack
 from evomm.layout import DONOR_ONLY_KINDS, ModuleKind, TensorInfo
 from evomm.params import ParamSpec, resolve_value
 
@@ -74,6 +75,10 @@ class MergePlan:
         allow_nonfinite: let NaN/Inf in parents and in the output through (recipe
             ``allow_nonfinite``; :mod:`evomm.finite`). Part of the digest only when True, so
             plans made before it existed keep their digests.
+        stack: for a ``slices:`` recipe, the lanes the models are (:mod:`evomm.layer_stack`:
+            each model of the plan is a stack of layers of the recipe's models; the executor
+            reads through :func:`~evomm.layer_stack.stacked_checkpoints`); ``None`` otherwise,
+            and then left out of :meth:`to_dict`.
     """
 
     operator: str
@@ -86,6 +91,7 @@ class MergePlan:
     steps: tuple[TensorStep, ...]
     meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     allow_nonfinite: bool = False
+    stack: LayerStack | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain data (``meta`` left out; ``pad`` and ``allow_nonfinite`` only when
@@ -103,6 +109,8 @@ class MergePlan:
         }
         if self.allow_nonfinite:
             d["allow_nonfinite"] = True
+        if self.stack is not None:
+            d["stack"] = self.stack.to_dict()
         return d
 
     def digest(self) -> str:
@@ -358,6 +366,9 @@ def plan_frame(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
     """
     from evomm.recipe import check_recipe
 
+    if recipe.slices is not None:
+        raise ConfigError("slices: a `slices:` recipe is merged with `evomm merge` (build_plan); a search "
+                          "template needs `models:`")
     op = check_recipe(recipe, plugins)
     sources, base_ref = recipe.sources(op)
     donor = recipe.donor()
@@ -463,6 +474,10 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
         >>> recipe = load_recipe("merge.yaml")                            # doctest: +SKIP
         >>> plan = build_plan(recipe, open_models(recipe, plugins), plugins)  # doctest: +SKIP
     """
+    if recipe.slices is not None:
+        from evomm.slices import build_slice_plan
+
+        return build_slice_plan(recipe, checkpoints, plugins)
     frame = plan_frame(recipe, checkpoints, plugins)
     sources, _ = recipe.sources(frame.operator)
     return plan_from_values(frame, recipe.parameters or {}, [src.parameters for src in sources])

@@ -28,6 +28,7 @@ import pluggy
 from evomm import hookspecs
 from evomm.adapters import ModelAdapter
 from evomm.errors import PluginError, RegistryError
+from evomm.executors import BUILTIN_EXECUTORS, ExecutorKind, PluginSource
 from evomm.operators import MergeOperator
 from evomm.registry import Registry
 from evomm.space import PARAMS_KIND, SpaceKind
@@ -57,10 +58,12 @@ class Plugins:
 
     Attributes:
         pm: the pluggy manager (call lifecycle hooks through ``pm.hook``).
-        adapters, operators, tasks, spaces, commands: registries filled by the registration
-            hooks (``spaces`` starts with the core's ``params`` kind; ``commands`` holds the
-            plugins' ``evomm`` subcommands, evomm's own are not in it).
+        adapters, operators, tasks, spaces, commands, executors: registries filled by the
+            registration hooks (``spaces`` starts with the core's ``params`` kind, ``executors``
+            with ``local``, ``processes`` and ``ray``; ``commands`` holds the plugins' ``evomm``
+            subcommands, evomm's own are not in it).
         loaded: the plugins, in load order.
+        source: how they were loaded (worker processes load the same ones).
     """
 
     pm: pluggy.PluginManager
@@ -70,6 +73,8 @@ class Plugins:
     spaces: Registry[SpaceKind]
     commands: Registry[Command]
     loaded: list[PluginInfo] = field(default_factory=list)
+    executors: Registry[ExecutorKind] = field(default_factory=lambda: Registry("executor"))
+    source: PluginSource = field(default_factory=PluginSource)
 
     @property
     def hook(self) -> Any:
@@ -193,13 +198,17 @@ def load_plugins(
         spaces=Registry("search-space kind"),
         commands=Registry("command"),
         loaded=loaded,
+        source=PluginSource(tuple(str(d) for d in plugins_dirs), tuple(extra), autoload),
     )
     plugins.spaces.add(PARAMS_KIND, owner="evomm")
+    for kind in BUILTIN_EXECUTORS:
+        plugins.executors.add(kind, owner="evomm")
     _register(pm, "evomm_register_model_adapters", plugins.adapters)
     _register(pm, "evomm_register_merge_operators", plugins.operators)
     _register(pm, "evomm_register_tasks", plugins.tasks)
     _register(pm, "evomm_register_search_spaces", plugins.spaces)
     _register(pm, "evomm_register_commands", plugins.commands)
+    _register(pm, "evomm_register_executors", plugins.executors)
     return plugins
 
 

@@ -20,8 +20,10 @@ A recipe names an operator, the models and their parameters::
                                      # (unsafe: pickle runs code); per model: on its entry
     allow_nonfinite: true            # let NaN/Inf in parents or output through (default: error)
 
-mergekit keys evomm does not support (``slices``, ``modules``, ``tokenizer``, ``chat_template``,
-``tokenizer_source: union``) are refused with a clear :class:`~evomm.errors.ConfigError`.
+mergekit's ``slices:`` (per-slice merges and passthrough frankenmerges) replaces ``models:``; see
+:mod:`evomm.slices`. mergekit keys evomm does not support (``modules``, ``tokenizer``,
+``chat_template``, ``tokenizer_source: union``) are refused with a clear
+:class:`~evomm.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from evomm.adapters import ModelRef
 from evomm.errors import ConfigError, RegistryError
 from evomm.params import ParamScope, ParamSpec
+from evomm.slices import SliceEntry, SliceSource, check_slices, models_of_slices
 
 if TYPE_CHECKING:
     from evomm.operators import MergeOperator
@@ -53,8 +56,6 @@ DTYPES = {
 
 #: mergekit keys evomm refuses, with the reason.
 UNSUPPORTED_KEYS = {
-    "slices": "layer slicing (frankenmerges) is not supported; use `models:` (every layer of every "
-    "model), or evomm's data-flow-space search for layer stacking",
     "modules": "per-module definitions are not supported; use `models:` with `{filter, value}` "
     "parameters",
     "tokenizer": "tokenizer surgery is not supported; use `tokenizer_source: base` or a model alias "
@@ -152,6 +153,10 @@ class MergeRecipe(BaseModel):
     seed: int = 0
     name: str | None = Field(None, description="a label for the merged model (free text)")
     vocab: VocabOptions = Field(default_factory=VocabOptions, description="vocabulary alignment")
+    slices: list[SliceEntry] | None = Field(
+        None, description="mergekit slices (instead of `models:`): layer ranges merged or stacked, "
+        "see evomm.slices; `models` is then derived from the sources"
+    )
     allow_pickle: bool = Field(
         False, description="accept pickle weights for every model, base_model included (what "
         "--allow-pickle sets); unsafe: pickle can run code. Per model: `allow_pickle` on its entry"
@@ -172,6 +177,13 @@ class MergeRecipe(BaseModel):
         if "merge_method" in data and "operator" in data:
             raise ConfigError("give either `merge_method` or `operator` (they are the same key), not both")
         data = dict(data)
+        if data.get("slices") is not None:
+            implied = models_of_slices(data)
+            given = data.get("models")
+            if given is not None and [m.get("model") if isinstance(m, Mapping) else m for m in given] != [
+                    m["model"] for m in implied]:
+                raise ConfigError("give either `models:` or `slices:` (mergekit takes one), not both")
+            data["models"] = given if given is not None else implied
         for key in ("dtype", "out_dtype"):
             value = data.get(key)
             if value is not None:
@@ -327,8 +339,9 @@ def _explain(err: Mapping[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         key = str(err["loc"][-1]) if err.get("loc") else "?"
         parent = err["loc"][:-1]
-        owners = {"models": ModelEntry, "vocab": VocabOptions}
-        fields = (owners.get(parent[0], MergeRecipe) if parent else MergeRecipe).model_fields
+        owners = {"models": ModelEntry, "vocab": VocabOptions, "slices": SliceEntry}
+        owner = SliceSource if "sources" in parent else owners.get(parent[0], MergeRecipe) if parent else MergeRecipe
+        fields = owner.model_fields
         names = list(fields) + (["operator"] if not parent else [])
         return f"{where}: unknown key{_did_you_mean(key, names)} known keys: {', '.join(names)}"
     if err.get("type") == "missing":
@@ -372,6 +385,10 @@ def load_recipe(path: str | Path, plugins: Plugins | None = None) -> MergeRecipe
                 entry["model"] = _relative_to(entry["model"], p.parent)
         if isinstance(data.get("base_model"), str):
             data["base_model"] = _relative_to(data["base_model"], p.parent)
+        for sl in data.get("slices") or []:
+            for src in (sl.get("sources") or []) if isinstance(sl, dict) else []:
+                if isinstance(src, dict) and isinstance(src.get("model"), str):
+                    src["model"] = _relative_to(src["model"], p.parent)
     recipe = MergeRecipe.from_dict(data, source=str(p))
     if plugins is not None:
         check_recipe(recipe, plugins)
@@ -455,6 +472,8 @@ def check_recipe(recipe: MergeRecipe, plugins: Plugins) -> type[MergeOperator]:
     Raises:
         ConfigError: naming the key path, e.g. ``models[1].parameters.density``.
     """
+    if recipe.slices is not None:
+        return check_slices(recipe, plugins)
     op = get_operator(recipe.merge_method, plugins)
     _check_section(recipe.parameters, op, "parameters", per_model=False)
     sources, _ = recipe.sources(op)

@@ -43,7 +43,11 @@ class CandidateRecord:
         evaluation: ``"full"`` (every example of every task), ``"subset"`` (cheap-first
             only) or ``"failed"`` (its merged weights held NaN/Inf: no metrics, the worst
             objective values, the reason in ``extra["failed"]``); only ``"full"`` records can be
-            on the front.
+            on the front. Racing's stopped candidates are ``"subset"`` too; ``"estimate"`` is
+            an item-response estimate (strategy ``irt``).
+        items_evaluated: items scored for it, summed over tasks (0 in archives before it existed).
+        stderr: objective -> standard error of a value computed from part of the items (empty
+            when every value is exact).
     """
 
     id: str
@@ -57,6 +61,8 @@ class CandidateRecord:
     stage: str = ""
     genes: dict[str, float] = field(default_factory=dict)
     evaluation: str = "full"
+    items_evaluated: int = 0
+    stderr: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of ``archive.jsonl``)."""

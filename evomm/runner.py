@@ -30,8 +30,10 @@ from evomm import __version__
 from evomm.archive import Archive
 from evomm.errors import ConfigError, OutputError
 from evomm.evolve_recipe import EvolveRecipe, load_evolve_recipe
+from evomm.executors import Executor, ExecutorContext, Worker, WorkerSpec, stage_space
 from evomm.front import ObjectiveInfo, pick
 from evomm.interrupt import GracefulStop
+from evomm.item_store import ITEMS_NAME, ItemStore
 from evomm.objectives import ObjectiveSet
 from evomm.outputs import check_output_target, write_marker
 from evomm.plugins import Plugins, get_plugins
@@ -49,7 +51,7 @@ from evomm.rundir import (
     write_recipe,
 )
 from evomm.search import EvolutionLoop, StageResult
-from evomm.space import SearchSpace, StageContext
+from evomm.space import SearchSpace
 
 
 @dataclass
@@ -75,16 +77,20 @@ class RunResult:
         return "; ".join(s.note for s in self.stages if s.note)
 
 
-def build_space(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
-                previous: list[dict[str, Any]]) -> SearchSpace:
-    """The search space of stage ``stage_index``, built by the kind the stage names
-    (``plugins.spaces``, filled by ``evomm_register_search_spaces``).
+#: The search space of a stage (:func:`evomm.executors.stage_space`; workers build theirs with it).
+build_space = stage_space
 
-    Building it needs no run directory (``run_dir`` may not exist yet)."""
-    stage = recipe.stages[stage_index]
-    ctx = StageContext(plugins=plugins, run_dir=run_dir, previous=list(previous), dtype=recipe.dtype,
-                       recipe=recipe)
-    return plugins.spaces.get(stage.kind).factory(stage, ctx)
+
+def make_executor(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
+                  previous: list[dict[str, Any]], space: SearchSpace, objs: ObjectiveSet) -> Executor:
+    """The executor the recipe's ``executor:`` names, for stage ``stage_index``.
+
+    Raises:
+        RegistryError: no executor of that name is registered (did-you-mean in the message).
+    """
+    kind = plugins.executors.get(recipe.executor.name)
+    spec = WorkerSpec(recipe, stage_index, run_dir, list(previous), plugins.source)
+    return kind.factory(ExecutorContext(recipe.executor, spec, lambda: Worker(space, objs)))
 
 
 def _inputs(recipe: EvolveRecipe) -> list[Path]:
@@ -252,6 +258,7 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
     results: list[StageResult] = []
     previous: list[dict[str, Any]] = list(meta.get("previous", []))
     reason = "budget"
+    items = ItemStore(run_dir / ITEMS_NAME, repair=True)
     try:
         write_json(run_dir / RUN_NAME, meta)
         with GracefulStop() as stop:
@@ -259,10 +266,12 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
                 space = first_space if i == 0 and first_space is not None else \
                     build_space(rec, i, run_dir, plugins, previous[:i])
                 first_space = None
+                executor = None
                 try:
+                    executor = make_executor(rec, i, run_dir, plugins, previous[:i], space, objs)
                     loop = EvolutionLoop(space, objs, stage.algorithm, stage.budget, run, archive, stage=stage.name,
-                                         hook=plugins.hook, cheap_first=rec.cheap_first,
-                                         score_parents=rec.score_parents, progress=progress,
+                                         hook=plugins.hook, fitness=rec.fitness_spec(), executor=executor,
+                                         items=items, score_parents=rec.score_parents, progress=progress,
                                          on_evaluated=on_evaluated, stop=stop)
                     res = loop.run_stage()
                     results.append(res)
@@ -275,6 +284,8 @@ def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: P
                         meta["previous"] = previous
                         write_json(run_dir / RUN_NAME, meta)
                 finally:
+                    if executor is not None:
+                        executor.close()
                     space.close()
     except KeyboardInterrupt:
         reason = "interrupted"

@@ -1,11 +1,12 @@
-"""The ask/tell loop over pymoo: caching, cheap-first evaluation, archive, checkpoints.
+"""The ask/tell loop over pymoo: caching, cheap fitness, executors, archive, checkpoints.
 
 pymoo supplies the algorithms; this loop owns everything else. Per generation it asks the
 algorithm for a population, decodes each point with the :class:`~evomm.space.SearchSpace`,
 looks the candidate's digest up in the archive (identical plans are never evaluated twice),
-evaluates the rest (optionally cheap-first: a subset, then the full tasks only for candidates
-that could enter the front), appends each record to ``archive.jsonl`` (fsynced), tells pymoo the
-objective values (sign-flipped in :mod:`evomm.objectives`), and checkpoints the algorithm.
+scores the rest in rounds of items on an executor (:mod:`evomm.generation`; the strategy of
+:mod:`evomm.racing` stops candidates that cannot enter the front; item results go to
+``items.jsonl``), appends each record to ``archive.jsonl`` in ask order (fsynced), tells pymoo
+the objective values (sign-flipped in :mod:`evomm.objectives`), and checkpoints the algorithm.
 
 Resume: the checkpoint holds the algorithm as it was after the last complete generation
 (pickled with cloudpickle, its random generators included); the candidates of the generation
@@ -38,12 +39,17 @@ from pymoo.core.problem import Problem
 from pymoo.termination.max_gen import MaximumGenerationTermination
 
 from evomm.archive import Archive
-from evomm.errors import NonFiniteError, SearchError
-from evomm.evaluation import metrics_of
-from evomm.evolve_recipe import Algorithm, Budget, CheapFirst
+from evomm.errors import SearchError
+from evomm.evolve_recipe import Algorithm, Budget, Fitness
+from evomm.evolve_recipe import Executor as Executor_
+from evomm.executors import Executor, ExecutorContext, LocalExecutor, Worker
+from evomm.fitness import estimate
 from evomm.front import ObjectiveInfo, pareto_front
+from evomm.generation import Pending, Rounds
+from evomm.item_store import ITEMS_NAME, ItemStore
 from evomm.objectives import ObjectiveSet, minimize_matrix
 from evomm.progress import bar as progress_bar
+from evomm.racing import Strategy, make_strategy
 from evomm.records import CandidateRecord, RunInfo
 from evomm.space import SearchSpace
 
@@ -160,7 +166,9 @@ class EvolutionLoop:
         archive: the run's archive (shared by stages).
         stage: stage name (records and checkpoints are kept per stage).
         hook: the plugin manager's ``hook`` (lifecycle hooks), or ``None``.
-        cheap_first: subset-first settings, or ``None``.
+        fitness: how candidates are scored (:mod:`evomm.racing`; default ``full``).
+        executor: where candidates are scored (default: in this process).
+        items: the run's item store (default: ``items.jsonl`` in the run directory).
         score_parents: score the space's reference models first (shown beside the front).
         progress: show a tqdm bar.
         on_evaluated: test hook called after each *evaluation* (not cache hits).
@@ -179,7 +187,9 @@ class EvolutionLoop:
         archive: Archive,
         stage: str = "ps",
         hook: Any = None,
-        cheap_first: CheapFirst | None = None,
+        fitness: Fitness | None = None,
+        executor: Executor | None = None,
+        items: ItemStore | None = None,
         score_parents: bool = True,
         progress: bool = True,
         on_evaluated: Callable[[CandidateRecord], None] | None = None,
@@ -188,7 +198,15 @@ class EvolutionLoop:
     ) -> None:
         self.space, self.objs, self.alg_cfg, self.budget = space, objectives, algorithm, budget
         self.run, self.archive, self.stage, self.hook = run, archive, stage, hook
-        self.cheap, self.score_parents, self.progress = cheap_first, score_parents, progress
+        self.score_parents, self.progress = score_parents, progress
+        cfg = fitness or Fitness()
+        self.strategy, self.full = make_strategy(cfg, run.seed), make_strategy(Fitness(), run.seed)
+        self.items = items if items is not None else ItemStore(Path(run.run_dir) / ITEMS_NAME, repair=True)
+        self.executor = executor if executor is not None else LocalExecutor(
+            ExecutorContext(Executor_(), None, lambda: Worker(space, objectives)))  # type: ignore[arg-type]
+        self._gen = 0
+        self._bar: Any = None
+        self._state: _State | None = None
         self.on_evaluated, self.stop, self.clock = on_evaluated, stop, clock
         self.recent: deque[float] = deque(maxlen=RECENT)  # seconds of the last new candidates
         self._t0, self._spent0 = clock(), 0.0  # clock() at _spent0 seconds of stage time
@@ -251,60 +269,39 @@ class EvolutionLoop:
         n = sum(1 for r in self.archive.records if not r.is_parent)
         return f"c{n + 1:05d}"
 
-    def _could_enter_front(self, values: dict[str, float]) -> bool:
-        margin = self.cheap.margin if self.cheap else 0.0
-        optimistic = {o.name: values[o.name] + (margin if o.maximize else -margin) for o in self.infos}
-        front = pareto_front(self._children(), self.infos)
-        if not front:
-            return True
-        f = minimize_matrix([optimistic], self.infos)[0]
-        F = minimize_matrix([r.objectives for r in front], self.infos)
-        dominated = ((F <= f).all(axis=1) & (F < f).any(axis=1)).any()
-        return not bool(dominated)
+    def _rounds(self, strategy: Strategy) -> Rounds:
+        return Rounds(self.stage, strategy, self.items, self.objs, self.infos, self.executor, self._before_job,
+                      self._record, self._job_done, self.clock)
 
-    def _record(self, cid: str, gen: int, x: np.ndarray | None, digest: str, handle_fn: Callable[[], Any]) -> CandidateRecord:
-        t0 = time.perf_counter()
-        try:
-            handle = handle_fn()
-        except NonFiniteError as exc:
-            if not exc.output:
-                raise  # a parent holds NaN/Inf: every candidate would; the run stops, clearly
-            return self._archive(self._failed(cid, gen, x, digest, str(exc), time.perf_counter() - t0))
-        timings = {"merge": time.perf_counter() - t0}
-        evaluation, extra = "full", {}
-        if self.cheap and x is not None:
-            t1 = time.perf_counter()
-            metrics = metrics_of(self.objs.evaluate(handle, subset=self.cheap.subset))
-            timings["evaluate_subset"] = time.perf_counter() - t1
-            extra["subset"] = self.cheap.subset
-            if not self._could_enter_front(self.objs.values(metrics)):
-                evaluation = "subset"
-        if evaluation == "full":
-            t1 = time.perf_counter()
-            results = self.objs.evaluate(handle)
-            timings["evaluate"] = time.perf_counter() - t1
-            timings.update({f"task:{k}": r.seconds for k, r in results.items()})
-            metrics = metrics_of(results)
-        values = self.objs.values(metrics)
-        extra["feasible"] = self.objs.feasible(values)
-        rec = CandidateRecord(
-            id=cid, generation=gen, genome=[] if x is None else [float(v) for v in x],
-            plan_hash=digest, metrics=metrics, objectives=values, timings=timings, extra=extra,
-            stage=self.stage, genes={} if x is None else self.space.native(x), evaluation=evaluation,
-        )
+    def _job_done(self, seconds: float) -> None:
+        self.recent.append(seconds)
+        if self._bar is not None:
+            self._show(self._bar, self._state)
+
+    def _record(self, p: Pending) -> CandidateRecord:
+        """Build and archive the record of a done candidate (ids are given in archive order)."""
+        cid = p.key if p.reference is not None else self._next_id()
+        gen = -1 if p.reference is not None else self._gen
+        genome = [] if p.x is None else [float(v) for v in p.x]
+        genes = {} if p.x is None else self.space.native(p.x)
+        timings = dict(p.timings)
+        if p.failed is not None:
+            rec = CandidateRecord(
+                id=cid, generation=gen, genome=genome, plan_hash=p.key, metrics={},
+                objectives=self.objs.failed_values(), timings={"merge": timings.get("merge", 0.0)},
+                extra={"failed": p.failed, "feasible": False}, stage=self.stage, genes=genes,
+                evaluation="failed")
+        else:
+            strategy = self.strategy if p.reference is None else self.full
+            est = estimate(self.items.get(self.stage, p.key), self.objs, strategy.cfg.confidence)
+            values, stderr, evaluation = strategy.final(est)
+            extra = {"feasible": self.objs.feasible(values), "strategy": strategy.name, "rounds": p.rounds,
+                     **strategy.note()}
+            rec = CandidateRecord(
+                id=cid, generation=gen, genome=genome, plan_hash=p.key, metrics=est.metrics,
+                objectives=values, timings=timings, extra=extra, stage=self.stage, genes=genes,
+                evaluation=evaluation, items_evaluated=est.items_evaluated, stderr=stderr)
         return self._archive(rec)
-
-    def _failed(self, cid: str, gen: int, x: np.ndarray | None, digest: str, reason: str,
-                seconds: float) -> CandidateRecord:
-        """The record of a candidate whose merge produced NaN/Inf: ``evaluation: "failed"``,
-        the worst objective values (:meth:`ObjectiveSet.failed_values`), the reason in
-        ``extra["failed"]``. An operator's bug is not caught: it still stops the run."""
-        return CandidateRecord(
-            id=cid, generation=gen, genome=[] if x is None else [float(v) for v in x],
-            plan_hash=digest, metrics={}, objectives=self.objs.failed_values(), timings={"merge": seconds},
-            extra={"failed": reason, "feasible": False}, stage=self.stage,
-            genes={} if x is None else self.space.native(x), evaluation="failed",
-        )
 
     def _archive(self, rec: CandidateRecord) -> CandidateRecord:
         self.archive.append(rec)
@@ -315,24 +312,25 @@ class EvolutionLoop:
             self.on_evaluated(rec)
         return rec
 
-    def _evaluate(self, x: np.ndarray, gen: int) -> CandidateRecord:
-        cand = self.space.decode(x)
-        digest = cand.digest()
-        cached = self.archive.get(digest, self.stage)
-        if cached is not None:
-            return cached
-        return self._timed(lambda: self._record(self._next_id(), gen, x, digest,
-                                                lambda: self.space.materialize(cand)))
+    def _evaluate_generation(self, X: np.ndarray, gen: int) -> list[CandidateRecord]:
+        """Records of the generation's points: archived ones (cache hits), the rest scored in rounds."""
+        self._gen = gen
+        keys = [self.space.decode(x).digest() for x in X]
+        pending: dict[str, Pending] = {}
+        for x, key in zip(X, keys):
+            rec = self.archive.get(key, self.stage)
+            if key in pending or (rec is not None and (rec.generation != gen or not self.items.get(self.stage, key))):
+                continue  # asked twice, or archived by an earlier generation (or without item results)
+            pending[key] = Pending(key, x=x, record=rec)
+        front = pareto_front([r for r in self._children() if r.generation < gen], self.infos)
+        self._rounds(self.strategy).run(list(pending.values()), front, gen)
+        return [pending[k].record if k in pending else self.archive.get(k, self.stage) for k in keys]  # type: ignore[misc]
 
-    def _timed(self, fn: Callable[[], CandidateRecord]) -> CandidateRecord:
-        """Start a new candidate (unless Ctrl-C or the wall time says stop) and time it."""
+    def _before_job(self) -> None:
+        """Before a job starts: Ctrl-C and the wall-time budget may stop the stage."""
         if self.stop is not None:
             self.stop.check()
         self._check_wall_time()
-        t0 = self.clock()
-        rec = fn()
-        self.recent.append(self.clock() - t0)
-        return rec
 
     def _spent(self) -> float:
         """Seconds this stage has run, over every session (resumes included)."""
@@ -353,16 +351,12 @@ class EvolutionLoop:
                 f"{limit:g} s spent; a candidate takes ~{estimate:.1f} s)")
 
     def score_references(self) -> list[CandidateRecord]:
-        """Score (or read from the archive) the space's reference models."""
-        out = []
-        for name in self.space.references():
-            key = f"parent:{name}"
-            rec = self.archive.get(key, self.stage)
-            if rec is None:
-                rec = self._timed(lambda k=key, n=name: self._record(
-                    k, -1, None, k, lambda: self.space.materialize_reference(n)))
-            out.append(rec)
-        return out
+        """Score (or read from the archive) the space's reference models, on every item."""
+        names = self.space.references()
+        pending = [Pending(f"parent:{n}", reference=n, record=self.archive.get(f"parent:{n}", self.stage))
+                   for n in names]
+        self._rounds(self.full).run([p for p in pending if p.record is None], [], -1)
+        return [p.record for p in pending]  # type: ignore[misc]
 
     # -- the loop ---------------------------------------------------------------------------------
     def _budget_left(self, state: _State) -> bool:
@@ -396,7 +390,8 @@ class EvolutionLoop:
         self._t0, self._spent0 = self.clock(), state.elapsed
         self.recent.extend(state.extra.get("recent_s", []))
         reason, note, parents = "budget", "", []
-        bar = self._bar(state)
+        bar = self._bar = self._make_bar(state)
+        self._state = state
         try:
             parents = self.score_references() if self.score_parents else []
             while not state.done and self._budget_left(state):
@@ -405,10 +400,8 @@ class EvolutionLoop:
                 X, pop = self._ask(state)
                 state.np_state = np.random.get_state()
                 np.random.set_state(outer)
-                recs = []
-                for x in X:
-                    recs.append(self._evaluate(x, state.generation))
-                    self._show(bar, state)
+                recs = self._evaluate_generation(X, state.generation)
+                self._show(bar, state)
                 F = minimize_matrix([r.objectives for r in recs], self.infos)
                 G = np.stack([self.objs.constraint_values(r.objectives) for r in recs])
                 outer = np.random.get_state()
@@ -436,7 +429,7 @@ class EvolutionLoop:
                            state.generation, len(self._children()), note)
 
     # -- progress ---------------------------------------------------------------------------------
-    def _bar(self, state: _State) -> Any:
+    def _make_bar(self, state: _State) -> Any:
         """A bar over the budget's first bound: generations, else evaluations, else seconds."""
         b = self.budget
         if b.generations is not None:

@@ -130,6 +130,34 @@ class Recorder:
         self.calls.append(("end", {"run": run, "front": front, "reason": reason}))
 
 
+def test_hook_evomm_register_executors(tmp_path) -> None:
+    """The docs/hooks.md example (a thread executor) as a one-file plugin: registered, picked by
+    the recipe's ``executor:``, and the run's archive is the local executor's."""
+    import re
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import evo_cli as C
+    import evo_synthetic as S
+
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.runner import evolve
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "hooks.md").read_text(encoding="utf-8")
+    section = docs.split("### evomm_register_executors(")[1].split("\n### ")[0]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    d = _one_file_plugin(tmp_path, "threadexec", example)
+    plugins = load_plugins([d], extra=[S.PLUGIN], autoload=False)
+    assert plugins.executors.get("threads").description == "a thread per worker"
+    assert plugins.executors.owner("threads") == "threadexec"
+    assert {"local", "processes", "ray"} <= set(plugins.executors.names())
+    runs = {}
+    for name in ("local", "threads"):
+        recipe = parse_recipe(S.recipe_dict(generations=2, pop=4) | {"executor": {"name": name, "workers": 2}})
+        evolve(recipe, tmp_path / name, plugins=plugins, progress=False, report=False)
+        runs[name] = C.essence(tmp_path / name)
+    assert runs["threads"] == runs["local"] and len(runs["local"]) == 2 + 2 * 4
+
+
 def test_hook_evomm_register_commands(tmp_path, capsys) -> None:
     from evomm.cli import main
 

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, plugins)
     if args.dtype or args.allow_pickle:
         recipe = recipe.with_overrides(dtype=args.dtype, allow_pickle=args.allow_pickle)
-    checkpoints = open_models(recipe, plugins)
+    # slices: models of other depths may be stacked; the plan checks the lanes' shapes
+    checkpoints = open_models(recipe, plugins, check=recipe.slices is None)
     try:
         plan = build_plan(recipe, checkpoints, plugins)
         out = merge_to_dir(
