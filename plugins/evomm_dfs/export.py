@@ -26,6 +26,7 @@ import yaml
 from torch import nn
 
 from evomm.errors import CheckpointError
+from evomm.layer_stack import renumber, stacked_config
 from evomm.outputs import staged_output
 
 from .model import DFSForCausalLM, check_parents
@@ -50,9 +51,9 @@ def frankenmerge_model(model_a: nn.Module, model_b: nn.Module, path: DFSPath) ->
     check_parents(model_a, model_b, path)
     parents = (model_a, model_b)
     config = copy.deepcopy(model_a.config)
-    config.num_hidden_layers = len(path)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[0]] * len(path)
+    # the same rewrite as a mergekit `slices:` frankenmerge (evomm.layer_stack)
+    for key, value in stacked_config(config.to_dict(), [s.layer for s in path.steps]).items():
+        setattr(config, key, value)
     state: dict[str, torch.Tensor] = {}
     for name, tensor in model_a.state_dict().items():
         if not name.startswith("model.layers."):
@@ -60,7 +61,7 @@ def frankenmerge_model(model_a: nn.Module, model_b: nn.Module, path: DFSPath) ->
     for k, step in enumerate(path.steps):
         layer = parents[step.parent].model.layers[step.layer]
         for name, tensor in layer.state_dict().items():
-            state[f"model.layers.{k}.{name}"] = tensor.detach().clone()
+            state[renumber(f"model.layers.{step.layer}.{name}", k)] = tensor.detach().clone()
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=next(model_a.parameters()).dtype)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
