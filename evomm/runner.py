@@ -147,6 +147,8 @@ def evolve(
     progress: bool = True,
     report: bool = True,
     on_evaluated: Callable[[CandidateRecord], None] | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Run (or resume) an evolution and write its artefacts.
 
@@ -163,6 +165,9 @@ def evolve(
         progress: show progress bars.
         report: write front.csv/json, plots and report.html at the end.
         on_evaluated: called after each evaluation (tests use it to count or to crash).
+        executor, workers: override the recipe's ``executor.name`` / ``executor.workers`` for
+            this session (``--executor``/``--workers``; not written to ``recipe.yaml``: the
+            archive does not depend on them).
 
     Returns:
         A :class:`RunResult`.
@@ -176,8 +181,9 @@ def evolve(
         RunLockedError: another process is writing the run.
     """
     run_dir = Path(run_dir)
+    where = {k: v for k, v in (("name", executor), ("workers", workers)) if v is not None}
     if resume:
-        return _resume(recipe, run_dir, recipe_update, plugins, plugins_dirs, progress, report, on_evaluated)
+        return _resume(recipe, run_dir, recipe_update, plugins, plugins_dirs, progress, report, on_evaluated, where)
     if recipe is None:
         raise ConfigError("evolve: give a recipe (or resume=True with an existing run directory)")
     if recipe_update:
@@ -205,7 +211,7 @@ def evolve(
         try:
             write_marker(run_dir, "evolve")
             write_recipe(run_dir, rec)
-            result = _run(rec, objs, {}, run_dir, plugins, archive, space, progress, report, on_evaluated)
+            result = _run(rec, objs, {}, run_dir, plugins, archive, space, progress, report, on_evaluated, where)
         except BaseException:
             if not len(archive):
                 _unmake(run_dir, top)
@@ -220,7 +226,7 @@ def evolve(
 
 def _resume(recipe: str | Path | EvolveRecipe | None, run_dir: Path, recipe_update: bool,
             plugins: Plugins | None, plugins_dirs: Sequence[str], progress: bool, report: bool,
-            on_evaluated: Callable[[CandidateRecord], None] | None) -> RunResult:
+            on_evaluated: Callable[[CandidateRecord], None] | None, where: dict[str, Any]) -> RunResult:
     if not (run_dir / RECIPE_NAME).is_file():
         raise not_a_run(run_dir)  # before the lock, which would write into any directory
     if recipe is not None and not recipe_update:
@@ -244,13 +250,16 @@ def _resume(recipe: str | Path | EvolveRecipe | None, run_dir: Path, recipe_upda
         plugins = plugins or get_plugins(plugins_dirs)
         objs = ObjectiveSet(rec.objectives, rec.tasks, plugins)
         archive = Archive(run_dir / ARCHIVE_NAME, repair=True)
-        return _run(rec, objs, meta, run_dir, plugins, archive, None, progress, report, on_evaluated)
+        return _run(rec, objs, meta, run_dir, plugins, archive, None, progress, report, on_evaluated, where)
 
 
 def _run(rec: EvolveRecipe, objs: ObjectiveSet, meta: dict[str, Any], run_dir: Path, plugins: Plugins,
          archive: Archive, first_space: SearchSpace | None, progress: bool, report: bool,
-         on_evaluated: Callable[[CandidateRecord], None] | None) -> RunResult:
-    """The stages of a locked run directory, from wherever its archive and checkpoints are."""
+         on_evaluated: Callable[[CandidateRecord], None] | None, where: dict[str, Any]) -> RunResult:
+    """The stages of a locked run directory, from wherever its archive and checkpoints are;
+    ``where`` overrides the recipe's executor settings."""
+    if where:
+        rec = rec.model_copy(update={"executor": rec.executor.model_copy(update=where)})
     meta = meta or {"evomm_version": __version__, "seed": rec.seed, "name": rec.name,
                     "objectives": objs.info(), "stages": [s.name for s in rec.stages], "finished": []}
     meta["status"] = "running"

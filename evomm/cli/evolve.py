@@ -30,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "must be the run's search: same parents, objectives, tasks, genes, algorithm, seed)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the genes (with bounds) each stage would search, then stop")
+    p.add_argument("--executor", metavar="NAME",
+                   help="where candidates are scored: local, processes, ray or a plugin's executor "
+                   "(default: the recipe's executor.name, else local); the archive does not depend on it")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="number of workers of the executor (default: the recipe's executor.workers)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars at all (evomm's, plugins', the Hugging Face libraries')")
     p.set_defaults(func=run)
@@ -72,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         if not args.recipe:
             raise ConfigError("evomm evolve --dry-run needs a RECIPE")
         return dry_run(args.recipe, args.plugins_dir)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: give a number of workers >= 1")
     if args.resume:
         if args.out:
             raise ConfigError("give either --out RUN_DIR (a new run) or --resume RUN_DIR, not both")
@@ -83,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     # plugins load inside evolve(), after the run's lock is taken: a second process on a run
     # is refused at once
     result = evolve(recipe, run_dir, resume=bool(args.resume), recipe_update=args.recipe_update,
-                    plugins_dirs=args.plugins_dir, progress=not args.no_progress)
+                    plugins_dirs=args.plugins_dir, progress=not args.no_progress,
+                    executor=args.executor, workers=args.workers)
     if not result.kept:
         print(f"the run stopped ({result.note or result.reason}) before its first candidate was archived; "
               f"{run_dir} was removed again (nothing to resume): run the same command to start again",
