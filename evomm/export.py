@@ -33,7 +33,7 @@ from evomm.layout import ModuleKind
 from evomm.outputs import staged_output
 from evomm.plugins import Plugins, get_plugins
 from evomm.records import CandidateRecord
-from evomm.rundir import ARCHIVE_NAME, objective_infos, read_run
+from evomm.rundir import ARCHIVE_NAME, objective_infos, read_rescores, read_run
 
 
 def choose(run_dir: Path, candidate: str | None, pick_how: str | None) -> CandidateRecord:
@@ -152,6 +152,43 @@ def _kind_substrings(recipe: dict[str, Any], plugins: Plugins) -> dict[str, str]
     return {kind: sub for kind, sub in found.items() if sub is not None}
 
 
+def held_out_section(rec: CandidateRecord, rescores: Mapping[str, Mapping[str, Any]]) -> str:
+    """The model card's "Held-out scores" section: per ``evomm rescore`` split, this model and the
+    parents on the fitness split beside the held-out split (``""`` when the run has none).
+
+    Example:
+        >>> row = {"id": "c1", "role": "front", "fitness": {"acc": 0.5}, "rescored": {"acc": 0.4}}
+        >>> data = {"split": "test", "objectives": [{"name": "acc"}], "candidates": [row]}
+        >>> print(held_out_section(CandidateRecord("c1", 0, [], "", {}, {}), {"test": data}).strip())
+        ## Held-out scores (`evomm rescore`)
+        Objective values on the fitness split (`fit`) beside the held-out split, for this model and the parents.
+        <BLANKLINE>
+        | model | acc fit | acc test |
+        |---|---|---|
+        | c1 (this model) | 0.5000 | 0.4000 |
+    """
+    if not rescores:
+        return ""
+    parts = ["## Held-out scores (`evomm rescore`)",
+             "Objective values on the fitness split (`fit`) beside the held-out split, for this model and the parents.",
+             ""]
+    for split, data in rescores.items():
+        names = [o["name"] for o in data["objectives"]]
+        rows = [r for r in data["candidates"] if r["role"] == "parent" or r["id"] == rec.id]
+        if not any(r["id"] == rec.id for r in rows):
+            parts.append(f"Split `{split}`: this model was not re-scored (`evomm rescore RUN_DIR --split {split} "
+                         f"--candidates {rec.id}`).\n")
+            continue
+        parts.append(f"| model | {' | '.join(f'{n} fit | {n} {split}' for n in names)} |")
+        parts.append("|---|" + "---|---|" * len(names))
+        for r in sorted(rows, key=lambda r: r["id"] != rec.id):
+            label = f"{r['id']} (this model)" if r["id"] == rec.id else r["id"].split(":", 1)[-1]
+            parts.append(f"| {label} | " + " | ".join(f"{r['fitness'][n]:.4f} | {r['rescored'][n]:.4f}"
+                                                      for n in names) + " |")
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
 def model_card(rec: CandidateRecord, recipe: dict[str, Any], meta: dict[str, Any], parents: list[CandidateRecord],
                lineage: list[dict[str, Any]], has_mergekit: bool) -> str:
     """README.md of an exported child."""
@@ -253,8 +290,9 @@ def export_run_candidate(
             archive = Archive(run_dir / ARCHIVE_NAME)
             parents = [r for r in archive.stage_records(rec.stage, parents=True) if r.is_parent]
             card = model_card(rec, merge, meta, parents, space.lineage(), mk is not None)
+            held_out = held_out_section(rec, read_rescores(run_dir))
             notes = space.card_notes(cand)
-            (tmp / "README.md").write_text(card + ("\n" + notes if notes else ""))
+            (tmp / "README.md").write_text(card + ("\n" + held_out if held_out else "") + ("\n" + notes if notes else ""))
             (tmp / "evomm_candidate.json").write_text(json.dumps(rec.to_json(), indent=1, default=float) + "\n")
         finally:
             space.close()

@@ -1,7 +1,7 @@
 """Run artefacts: front.csv / front.json, front.png, progress.png and a self-contained report.html.
 
 Everything is computed from the run directory alone (``recipe.yaml``, ``run.json``,
-``archive.jsonl``), so ``evomm front RUN_DIR`` can regenerate it at any time. Hypervolume is
+``archive.jsonl``, and the held-out re-scores ``rescore-<split>.json`` of ``evomm rescore``), so ``evomm front RUN_DIR`` can regenerate it at any time. Hypervolume is
 pymoo's :class:`~pymoo.indicators.hv.HV`, in normalised objective space (each objective scaled
 to [0, 1] over every scored model, parents included; reference point 1.1).
 """
@@ -24,7 +24,7 @@ from evomm.errors import ConfigError, SearchError
 from evomm.front import ObjectiveInfo, dominates_parents, pareto_front, pick
 from evomm.objectives import minimize_matrix
 from evomm.records import CandidateRecord
-from evomm.rundir import ARCHIVE_NAME, objective_infos, read_run
+from evomm.rundir import ARCHIVE_NAME, objective_infos, read_rescores, read_run
 
 KEY_GENES = 6
 
@@ -242,9 +242,28 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.name}" src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
+def rescore_html(rescores: dict[str, dict[str, Any]]) -> str:
+    """The held-out re-scores (``evomm rescore``), one table per split: each model's fitness-split
+    value beside its held-out value, per objective (``""`` when the run has none)."""
+    parts = []
+    for split, data in rescores.items():
+        names = [o["name"] for o in data["objectives"]]
+        head = "".join(f"<th>{html.escape(n)} (fitness)</th><th>{html.escape(n)} ({html.escape(split)})</th>"
+                       for n in names)
+        rows = "".join(
+            f"<tr{' class=parent' if r['role'] == 'parent' else ''}><td>{html.escape(r['id'])}</td>"
+            + "".join(f"<td>{r['fitness'][n]:.4f}</td><td>{r['rescored'][n]:.4f}</td>" for n in names) + "</tr>"
+            for r in data["candidates"])
+        parts.append(f"<h2>Held-out re-scoring: split {html.escape(split)}</h2>"
+                     f"<table><tr><th>candidate</th>{head}</tr>{rows}</table>")
+    return "".join(parts)
+
+
 def write_html(run_dir: Path, infos: Sequence[ObjectiveInfo], front: Sequence[CandidateRecord],
-               parents: Sequence[CandidateRecord], picks: dict[str, CandidateRecord]) -> Path:
-    """A self-contained report.html: recipe, front table, plots (base64), picked genes."""
+               parents: Sequence[CandidateRecord], picks: dict[str, CandidateRecord],
+               rescores: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A self-contained report.html: recipe, front table, held-out re-scores, plots (base64),
+    picked genes."""
     names = [o.name for o in infos]
     rows = "".join(
         f"<tr class='parent'><td>{html.escape(r.id)}</td>" + "".join(f"<td>{r.objectives[n]:.4f}</td>" for n in names)
@@ -261,6 +280,7 @@ def write_html(run_dir: Path, infos: Sequence[ObjectiveInfo], front: Sequence[Ca
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}tr.parent{{background:#fde}}pre{{background:#f6f6f6;padding:8px}}</style>
 </head><body><h1>evomm run: {html.escape(run_dir.name)}</h1>
 <h2>Pareto front (parents shaded)</h2><table><tr><th>candidate</th>{''.join(f'<th>{html.escape(n)} ({o.direction})</th>' for n, o in zip(names, infos))}<th>genes</th></tr>{rows}</table>
+{rescore_html(rescores or {})}
 <h2>Objective space</h2>{_img(run_dir / 'front.png')}
 <h2>Progress</h2>{_img(run_dir / 'progress.png')}
 <h2>Picked models</h2>{picked or '<p>(none)</p>'}
@@ -278,5 +298,5 @@ def write_artifacts(run_dir: str | Path, stage: str | None = None) -> dict[str, 
     knee = pick(front, infos, "knee") if front else None
     plot_front(run_dir / "front.png", infos, children, front, parents, knee)
     plot_progress(run_dir / "progress.png", infos, children, parents)
-    write_html(run_dir, infos, front, parents, {"knee": knee} if knee else {})
+    write_html(run_dir, infos, front, parents, {"knee": knee} if knee else {}, read_rescores(run_dir))
     return {n: run_dir / n for n in ("front.csv", "front.json", "front.png", "progress.png", "report.html")}

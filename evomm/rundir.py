@@ -12,6 +12,7 @@ Run directory layout::
       stages/<name>/checkpoint.pkl   algorithm state after the last complete generation
       stages/<name>/child/           the picked child handed to the next stage (multi-stage runs)
       front.csv, front.json, front.png, progress.png, report.html
+      rescore-<split>.json / .csv   held-out re-scores of the front and parents (evomm rescore)
 
 :mod:`evomm.runner` writes a run, :mod:`evomm.report` and :mod:`evomm.export` read it; all
 three go through this module (none of them imports another for a file name).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +33,46 @@ from evomm.errors import ConfigError, SearchError
 from evomm.evolve_recipe import EvolveRecipe, parse_recipe
 from evomm.front import ObjectiveInfo
 
-__all__ = ["ARCHIVE_NAME", "RECIPE_NAME", "RUN_NAME", "not_a_run", "objective_infos", "read_run",
-           "write_json", "write_recipe"]
+__all__ = ["ARCHIVE_NAME", "RECIPE_NAME", "RUN_NAME", "not_a_run", "objective_infos", "read_rescores",
+           "read_run", "rescore_paths", "write_json", "write_recipe", "write_text"]
 
 #: The resolved evolve recipe (absolute paths); ``--resume`` reads it.
 RECIPE_NAME = "recipe.yaml"
 #: evomm version, seed, objectives, stages, status.
 RUN_NAME = "run.json"
+#: ``rescore-<split>.json`` / ``.csv``: held-out re-scores (``evomm rescore``).
+RESCORE_PREFIX = "rescore-"
+
+
+def rescore_paths(run_dir: Path, split: str) -> tuple[Path, Path]:
+    """``RUN_DIR/rescore-<split>.json`` and ``.csv``: what ``evomm rescore --split SPLIT`` writes."""
+    return run_dir / f"{RESCORE_PREFIX}{split}.json", run_dir / f"{RESCORE_PREFIX}{split}.csv"
+
+
+def read_rescores(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{split: data}`` of every ``rescore-<split>.json`` in a run (``evomm rescore``'s results,
+    see :mod:`evomm.rescore`); a damaged file is left out with a warning."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(run_dir).glob(f"{RESCORE_PREFIX}*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            out[str(data["split"])] = data
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            warnings.warn(f"{path} is damaged ({type(exc).__name__}: {exc}); left out of the report: "
+                          "run `evomm rescore` again to rewrite it", stacklevel=2)
+    return out
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary sibling, then a rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (a temporary sibling, then a rename)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def write_recipe(run_dir: Path, recipe: EvolveRecipe) -> None:

@@ -188,6 +188,17 @@ class Task(ABC):
 
         return describe_source(self.data, self.config) + f" [{self.split}]"
 
+    def splits(self) -> list[str] | None:
+        """The splits this task's data offers, or ``None`` when that cannot be told without
+        loading (a single local file, a hub dataset while offline).
+
+        The default asks ``datasets`` how it would split ``self.data``: a local directory's
+        file names (``train.jsonl``, ``dev.jsonl`` -> ``validation``...), or a hub dataset's
+        split names. A task with its own data layout overrides it (the toy tasks list their
+        ``<split>.jsonl`` files). ``evomm rescore`` uses it to refuse a split the task lacks.
+        """
+        return _split_names(self.data, self.config)
+
     def load(self) -> datasets.Dataset:
         """Load all examples of ``self.split`` (before ``limit``).
 
@@ -244,3 +255,36 @@ class Task(ABC):
         n = len(self.examples())
         result.item_ids = [i % n for i in subset] if subset is not None else list(range(n))
         return result
+
+
+def _split_names(source: str | None, config: str | None) -> list[str] | None:
+    """The split names ``datasets`` finds in ``source`` (see :meth:`Task.splits`), or ``None``."""
+    if not source:
+        return None
+    from pathlib import Path
+
+    from evomm.data import looks_like_path
+    from evomm.hub import is_offline
+
+    if looks_like_path(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            return None  # one file is whichever split the task asks for
+        from datasets.data_files import get_data_patterns
+        from datasets.exceptions import DataFilesNotFoundError
+
+        try:
+            patterns = get_data_patterns(str(path))
+        except (DataFilesNotFoundError, FileNotFoundError):
+            return []
+        if list(patterns.values()) == [["**"]]:
+            return None  # no split in the file names: the directory is one split
+        return [str(name) for name in patterns]
+    if is_offline("datasets"):
+        return None
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_split_names(source, config))
+    except Exception:  # the library's many error types (network, name, config): cannot tell
+        return None

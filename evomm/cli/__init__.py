@@ -28,6 +28,7 @@ COMMANDS = (
     "evolve",
     "front",
     "export",
+    "rescore",
     "plugins",
     "tasks",
     "new_task",

@@ -59,6 +59,16 @@ class ToyTextTask(Task):
             )
         return path
 
+    def splits(self) -> list[str] | None:
+        """The ``<split>.jsonl`` files beside this task's data (``None`` for one given file)."""
+        from evomm_zoo import default_zoo_dir
+
+        root = Path(self.data) if self.data else default_zoo_dir("demo")
+        if root.suffix == ".jsonl":
+            return None
+        folder = root if any(root.glob("*.jsonl")) else root / "data" / self.zoo_task
+        return sorted(p.stem for p in folder.glob("*.jsonl"))
+
     def load(self):
         import datasets
         from evomm_zoo.build import read_jsonl

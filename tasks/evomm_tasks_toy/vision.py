@@ -57,6 +57,14 @@ class ToyVisionTask(Task):
             )
         return root
 
+    def splits(self) -> list[str] | None:
+        """The ``<split>.jsonl`` files of this task's directory."""
+        from evomm_zoo import default_zoo_dir
+
+        root = Path(self.data) if self.data else default_zoo_dir("demo")
+        folder = root if any(root.glob("*.jsonl")) else root / "data" / self.zoo_task
+        return sorted(p.stem for p in folder.glob("*.jsonl"))
+
     def load(self):
         import datasets
 
