@@ -68,6 +68,9 @@ class MergeOperator(ABC):
         description: one line for ``evomm plugins``.
         paper: link to the method's paper ("" when none).
         requires_base: whether ``base`` is always given (task-vector methods).
+        optional_base: whether the base model, when the recipe names one, is given as ``base``
+            (not as the first source) without being required: mergekit's optional-base methods
+            (``nuslerp``, ``multislerp``) interpolate around it.
         params: the declared parameters; the genome is derived from these.
         min_models, max_models: how many source models (excluding the base) it accepts.
         mergekit_name: the operator's ``merge_method`` in mergekit when mergekit has it with
@@ -82,6 +85,7 @@ class MergeOperator(ABC):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     requires_base: ClassVar[bool] = False
+    optional_base: ClassVar[bool] = False
     params: ClassVar[tuple[ParamSpec, ...]] = ()
     min_models: ClassVar[int] = 1
     max_models: ClassVar[int | None] = None

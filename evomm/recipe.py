@@ -299,8 +299,9 @@ class MergeRecipe(BaseModel):
     def sources(self, operator: type[MergeOperator]) -> tuple[list[SourceModel], ModelRef | None]:
         """The models the operator combines, and the base it is given, as mergekit does.
 
-        For an operator that ``requires_base`` (task-vector methods) the base is given
-        separately and is not a source even when listed in ``models``. For any other operator
+        For an operator that ``requires_base`` (task-vector methods) or takes an
+        ``optional_base`` (NuSLERP, Multi-SLERP) the base is given separately and is not a
+        source even when listed in ``models``. For any other operator
         (linear, SLERP, ...) the base model is an ordinary source placed first (SLERP's ``t = 0``
         end), appended from ``base_model`` when ``models`` does not list it, and no separate
         base is given.
@@ -317,7 +318,7 @@ class MergeRecipe(BaseModel):
         base = self.base_ref()
         if base is None:
             return entries, None
-        if operator.requires_base:
+        if operator.requires_base or operator.optional_base:
             return [e for i, e in enumerate(entries) if i != bi], base
         if bi is None:
             return [SourceModel(base, {}, "base_model.parameters"), *entries], None

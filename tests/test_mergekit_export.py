@@ -47,7 +47,8 @@ def test_a_filter_on_a_kind_becomes_the_donors_name_substring(models) -> None:
 def test_the_operator_says_whether_mergekit_has_it(models, tmp_path: Path) -> None:
     plugins = get_plugins()
     for name, cls in plugins.operators.items():  # the built-in operators all have mergekit's name
-        assert cls.mergekit_name == name
+        # ... but karcher, whose evomm weights mergekit's karcher rejects
+        assert cls.mergekit_name == (None if name == "karcher" else name)
     (tmp_path / "ops.py").write_text(textwrap.dedent("""
         from evomm import hookimpl
         from evomm_ops.linear import Linear

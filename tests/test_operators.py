@@ -25,6 +25,8 @@ CTX = evomm_ops.linear.TensorContext("model.layers.0.mlp.up_proj.weight", Module
 EXPECTED_NAMES = {
     "linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
     "breadcrumbs_ties", "della", "della_linear", "model_stock", "passthrough",
+    # issue 20 (tests/test_merge_methods.py, tests/test_mergekit_golden_methods.py)
+    "nuslerp", "multislerp", "karcher", "sce", "nearswap", "arcee_fusion", "ram", "ramplus_tl",
 }
 
 
@@ -79,7 +81,8 @@ def test_mergekit_parameter_names_and_defaults():
     assert defaults("slerp") == {"t": (g, None)}
     assert defaults("model_stock") == {"filter_wise": (g, 0.0)}
     assert not OPS["task_arithmetic"].param("density").evolvable  # accepted, has no effect
-    assert all(OPS[n].requires_base for n in EXPECTED_NAMES - {"linear", "slerp", "passthrough"})
+    no_base = {"linear", "slerp", "passthrough", "nuslerp", "multislerp", "karcher"}
+    assert all(OPS[n].requires_base for n in EXPECTED_NAMES - no_base)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -474,12 +477,12 @@ def test_generalized_task_arithmetic_family_is_complete():
 def test_inputs_are_never_modified(name):
     base = torch.tensor(rnd(120, 6, 6))
     models = [base + torch.tensor(rnd(121 + i, 6, 6)) for i in range(2 if name != "passthrough" else 1)]
-    if name == "slerp":
+    if name in ("slerp", "nearswap", "arcee_fusion"):
         models = models[:1]
     copies = [t.clone() for t in (base, *models)]
     op = OPS[name]
     per = [{k: v for k, v in (("weight", 0.7), ("density", 0.5), ("scale", 0.5)) if op.param(k)}
            for _ in models]
-    op().merge(models, base if op.requires_base or name == "slerp" else None,
-               {"t": 0.4} if name == "slerp" else {}, per, CTX)
+    op().merge(models, base if op.requires_base or op.optional_base or name == "slerp" else None,
+               {"t": 0.4} if op.param("t") else {}, per, CTX)
     assert all(torch.equal(a, b) for a, b in zip(copies, (base, *models)))
