@@ -88,6 +88,22 @@ RECIPES = {
     "dare_ties": {"merge_method": "dare_ties", "base_model": "base", "models": [
         {"model": "a", "parameters": {"weight": 0.5, "density": 0.5}},
         {"model": "b", "parameters": {"weight": 0.5, "density": 0.5}}]},
+    # issue 20's methods (nearswap and arcee_fusion read two of the three models)
+    "nuslerp": {"merge_method": "nuslerp", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.6}}, {"model": "b", "parameters": {"weight": 0.4}}]},
+    "multislerp": {"merge_method": "multislerp", "base_model": "base", "models": [
+        {"model": "a", "parameters": {"weight": 0.6}}, {"model": "b", "parameters": {"weight": 0.4}}]},
+    "karcher": {"merge_method": "karcher", "models": [{"model": "base"}, {"model": "a"}, {"model": "b"}]},
+    "sce": {"merge_method": "sce", "base_model": "base", "parameters": {"select_topk": 0.5},
+            "models": [{"model": "a"}, {"model": "b"}]},
+    "nearswap": {"merge_method": "nearswap", "base_model": "base", "parameters": {"t": 0.001},
+                 "models": [{"model": "a"}]},
+    "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": "base", "models": [{"model": "a"}]},
+    "ram": {"merge_method": "ram", "base_model": "base", "parameters": {"epsilon": 0.001},
+            "models": [{"model": "a"}, {"model": "b"}]},
+    "ramplus_tl": {"merge_method": "ramplus_tl", "base_model": "base",
+                   "parameters": {"epsilon": 0.001, "r": 0.5, "alpha": 0.5},
+                   "models": [{"model": "a"}, {"model": "b"}]},
 }
 
 
