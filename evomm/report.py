@@ -1,9 +1,12 @@
 """Run artefacts: front.csv / front.json, front.png, progress.png and a self-contained report.html.
 
+report.html is the dashboard of ``evomm serve`` (:mod:`evomm.dashboard`) with its data embedded.
 Everything is computed from the run directory alone (``recipe.yaml``, ``run.json``,
-``archive.jsonl``, and the held-out re-scores ``rescore-<split>.json`` of ``evomm rescore``), so ``evomm front RUN_DIR`` can regenerate it at any time. Hypervolume is
-pymoo's :class:`~pymoo.indicators.hv.HV`, in normalised objective space (each objective scaled
-to [0, 1] over every scored model, parents included; reference point 1.1).
+``archive.jsonl``, and the held-out re-scores ``rescore-<split>.json`` of ``evomm rescore``), so
+``evomm front RUN_DIR`` can regenerate it at any time. Hypervolume
+(:func:`evomm.dashboard.series.progress_series`) is pymoo's :class:`~pymoo.indicators.hv.HV`, in
+normalised objective space (each objective scaled to [0, 1] over every scored model, parents
+included; reference point 1.1).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from evomm.archive import Archive
+from evomm.dashboard.page import write_static
+from evomm.dashboard.series import progress_series
+from evomm.dashboard.state import RunState
 from evomm.errors import ConfigError, SearchError
 from evomm.front import ObjectiveInfo, dominates_parents, pareto_front, pick
-from evomm.objectives import minimize_matrix
 from evomm.records import CandidateRecord
 from evomm.rundir import ARCHIVE_NAME, objective_infos, read_rescores, read_run
 
@@ -180,32 +183,6 @@ def plot_front(path: Path, infos: Sequence[ObjectiveInfo], children: Sequence[Ca
     plt.close(fig)
 
 
-def progress_series(infos: Sequence[ObjectiveInfo], children: Sequence[CandidateRecord],
-                    parents: Sequence[CandidateRecord]) -> tuple[list[int], list[float], dict[str, list[float]]]:
-    """Per generation: hypervolume of the front so far (normalised space) and best values."""
-    from pymoo.indicators.hv import HV
-
-    full = [r for r in children if r.evaluation == "full"]
-    if not full:
-        return [], [], {}
-    every = minimize_matrix([r.objectives for r in [*full, *parents]], infos)
-    every = every[np.isfinite(every).all(axis=1)]
-    lo, hi = every.min(axis=0), every.max(axis=0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    hv = HV(ref_point=np.full(len(infos), 1.1))
-    gens = sorted({r.generation for r in children})
-    hvs, best = [], {o.name: [] for o in infos}
-    for g in gens:
-        upto = [r for r in children if r.generation <= g]
-        front = pareto_front(upto, infos)
-        F = (minimize_matrix([r.objectives for r in front], infos) - lo) / span
-        hvs.append(float(hv(F)) if len(F) else 0.0)
-        for o in infos:
-            vals = [r.objectives[o.name] for r in upto if r.evaluation == "full"]
-            best[o.name].append((max if o.maximize else min)(vals) if vals else float("nan"))
-    return gens, hvs, best
-
-
 def plot_progress(path: Path, infos: Sequence[ObjectiveInfo], children: Sequence[CandidateRecord],
                   parents: Sequence[CandidateRecord]) -> None:
     """Hypervolume and the best value of each objective per generation (parents dashed)."""
@@ -262,8 +239,19 @@ def rescore_html(rescores: dict[str, dict[str, Any]]) -> str:
 def write_html(run_dir: Path, infos: Sequence[ObjectiveInfo], front: Sequence[CandidateRecord],
                parents: Sequence[CandidateRecord], picks: dict[str, CandidateRecord],
                rescores: dict[str, dict[str, Any]] | None = None) -> Path:
-    """A self-contained report.html: recipe, front table, held-out re-scores, plots (base64),
-    picked genes."""
+    """report.html: the dashboard of ``evomm serve`` with every answer of its API embedded (one
+    file, no server; :mod:`evomm.dashboard`), and, for readers that run no scripts, the front
+    table, held-out re-scores, plots (base64), picked genes and recipe (:func:`fallback_html`)."""
+    state = RunState(run_dir)
+    title = f"evomm run {state.run_payload()['name']}"
+    return write_static(run_dir / "report.html", title, state.static_answers(),
+                        fallback_html(run_dir, infos, front, parents, picks, rescores))
+
+
+def fallback_html(run_dir: Path, infos: Sequence[ObjectiveInfo], front: Sequence[CandidateRecord],
+                  parents: Sequence[CandidateRecord], picks: dict[str, CandidateRecord],
+                  rescores: dict[str, dict[str, Any]] | None = None) -> str:
+    """The report without scripts: front table, held-out re-scores, plots, picked genes, recipe."""
     names = [o.name for o in infos]
     rows = "".join(
         f"<tr class='parent'><td>{html.escape(r.id)}</td>" + "".join(f"<td>{r.objectives[n]:.4f}</td>" for n in names)
@@ -275,19 +263,12 @@ def write_html(run_dir: Path, infos: Sequence[ObjectiveInfo], front: Sequence[Ca
         f"<h3>{html.escape(how)}: {html.escape(r.id)}</h3><pre>{html.escape(json.dumps(r.genes, indent=1))}</pre>"
         for how, r in picks.items())
     recipe = html.escape((run_dir / "recipe.yaml").read_text())
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>evomm run {html.escape(run_dir.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}tr.parent{{background:#fde}}pre{{background:#f6f6f6;padding:8px}}</style>
-</head><body><h1>evomm run: {html.escape(run_dir.name)}</h1>
-<h2>Pareto front (parents shaded)</h2><table><tr><th>candidate</th>{''.join(f'<th>{html.escape(n)} ({o.direction})</th>' for n, o in zip(names, infos))}<th>genes</th></tr>{rows}</table>
+    return f"""<div class="fallback"><h2>Pareto front (parents shaded)</h2><table><tr><th>candidate</th>{''.join(f'<th>{html.escape(n)} ({o.direction})</th>' for n, o in zip(names, infos))}<th>genes</th></tr>{rows}</table>
 {rescore_html(rescores or {})}
 <h2>Objective space</h2>{_img(run_dir / 'front.png')}
 <h2>Progress</h2>{_img(run_dir / 'progress.png')}
 <h2>Picked models</h2>{picked or '<p>(none)</p>'}
-<h2>Recipe</h2><pre>{recipe}</pre></body></html>"""
-    out = run_dir / "report.html"
-    out.write_text(body, encoding="utf-8")
-    return out
+<h2>Recipe</h2><pre>{recipe}</pre></div>"""
 
 
 def write_artifacts(run_dir: str | Path, stage: str | None = None) -> dict[str, Path]:

@@ -28,6 +28,7 @@ COMMANDS = (
     "evolve",
     "front",
     "export",
+    "serve",
     "rescore",
     "plugins",
     "tasks",
