@@ -39,10 +39,9 @@ from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, MergeError, operator_failures
 from evomm.finite import check_output, check_parent
 from evomm.hub import resolve_model_dir
-from evomm.layer_stack import stacked_checkpoints
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
-from evomm.plan import MergePlan, TensorStep, step_aliases, tensor_seed
+from evomm.plan import MergePlan, TensorStep, plan_checkpoints, step_aliases, tensor_seed
 from evomm.recipe import get_operator
 
 if TYPE_CHECKING:
@@ -224,7 +223,7 @@ def merged_tensors(
     """
     op = get_operator(plan.operator, plugins, "plan operator")()
     compute = _dtype(plan.dtype)
-    checkpoints = stacked_checkpoints(plan.stack, checkpoints)  # slices: lanes of layers (issue 20)
+    checkpoints = plan_checkpoints(plan, checkpoints)  # slices' lanes, merged vocabularies (issue 20)
     donor = checkpoints[plan.donor]
 
     def read_step(step: TensorStep) -> dict[str, torch.Tensor]:
@@ -387,7 +386,7 @@ def merge_to_dir(
         EvommError: anything the operator or the checkpoints raise; no output is left behind.
     """
     out = Path(out_dir)
-    checkpoints = stacked_checkpoints(plan.stack, checkpoints)  # slices: lanes of layers (issue 20)
+    checkpoints = plan_checkpoints(plan, checkpoints)  # slices' lanes, merged vocabularies (issue 20)
     donor = checkpoints[plan.donor]
     with staged_output(out, overwrite=overwrite, reads=checkpoint_paths(checkpoints), command="merge",
                        need_bytes=_output_bytes(plan, donor)) as tmp:

@@ -7,6 +7,7 @@ weights possible.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import CheckpointError, ConfigError, IncompatibleModelsError
-from evomm.layer_stack import LayerStack
+from evomm.layer_stack import LayerStack, stacked_checkpoints
 from evomm.layout import DONOR_ONLY_KINDS, ModuleKind, TensorInfo
 from evomm.params import ParamSpec, resolve_value
+from evomm.vocab_map import VocabMap, vocab_views
 
 if TYPE_CHECKING:
     from evomm.operators import MergeOperator
@@ -79,6 +81,9 @@ class MergePlan:
             each model of the plan is a stack of layers of the recipe's models; the executor
             reads through :func:`~evomm.layer_stack.stacked_checkpoints`); ``None`` otherwise,
             and then left out of :meth:`to_dict`.
+        vocab: the merged vocabulary (recipe ``tokenizer_source: union`` / ``tokenizer:``, see
+            :mod:`evomm.vocab_map`) the models' embedding/head rows are laid out in; ``None``
+            (left out of :meth:`to_dict`) when the parents share the output's vocabulary.
     """
 
     operator: str
@@ -92,6 +97,7 @@ class MergePlan:
     meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     allow_nonfinite: bool = False
     stack: LayerStack | None = None
+    vocab: VocabMap | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain data (``meta`` left out; ``pad`` and ``allow_nonfinite`` only when
@@ -111,6 +117,8 @@ class MergePlan:
             d["allow_nonfinite"] = True
         if self.stack is not None:
             d["stack"] = self.stack.to_dict()
+        if self.vocab is not None:
+            d["vocab"] = self.vocab.to_dict()
         return d
 
     def digest(self) -> str:
@@ -138,6 +146,13 @@ def _step_dict(step: TensorStep) -> dict[str, Any]:
     if step.pad:
         d["pad"] = step.pad
     return d
+
+
+def plan_checkpoints(plan: MergePlan, checkpoints: Mapping[str, Checkpoint]) -> dict[str, Checkpoint]:
+    """The checkpoints as ``plan`` reads them: each parent through the plan's vocabulary map,
+    and the lanes of its layer stack (what the executor merges; idempotent)."""
+    raw = stacked_checkpoints(None, checkpoints)
+    return stacked_checkpoints(plan.stack, vocab_views(plan.vocab, raw))
 
 
 def step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
@@ -474,10 +489,17 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
         >>> recipe = load_recipe("merge.yaml")                            # doctest: +SKIP
         >>> plan = build_plan(recipe, open_models(recipe, plugins), plugins)  # doctest: +SKIP
     """
+    from evomm.tokenizer_merge import build_vocab_map
+
     if recipe.slices is not None:
         from evomm.slices import build_slice_plan
 
+        if recipe.tokenizer is not None or recipe.tokenizer_source == "union":
+            raise ConfigError("slices: merging vocabularies (`tokenizer_source: union`, `tokenizer:`) in a "
+                              "`slices:` recipe is not supported; merge models that share a tokenizer")
         return build_slice_plan(recipe, checkpoints, plugins)
-    frame = plan_frame(recipe, checkpoints, plugins)
+    vocab = build_vocab_map(recipe, checkpoints)
+    frame = plan_frame(recipe, vocab_views(vocab, checkpoints), plugins)
     sources, _ = recipe.sources(frame.operator)
-    return plan_from_values(frame, recipe.parameters or {}, [src.parameters for src in sources])
+    plan = plan_from_values(frame, recipe.parameters or {}, [src.parameters for src in sources])
+    return plan if vocab is None else dataclasses.replace(plan, vocab=vocab)

@@ -13,7 +13,7 @@ A recipe names an operator, the models and their parameters::
     parameters: {normalize: 1}       # global parameters (and fallbacks for per-model ones)
     dtype: float32                   # compute dtype (default float32)
     out_dtype: bfloat16              # stored dtype of the output (default: the donor's)
-    tokenizer_source: base           # donor of config + tokenizer: base | <alias or model path>
+    tokenizer_source: base           # base | union | <alias or model path> (evomm.tokenizer_merge)
     seed: 0                          # DARE/DELLA randomness
     vocab: {mode: pad_from_donor}    # default strict; see VocabOptions (VLM + LLM vocabularies)
     allow_pickle: true               # accept pytorch_model.bin for every model, base included
@@ -21,9 +21,9 @@ A recipe names an operator, the models and their parameters::
     allow_nonfinite: true            # let NaN/Inf in parents or output through (default: error)
 
 mergekit's ``slices:`` (per-slice merges and passthrough frankenmerges) replaces ``models:``; see
-:mod:`evomm.slices`. mergekit keys evomm does not support (``modules``, ``tokenizer``,
-``chat_template``, ``tokenizer_source: union``) are refused with a clear
-:class:`~evomm.errors.ConfigError`.
+:mod:`evomm.slices`; ``tokenizer_source: union`` and ``tokenizer:`` merge vocabularies, see
+:mod:`evomm.tokenizer_merge`. mergekit keys evomm does not support (``modules``,
+``chat_template``) are refused with a clear :class:`~evomm.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from evomm.adapters import ModelRef
 from evomm.errors import ConfigError, RegistryError
 from evomm.params import ParamScope, ParamSpec
 from evomm.slices import SliceEntry, SliceSource, check_slices, models_of_slices
+from evomm.tokenizer_merge import TokenizerOptions
 
 if TYPE_CHECKING:
     from evomm.operators import MergeOperator
@@ -58,9 +59,6 @@ DTYPES = {
 UNSUPPORTED_KEYS = {
     "modules": "per-module definitions are not supported; use `models:` with `{filter, value}` "
     "parameters",
-    "tokenizer": "tokenizer surgery is not supported; use `tokenizer_source: base` or a model alias "
-    "with models that share one vocabulary (or `vocab: {mode: pad_from_donor}` when the donor's "
-    "vocabulary only adds ids to the others')",
     "chat_template": "`chat_template` is not supported; the donor's chat template is copied as is",
 }
 
@@ -150,6 +148,7 @@ class MergeRecipe(BaseModel):
     dtype: str = "float32"
     out_dtype: str | None = None
     tokenizer_source: str | None = None
+    tokenizer: TokenizerOptions | None = Field(None, description="mergekit's tokenizer block (evomm.tokenizer_merge)")
     seed: int = 0
     name: str | None = Field(None, description="a label for the merged model (free text)")
     vocab: VocabOptions = Field(default_factory=VocabOptions, description="vocabulary alignment")
@@ -195,8 +194,8 @@ class MergeRecipe(BaseModel):
                 data[key] = DTYPES[str(value)]
         if isinstance(data.get("vocab"), str):  # shorthand `vocab: pad_from_donor`
             data["vocab"] = {"mode": data["vocab"]}
-        if data.get("tokenizer_source") == "union":
-            raise ConfigError(f"tokenizer_source: 'union' — {UNSUPPORTED_KEYS['tokenizer']}")
+        if data.get("tokenizer_source") is not None and data.get("tokenizer") is not None:
+            raise ConfigError("give either `tokenizer_source` or a `tokenizer:` block (its `source`), not both")
         return data
 
     @model_validator(mode="after")
@@ -205,8 +204,12 @@ class MergeRecipe(BaseModel):
         dup = {a for a in explicit if explicit.count(a) > 1}
         if dup:
             raise ConfigError(f"models: the name(s) {sorted(dup)} are used twice; give each model its own name")
-        if self.tokenizer_source not in (None, "base"):
-            self._match(self.tokenizer_source, "tokenizer_source")
+        src = self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
+        if src not in (None, "base", "union"):
+            self._match(src, "tokenizer_source")
+        if self.vocab.mode != "strict" and (self.tokenizer is not None or src == "union"):
+            raise ConfigError("vocab: pad_from_donor and a tokenizer union/block both align vocabularies; keep "
+                              "one (`tokenizer_source: <the donor>` does what pad_from_donor does)")
         if self.tokenizer_source == "base" and self.base_model is None:
             raise ConfigError("tokenizer_source: 'base' needs a `base_model`; name a model alias instead")
         return self
@@ -290,8 +293,8 @@ class MergeRecipe(BaseModel):
         """Alias of the model whose config and tokenizer the output takes (``tokenizer_source``;
         default: the base model, else the first model)."""
         base = self.base_ref()
-        src = self.tokenizer_source
-        if src is None or src == "base":
+        src = self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
+        if src is None or src in ("base", "union"):
             return base.name if base is not None else self.aliases()[0]
         i = self._match(src, "tokenizer_source")
         return self.aliases()[i] if i is not None else base.name  # type: ignore[union-attr]
@@ -340,7 +343,7 @@ def _explain(err: Mapping[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         key = str(err["loc"][-1]) if err.get("loc") else "?"
         parent = err["loc"][:-1]
-        owners = {"models": ModelEntry, "vocab": VocabOptions, "slices": SliceEntry}
+        owners = {"models": ModelEntry, "vocab": VocabOptions, "slices": SliceEntry, "tokenizer": TokenizerOptions}
         owner = SliceSource if "sources" in parent else owners.get(parent[0], MergeRecipe) if parent else MergeRecipe
         fields = owner.model_fields
         names = list(fields) + (["operator"] if not parent else [])

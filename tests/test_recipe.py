@@ -154,8 +154,7 @@ def test_dtype_aliases_and_bad_dtype() -> None:
     [
         ("slices", [], r"slices: expected a non-empty list"),  # slices are supported (issue 20)
         ("modules", {}, r"`modules`"),
-        ("tokenizer", {"source": "union"}, r"tokenizer surgery"),
-        ("tokenizer_source", "union", r"union"),
+        ("chat_template", "chatml", r"`chat_template`"),  # tokenizer/union: supported (issue 20)
     ],
 )
 def test_unsupported_mergekit_keys_are_refused(key: str, value: Any, pattern: str) -> None:

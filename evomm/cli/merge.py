@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, plugins)
     if args.dtype or args.allow_pickle:
         recipe = recipe.with_overrides(dtype=args.dtype, allow_pickle=args.allow_pickle)
-    # slices: models of other depths may be stacked; the plan checks the lanes' shapes
-    checkpoints = open_models(recipe, plugins, check=recipe.slices is None)
+    # slices stack models of other depths, tokenizer sources merge other vocabularies: the plan
+    # checks the shapes through its lanes and vocabulary map instead
+    check = recipe.slices is None and recipe.tokenizer is None and recipe.tokenizer_source in (None, "base")
+    checkpoints = open_models(recipe, plugins, check=check)
     try:
         plan = build_plan(recipe, checkpoints, plugins)
         out = merge_to_dir(
