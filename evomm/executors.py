@@ -226,8 +226,19 @@ class LocalExecutor(Executor):
 _WORKER: dict[str, Any] = {}
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the driver ends, even by SIGKILL (the pool cannot tell it then)."""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+
+
 def _init_worker(blob: bytes) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    _exit_with_parent()
     try:
         _WORKER["worker"] = cloudpickle.loads(blob).build()
     except BaseException as exc:  # reported by the first job, not as a broken pool

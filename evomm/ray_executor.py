@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -60,8 +61,10 @@ class RayExecutor(Executor):
             if s.address:
                 ray.init(address=s.address, log_to_driver=False)
             else:
+                # a local Ray's workers import what this process imports (its sys.path)
+                env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
                 ray.init(num_cpus=max(int(cpus * self.n), 1), include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                         _node_ip_address="127.0.0.1", runtime_env=env)
             self._started = True
         else:
             self._started = False
@@ -87,10 +90,10 @@ class RayExecutor(Executor):
                 i, slot = running.pop(done[0])
                 try:
                     res = ray.get(done[0])
-                except ray.exceptions.RayActorError:
+                except ray.exceptions.RayActorError as exc:
                     if attempts[i] >= MAX_ATTEMPTS:
                         raise SearchError(f"a Ray worker died {MAX_ATTEMPTS} times while candidate {jobs[i].key} "
-                                          "was being scored; see the Ray logs") from None
+                                          f"was being scored; the last error: {exc}") from None
                     log.warning("warning: a Ray worker died; candidate %s runs again on a new worker", jobs[i].key)
                     self.actors[slot] = self.cls.remote(self.blob)
                     queue.insert(0, i)
