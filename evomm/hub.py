@@ -1,5 +1,8 @@
 """Where a model named in a recipe lives on disk: a local directory, or a Hugging Face hub id.
 
+A local ``.gguf`` file (or a directory holding one and no ``config.json``) resolves to its
+dequantised copy in evomm's cache (:mod:`evomm.gguf`).
+
 Offline (``HF_HUB_OFFLINE=1``, as tests and air-gapped machines run) a hub id that is not in the
 local cache fails at once with :class:`~evomm.errors.OfflineError`; nothing ever waits on the
 network.
@@ -14,6 +17,7 @@ from typing import Literal
 
 from evomm.adapters import ModelRef
 from evomm.errors import CheckpointError, OfflineError
+from evomm.gguf import dequantized_dir, find_gguf
 
 # A hub id is "name" or "org/name" made of [A-Za-z0-9._-]; anything else is a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -58,7 +62,8 @@ def resolve_model_dir(ref: ModelRef) -> Path:
             ``ref.revision`` a hub revision.
 
     Returns:
-        The directory (for a hub id: the snapshot in the Hugging Face cache).
+        The directory (for a hub id: the snapshot in the Hugging Face cache; for a GGUF file:
+        its dequantised checkpoint, :func:`evomm.gguf.dequantized_dir`).
 
     Raises:
         CheckpointError: a local-looking path that does not exist or is not a directory.
@@ -75,10 +80,13 @@ def resolve_model_dir(ref: ModelRef) -> Path:
                 f"model {ref.name!r}: local path {ref.path!r} does not exist; check the `model:` "
                 "entry of the recipe (relative paths are relative to the current directory)"
             )
+        gguf_file = find_gguf(p)
+        if gguf_file is not None:
+            return dequantized_dir(gguf_file, model=ref.name)
         if not p.is_dir():
             raise CheckpointError(
                 f"model {ref.name!r}: {ref.path!r} is a file; give the checkpoint's directory "
-                "(the one holding config.json)"
+                "(the one holding config.json) or a .gguf file"
             )
         return p
     return _snapshot(ref)
