@@ -1,9 +1,12 @@
-"""The ``hf-causal-lm`` model adapter: Hugging Face causal LMs with ``model.layers.{i}.`` naming.
+"""The ``hf-causal-lm`` model adapter: Hugging Face causal LMs, one layout file per family.
 
-Covers Llama, Mistral, Qwen2 and any family whose checkpoint follows the same naming
-(``model.embed_tokens``, ``model.layers.{i}.*``, ``model.norm``, ``lm_head``). Stored names *are*
-the canonical names (see :mod:`evomm.layout`), so the mapping is the identity; buffers such as
-``rotary_emb.inv_freq`` that old checkpoints store are left out of the layout.
+Which tensor is which comes from the family's layout file (:mod:`evomm_hf.families`: Llama,
+Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 text, Phi-3, or one a user adds), picked by the
+checkpoint's ``model_type``. These families store their weights under the canonical names
+(``model.embed_tokens``, ``model.layers.{i}.*``, ``model.norm``, ``lm_head``; see
+:mod:`evomm.layout`), so the mapping is the identity; buffers such as ``rotary_emb.inv_freq``
+that old checkpoints store are left out of the layout. A parent may also be a GGUF file
+(:mod:`evomm.gguf`): it is read from its dequantised copy.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from evomm.adapters import Checkpoint, CheckpointWriter, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.hub import resolve_model_dir
-from evomm.layout import ModuleKind, TensorInfo, classify_lm_tensor
+from evomm.layout import ModuleKind, TensorInfo
 from evomm.safetensors_io import SafetensorsIndex, ShardedSafetensorsWriter
 from evomm_hf.common import (
     PICKLE_FILES,
@@ -29,6 +32,7 @@ from evomm_hf.common import (
     open_weights,
     read_config,
 )
+from evomm_hf.families import FamilyLayout, layout_for
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +83,7 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
         # only ask transformers (seconds to import a config class) when config.json lacks the key
         tied = self.config["tie_word_embeddings"] if "tie_word_embeddings" in self.config else self._default_tied()
         self.tied = bool(tied)
+        self.family: FamilyLayout = layout_for(self.config, f"model {ref.name!r} ({directory})")
         self._layout = self._build_layout()
 
     def _default_tied(self) -> bool:
@@ -90,7 +95,14 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
         for stored in sorted(self._index.names(), key=_sort_key):
             if _SKIP.search(stored):
                 continue
-            kind, layer = classify_lm_tensor(stored)
+            found = self.family.classify(stored)
+            if found is None:
+                raise CheckpointError(
+                    f"model {self.ref.name!r} ({self.directory}): tensor {stored!r} is not in the "
+                    f"{self.family.family} layout file {self.family.source}; if the checkpoint is right, "
+                    "add its module to that file (or to a copy in $EVOMM_LAYOUTS)"
+                )
+            kind, layer = found
             if self.tied and kind is ModuleKind.HEAD:
                 continue  # the head *is* the embedding; saving it twice would untie it
             layout[stored] = TensorInfo(
@@ -98,8 +110,8 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
             )
         if not any(info.layer is not None for info in layout.values()):
             raise CheckpointError(
-                f"model {self.ref.name!r} ({self.directory}) has no `model.layers.{{i}}.` tensors; "
-                "the hf-causal-lm adapter handles Llama/Mistral/Qwen2-style checkpoints — name another "
+                f"model {self.ref.name!r} ({self.directory}) has no `{self.family.layers}.{{i}}.` tensors; "
+                "the hf-causal-lm adapter handles causal LMs with a block stack — name another "
                 "adapter with `adapter:` in the recipe"
             )
         return layout
@@ -112,13 +124,18 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
         return 1 + max(i.layer for i in self._layout.values() if i.layer is not None)
 
     @property
+    def norm_offset(self) -> float:
+        """The family's norms scale by ``norm_offset + w`` (Gemma: 1; see :mod:`evomm_hf.families`)."""
+        return self.family.norm_offset
+
+    @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or [self.config.get("model_type", "unknown")]
         return str(archs[0])
 
     @property
     def vocab_size(self) -> int | None:
-        info = self._layout.get("model.embed_tokens.weight")
+        info = self._layout.get(self.family.embedding)
         if info is not None:
             return int(info.shape[0])
         v = self.config.get("vocab_size")
@@ -212,10 +229,10 @@ class HFCausalLMCheckpoint(HFDirectoryCheckpoint):
 
 
 class HFCausalLMAdapter(ModelAdapter):
-    """Opens Hugging Face ``*ForCausalLM`` checkpoints with ``model.layers.{i}.`` naming."""
+    """Opens Hugging Face ``*ForCausalLM`` checkpoints of a family with a layout file (and GGUF files)."""
 
     name = "hf-causal-lm"
-    description = "Hugging Face causal LMs (Llama, Mistral, Qwen2, any model.layers.{i} family)"
+    description = "Hugging Face causal LMs (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3; layouts as data; GGUF)"
 
     @classmethod
     def detect(cls, path: Path, config: Mapping[str, Any]) -> bool:
