@@ -384,6 +384,9 @@ def plan_frame(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
     if recipe.slices is not None:
         raise ConfigError("slices: a `slices:` recipe is merged with `evomm merge` (build_plan); a search "
                           "template needs `models:`")
+    if recipe.tokenizer is not None or recipe.tokenizer_source == "union":
+        raise ConfigError("tokenizer: merging vocabularies is done by `evomm merge` (build_plan); a search "
+                          "template needs parents that share a vocabulary (or `vocab: pad_from_donor`)")
     op = check_recipe(recipe, plugins)
     sources, base_ref = recipe.sources(op)
     donor = recipe.donor()

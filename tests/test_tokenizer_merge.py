@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from evomm.errors import ConfigError
 from evomm.execute import merge_to_dir, open_models
-from evomm.plan import build_plan
+from evomm.plan import build_plan, plan_frame
 from evomm.plugins import get_plugins
 from evomm.recipe import MergeRecipe
 from tests.golden.mergekit_tokenizer.make_golden import (
@@ -116,3 +116,12 @@ def test_tokenizer_config_errors(inputs: Path) -> None:
         build_plan(recipe, cks, plugins)
     with pytest.raises(ConfigError, match="pad_from_donor and a tokenizer"):
         MergeRecipe.from_dict({**absolute(RECIPES["union_linear"], inputs), "vocab": "pad_from_donor"})
+
+
+def test_search_templates_refuse_merged_vocabularies(inputs: Path) -> None:
+    """The in-memory (evolve) path reads parents unmapped: plan_frame says so instead of failing
+    on a shape."""
+    recipe = MergeRecipe.from_dict(absolute(RECIPES["union_linear"], inputs))
+    plugins = get_plugins()
+    with pytest.raises(ConfigError, match="a search template needs parents that share a vocabulary"):
+        plan_frame(recipe, open_models(recipe, plugins, check=False), plugins)
