@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from evomm.cli import main
+from evomm.errors import MergeError
 from evomm.layout import ModuleKind
 from evomm.operators import TensorContext
 from tests.tiny_models import make_tiny_model, perturb_model, read_all
@@ -170,3 +171,19 @@ def test_mergekit_parameter_names_and_defaults() -> None:
     # every one but arcee_fusion (which has no parameters) has something evolution can search
     for name in ("nuslerp", "multislerp", "karcher", "sce", "nearswap", "ram", "ramplus_tl"):
         assert any(p.evolvable and p.kind == "float" for p in OPS[name].params), name
+
+
+def test_karcher_weights_move_the_mean_along_the_geodesic() -> None:
+    """evomm's karcher weights (mergekit fixes them equal): for two directions the weighted
+    Karcher mean lies at fraction w_1 / (w_0 + w_1) of the arc between them, and its norm is the
+    weighted mean norm."""
+    a, b = torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
+    got = OPS["karcher"]().merge([a, b], None, {"max_iter": 100, "tol": 1e-7},
+                                 [{"weight": 0.5}, {"weight": 1.5}], ctx)
+    angle = torch.pi / 2 * 0.75  # from a's direction towards b's
+    want = (0.25 * 3.0 + 0.75 * 1.0) * torch.tensor([[float(torch.cos(torch.tensor(angle))), 0.0],
+                                                      [0.0, float(torch.sin(torch.tensor(angle)))]])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(MergeError, match="sum to 0"):
+        OPS["karcher"]().merge([a, b], None, {}, [{"weight": 0.0}, {"weight": 0.0}], ctx)
