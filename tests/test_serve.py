@@ -256,6 +256,10 @@ def test_report_html_is_the_page_with_the_api_answers_embedded(run: Path) -> Non
     assert data["/api/candidates?since=0&view=summary"]["records"] == \
         get(app, "/api/candidates?since=0&view=summary")["records"]
     assert {k for k in data if k.startswith("/api/candidate/")} == {"/api/candidate/" + r["id"] for r in lines(run)}
+    for want in lines(run):  # each record whole, less the genome (the genes are its readable form)
+        got = data["/api/candidate/" + want["id"]]["record"]
+        assert "genome" not in got and {k: got[k] for k in want if k != "genome"} == \
+            {k: v for k, v in want.items() if k != "genome"}
     assert "<script src=" not in html and "Plotly" in html  # one file: Plotly inside, no CDN
     assert 'src="http' not in html and "<noscript>" in html  # readers without scripts get the tables
 

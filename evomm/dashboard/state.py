@@ -253,8 +253,9 @@ class RunState:
             answers[f"/api/front?stage={stage}&view=summary"] = self.front_payload(stage, "summary")
             answers[f"/api/progress?stage={stage}"] = self.progress_payload(stage)
         rescores = held_out(self.run_dir)
-        for rec in self.tail.records:
-            answers[f"/api/candidate/{rec['id']}"] = self._candidate(rec, rescores)
+        for rec in self.tail.records:  # without the genome: the optimiser's copy of the genes
+            lean = {k: v for k, v in rec.items() if k != "genome"}
+            answers[f"/api/candidate/{rec['id']}"] = self._candidate(lean, rescores)
         return answers
 
 

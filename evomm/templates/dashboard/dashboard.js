@@ -325,6 +325,7 @@
 
   async function select(id, redraw = true) {
     S.selected = id;
+    writeHash();
     let d;
     try {
       d = await api("/api/candidate/" + encodeURIComponent(id), "/api/candidate/" + id);
@@ -443,23 +444,36 @@
     } catch (e) { $("warn").textContent = "cannot reach the server: " + (e.message || e); }
   }
 
+  /* The view in the address (#view=scatter&x=A&y=B&stage=S&candidate=ID): a link shows what you saw. */
+  function readHash() {
+    const h = new URLSearchParams(location.hash.slice(1));
+    for (const k of ["view", "x", "y", "stage"]) if (h.get(k)) S[k] = h.get(k);
+    return h.get("candidate");
+  }
+  function writeHash() {
+    const h = new URLSearchParams({ view: S.view, x: S.x, y: S.y, stage: S.stage });
+    if (S.selected) h.set("candidate", S.selected);
+    try { history.replaceState(null, "", "#" + h.toString()); } catch (e) { /* a sandboxed frame */ }
+  }
+
   async function main() {
     const [run, cands] = await Promise.all([api("/api/run"), api("/api/candidates?since=0&view=summary")]);
     S.run = run; S.records = cands.records; S.next = cands.next;
+    const wanted = readHash();
     drawMenus();
     await loadStage();
     performance.mark("evomm:data");  // the load-time marks (bench/dashboard_load.py reads them)
     drawHeader();
-    S.selected = S.front.knee;
+    S.selected = wanted || S.front.knee;
     await drawFront();
     performance.mark("evomm:front");
     drawProgress();
     performance.mark("evomm:progress");
-    if (S.front.knee) await select(S.front.knee, false);
+    if (S.selected) await select(S.selected, false);
     performance.mark("evomm:candidate");
     await drawRescores();
-    for (const id of ["view", "xobj", "yobj"]) $(id).onchange = () => { S.view = $("view").value; S.x = $("xobj").value; S.y = $("yobj").value; drawMenus(); drawFront(); };
-    $("stage").onchange = async () => { S.stage = $("stage").value; await loadStage(); drawHeader(); await drawFront(); drawProgress(); };
+    for (const id of ["view", "xobj", "yobj"]) $(id).onchange = () => { S.view = $("view").value; S.x = $("xobj").value; S.y = $("yobj").value; writeHash(); drawMenus(); drawFront(); };
+    $("stage").onchange = async () => { S.stage = $("stage").value; writeHash(); await loadStage(); drawHeader(); await drawFront(); drawProgress(); };
     document.body.dataset.loaded = "1";
     if (!STATIC) {
       setInterval(poll, POLL_MS);
