@@ -374,19 +374,24 @@ class PlanFrame:
 
 def plan_frame(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugins: Plugins) -> PlanFrame:
     """Check ``recipe`` (:func:`evomm.recipe.check_recipe`) and the parents' layouts (shapes,
-    vocabulary padding, shared tokens) and return the value-independent part of its plan.
+    vocabulary padding, shared tokens) and return the value-independent part of its plan (what
+    a search decodes candidates against; slices and merged vocabularies are ``evomm merge``'s).
 
     Raises:
         ConfigError, CheckpointError, IncompatibleModelsError: as :func:`build_plan`.
     """
-    from evomm.recipe import check_recipe
-
     if recipe.slices is not None:
         raise ConfigError("slices: a `slices:` recipe is merged with `evomm merge` (build_plan); a search "
                           "template needs `models:`")
     if recipe.tokenizer is not None or recipe.tokenizer_source == "union":
         raise ConfigError("tokenizer: merging vocabularies is done by `evomm merge` (build_plan); a search "
                           "template needs parents that share a vocabulary (or `vocab: pad_from_donor`)")
+    return _frame(recipe, checkpoints, plugins)
+
+
+def _frame(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugins: Plugins) -> PlanFrame:
+    from evomm.recipe import check_recipe
+
     op = check_recipe(recipe, plugins)
     sources, base_ref = recipe.sources(op)
     donor = recipe.donor()
@@ -502,7 +507,7 @@ def build_plan(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint], plugi
                               "`slices:` recipe is not supported; merge models that share a tokenizer")
         return build_slice_plan(recipe, checkpoints, plugins)
     vocab = build_vocab_map(recipe, checkpoints)
-    frame = plan_frame(recipe, vocab_views(vocab, checkpoints), plugins)
+    frame = _frame(recipe, vocab_views(vocab, checkpoints), plugins)
     sources, _ = recipe.sources(frame.operator)
     plan = plan_from_values(frame, recipe.parameters or {}, [src.parameters for src in sources])
     return plan if vocab is None else dataclasses.replace(plan, vocab=vocab)

@@ -128,6 +128,22 @@ def remap(vmap: VocabMap, alias: str, read: Callable[[str], torch.Tensor]) -> to
     return out
 
 
+class _LastTensor:
+    """The parents' copies of the vocabulary tensor read last, shared by the views of one plan:
+    the executor reads one tensor name from every parent in turn, and each view's fills need the
+    other parents' rows, so each parent's tensor is read once per name instead of once per view."""
+
+    def __init__(self, models: Mapping[str, Checkpoint]) -> None:
+        self._models, self._name, self._got = models, "", {}  # type: ignore[var-annotated]
+
+    def read(self, alias: str, name: str) -> torch.Tensor:
+        if name != self._name:
+            self._name, self._got = name, {}
+        if alias not in self._got:
+            self._got[alias] = self._models[alias].read(name).float()
+        return self._got[alias]
+
+
 class VocabView(Checkpoint):
     """An opened checkpoint whose embedding/head tensors are laid out in a :class:`VocabMap`
     (other tensors unchanged). Its metadata gets the merged tokenizer and ``vocab_size``.
@@ -138,8 +154,10 @@ class VocabView(Checkpoint):
         models: alias -> opened checkpoint (the parents fills read from).
     """
 
-    def __init__(self, inner: Checkpoint, vmap: VocabMap, models: Mapping[str, Checkpoint]) -> None:
+    def __init__(self, inner: Checkpoint, vmap: VocabMap, models: Mapping[str, Checkpoint],
+                 shared: _LastTensor | None = None) -> None:
         self.inner, self.vmap, self._models = inner, vmap, models
+        self._shared = shared if shared is not None else _LastTensor(models)
         self.ref = inner.ref
         self.directory = getattr(inner, "directory", None)
         self._layout = {
@@ -171,7 +189,7 @@ class VocabView(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         if not self._maps(self.inner.require(name)):
             return self.inner.read(name)
-        return remap(self.vmap, self.ref.name, lambda a: self._models[a].read(name).float())
+        return remap(self.vmap, self.ref.name, lambda a: self._shared.read(a, name))
 
     def writer(self, out_dir: Path, max_shard_bytes: int = 5 * 2**30) -> CheckpointWriter:
         return self.inner.writer(out_dir, max_shard_bytes)
@@ -214,4 +232,5 @@ def vocab_views(vmap: VocabMap | None, checkpoints: Mapping[str, Checkpoint]) ->
     if vmap is None:
         return raw
     mapped = {a for a, _ in vmap.rows}
-    return {a: VocabView(ck, vmap, raw) if a in mapped else ck for a, ck in raw.items()}
+    shared = _LastTensor(raw)
+    return {a: VocabView(ck, vmap, raw, shared) if a in mapped else ck for a, ck in raw.items()}
