@@ -187,3 +187,23 @@ def test_karcher_weights_move_the_mean_along_the_geodesic() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(MergeError, match="sum to 0"):
         OPS["karcher"]().merge([a, b], None, {}, [{"weight": 0.0}, {"weight": 0.0}], ctx)
+
+
+def test_large_tensors_select_as_a_sort_would() -> None:
+    """Above mergekit's 1M-entry sample (arcee_fusion) and the rank selection's sampling size,
+    the quartiles and SCE's top-k equal what sorting all entries gives (mergekit's formulas on
+    the whole tensor: `sorted[int(q * (n - 1))]`, `torch.topk`)."""
+    from evomm_ops.arcee_fusion import fusion_threshold
+    from evomm_ops.sce import variance_mask
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.rand(1_500_001, generator=g) ** 3
+    ordered = scores.sort().values
+    q1, med, q3 = (ordered[int(q * (scores.numel() - 1))] for q in (0.25, 0.5, 0.75))
+    assert float(fusion_threshold(scores)) == float(med + 1.5 * (q3 - q1))
+    tvs = torch.randn(3, 1200, 1000, generator=g)
+    var = torch.var(tvs, dim=0, unbiased=False).reshape(-1)
+    k = int(torch.count_nonzero(var) * 0.3)
+    want = torch.zeros_like(var)
+    want[torch.topk(var, k).indices] = 1
+    assert torch.equal(variance_mask(tvs, 0.3).reshape(-1), want)
