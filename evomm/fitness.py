@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,6 +82,7 @@ class Estimate:
     high: dict[str, float] = field(default_factory=dict)
     items_evaluated: int = 0
     complete: bool = False
+    items: Any = None  # the CandidateItems it was computed from
 
 
 def _remaining_bounds(vals: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -140,7 +141,8 @@ def estimate(items: CandidateItems, objs: ObjectiveSet, confidence: float) -> Es
             se_m[(task, metric)] = (se, lo, hi)
     values = objs.values(metrics)
     complete = all(ti.complete for ti in items.values())
-    est = Estimate(metrics, values, items_evaluated=sum(ti.evaluated for ti in items.values()), complete=complete)
+    est = Estimate(metrics, values, items_evaluated=sum(ti.evaluated for ti in items.values()), complete=complete,
+                   items=items)
     for o in objs.objectives:
         total = sum(w for _, _, w in o.terms) or 1.0
         parts = [(w / total, *se_m.get((t, m), (math.nan, -_INF, _INF))) for t, m, w in o.terms]

@@ -76,12 +76,16 @@ class Strategy:
         """What a record's ``extra`` says about how it was scored."""
         return {}
 
-    def final(self, est: Estimate) -> tuple[dict[str, float], dict[str, float], str]:
-        """A done candidate's archived ``(objectives, stderr, evaluation)``: ``full`` when every
-        item was scored, else ``subset`` (the mean of the items scored, with standard errors)."""
+    def prepare(self, store: Any, stage: str, records: Sequence[Any], metrics: Sequence[tuple[str, str]],
+                sizes: dict[str, int]) -> None:
+        """Called before each generation with the records of the earlier ones (``irt`` fits here)."""
+
+    def final(self, est: Estimate, objs: ObjectiveSet) -> tuple[dict[str, float], dict[str, float], str, dict[str, Any]]:
+        """A done candidate's archived ``(objectives, stderr, evaluation, extra)``: ``full`` when
+        every item was scored, else ``subset`` (the mean of the items scored, with standard errors)."""
         if est.complete:
-            return est.values, {}, "full"
-        return est.values, est.stderr, "subset"
+            return est.values, {}, "full", {}
+        return est.values, est.stderr, "subset", {}
 
 
 class SubsetStrategy(Strategy):

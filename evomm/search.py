@@ -294,9 +294,9 @@ class EvolutionLoop:
         else:
             strategy = self.strategy if p.reference is None else self.full
             est = estimate(self.items.get(self.stage, p.key), self.objs, strategy.cfg.confidence)
-            values, stderr, evaluation = strategy.final(est)
+            values, stderr, evaluation, more = strategy.final(est, self.objs)
             extra = {"feasible": self.objs.feasible(values), "strategy": strategy.name, "rounds": p.rounds,
-                     **strategy.note()}
+                     **strategy.note(), **more}
             rec = CandidateRecord(
                 id=cid, generation=gen, genome=genome, plan_hash=p.key, metrics=est.metrics,
                 objectives=values, timings=timings, extra=extra, stage=self.stage, genes=genes,
@@ -322,7 +322,11 @@ class EvolutionLoop:
             if key in pending or (rec is not None and (rec.generation != gen or not self.items.get(self.stage, key))):
                 continue  # asked twice, or archived by an earlier generation (or without item results)
             pending[key] = Pending(key, x=x, record=rec)
-        front = pareto_front([r for r in self._children() if r.generation < gen], self.infos)
+        earlier = [r for r in self.archive.stage_records(self.stage, parents=True) if r.generation < gen]
+        sizes = {t: self.objs.task_size(t) for t in self.objs.tasks}
+        metrics = list(dict.fromkeys((t, m) for o in self.objs.objectives for t, m, _ in o.terms))
+        self.strategy.prepare(self.items, self.stage, earlier, metrics, sizes)
+        front = pareto_front([r for r in earlier if not r.is_parent], self.infos)
         self._rounds(self.strategy).run(list(pending.values()), front, gen)
         return [pending[k].record if k in pending else self.archive.get(k, self.stage) for k in keys]  # type: ignore[misc]
 
