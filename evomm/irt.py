@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evomm.errors import ConfigError
 from evomm.fitness import Estimate, item_order
 from evomm.racing import SubsetStrategy
 
@@ -47,7 +48,11 @@ def fit_difficulties(rows: Sequence[dict[int, float]], n: int) -> np.ndarray | N
     """Item difficulties ``b`` (length ``n``) of a 1PL model fitted to complete 0/1 results
     (one ``{item: 0/1}`` per candidate), or ``None`` when fewer than two candidates differ."""
     from scipy.sparse import csr_matrix
-    from sklearn.linear_model import LogisticRegression
+
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise ConfigError('fitness.strategy: irt needs scikit-learn: pip install "evomm[irt]"') from None
 
     rows = [r for r in rows if len(r) == n]
     if len(rows) < 2:

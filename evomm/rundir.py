@@ -7,6 +7,7 @@ Run directory layout::
       run.json           evomm version, seed, objectives, stages, status
       archive.jsonl      every evaluated candidate (and the scored parents), one JSON per line
       archive.jsonl.torn the bytes of torn last lines set aside on resume (only after a crash)
+      items.jsonl        per-item results of every candidate and racing decisions (evomm.item_store)
       .lock              held (flock) by the one process writing the run: pid and host inside
       .evomm-output      the marker of a directory evomm wrote (see evomm.outputs)
       stages/<name>/checkpoint.pkl   algorithm state after the last complete generation
