@@ -26,6 +26,44 @@ if TYPE_CHECKING:
 Metrics = dict[str, dict[str, float]]
 
 
+#: The :class:`~evomm.handle.ModelHandle` methods that run the model (timed by :class:`TimedHandle`).
+MODEL_METHODS = frozenset({"generate", "loglikelihood", "classify"})
+
+
+class TimedHandle:
+    """A model handle that adds up the seconds spent in each model method a task calls; every
+    other attribute is the wrapped handle's (what :meth:`evomm.tasks.Task.evaluate` gives
+    ``score``, so a result tells model time from the task's own work).
+
+    Example:
+        >>> class Echo:
+        ...     capabilities = frozenset({"generate"})
+        ...     def generate(self, prompts, **kw):
+        ...         return list(prompts)
+        >>> timed = TimedHandle(Echo())
+        >>> timed.generate(["a"]), timed.capabilities, sorted(timed.seconds)
+        (['a'], frozenset({'generate'}), ['generate'])
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.seconds: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.handle, name)
+        if name not in MODEL_METHODS or not callable(attr):
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+        return timed
+
+
 def check_capabilities(tasks: Mapping[str, Task], handle: Any) -> None:
     """Raise :class:`TaskError` when ``handle`` lacks a capability one of ``tasks`` requires.
 

@@ -68,6 +68,9 @@ class TaskResult:
             BLEU): the task says so by leaving it out.
         item_ids: the index of each scored example in :meth:`Task.examples` (after ``limit`` and
             ``seed``), set by :meth:`Task.evaluate`.
+        model_seconds: seconds spent inside the model handle, per method (``generate``,
+            ``loglikelihood``, ``classify``), set by :meth:`Task.evaluate`; the rest of
+            ``seconds`` is the task's own work (prompts, scoring).
 
     Example:
         >>> r = TaskResult.from_items({"accuracy": [1.0, 0.0, 1.0, 1.0]})
@@ -81,6 +84,7 @@ class TaskResult:
     seconds: float = 0.0
     items: dict[str, list[float]] = field(default_factory=dict)
     item_ids: list[int] = field(default_factory=list)
+    model_seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_items(
@@ -167,6 +171,7 @@ class Task(ABC):
         self.seed = seed
         self.options = options
         self._examples: datasets.Dataset | None = None
+        self._rows: dict[int, dict[str, Any]] = {}
 
     @property
     def primary_metric(self) -> str:
@@ -216,15 +221,34 @@ class Task(ABC):
         examples) so that per-item results reach the search; a metric that is not a mean goes in
         ``metrics`` only."""
 
-    def examples(self, subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """The examples to score: ``limit``/``seed`` applied, then ``subset`` (indices into them)."""
+    def _order(self) -> list[int]:
+        """Indices into the loaded data of the examples scored, ``seed`` and ``limit`` applied."""
         if self._examples is None:
             self._examples = self.load()
+            self._rows = {}
         rows = list(range(len(self._examples)))
         if self.seed is not None:
             random.Random(self.seed).shuffle(rows)
-        if self.limit is not None:
-            rows = rows[: self.limit]
+        return rows if self.limit is None else rows[: self.limit]
+
+    def size(self) -> int:
+        """How many examples the task scores in full (``limit`` applied); converts no row."""
+        return len(self._order())
+
+    def _row(self, i: int) -> dict[str, Any]:
+        """Row ``i`` of the data as a dict, converted from Arrow once per task (a run scores the
+        same rows for every candidate: converting them again took ~12% of a demo candidate's
+        evaluation). Rows with images are converted each time, so decoded images are not kept."""
+        row = self._rows.get(i)
+        if row is None:
+            row = self._examples[i]
+            if not _has_images(self._examples):
+                self._rows[i] = row
+        return row
+
+    def examples(self, subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """The examples to score: ``limit``/``seed`` applied, then ``subset`` (indices into them)."""
+        rows = self._order()
         if subset is not None:
             bad = [i for i in subset if not -len(rows) <= i < len(rows)]
             if bad:
@@ -233,7 +257,7 @@ class Task(ABC):
                     f"{len(rows)} examples (after limit={self.limit}); use indices below {len(rows)}"
                 )
             rows = [rows[i] for i in subset]
-        return [self._examples[i] for i in rows]
+        return [self._row(i) for i in rows]
 
     def evaluate(self, handle: ModelHandle, subset: Sequence[int] | None = None) -> TaskResult:
         """Score ``handle`` on this task (optionally only on ``subset``); the result's
@@ -245,14 +269,18 @@ class Task(ABC):
         examples = self.examples(subset)
         if not examples:
             raise TaskError(f"task {self.name!r} has no examples to score (data={self.data!r})")
-        result = self.score(handle, examples)
+        from evomm.evaluation import TimedHandle
+
+        timed = TimedHandle(handle)
+        result = self.score(timed, examples)  # type: ignore[arg-type] - forwards the handle's protocol
+        result.model_seconds = dict(timed.seconds)
         bad = {k: len(v) for k, v in result.items.items() if len(v) != len(examples)}
         if bad:
             raise TaskError(
                 f"task {self.name!r}: per-item values {bad} for {len(examples)} examples; "
                 "score must give one value per example (TaskResult.from_items)"
             )
-        n = len(self.examples())
+        n = self.size()
         result.item_ids = [i % n for i in subset] if subset is not None else list(range(n))
         return result
 
@@ -288,3 +316,9 @@ def _split_names(source: str | None, config: str | None) -> list[str] | None:
         return list(datasets.get_dataset_split_names(source, config))
     except Exception:  # the library's many error types (network, name, config): cannot tell
         return None
+
+
+def _has_images(data: Any) -> bool:
+    """Whether a loaded data set has an image column (``datasets.Image`` feature)."""
+    features = getattr(data, "features", None) or {}
+    return any(type(f).__name__ == "Image" for f in features.values())

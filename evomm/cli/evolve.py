@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "must be the run's search: same parents, objectives, tasks, genes, algorithm, seed)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the genes (with bounds) each stage would search, then stop")
+    p.add_argument("--profile", action="store_true",
+                   help="merge and score two candidates of the first stage as the run would, print where "
+                   "a candidate's time goes (merge, per task: model calls, prompts and scoring), then stop")
     p.add_argument("--executor", metavar="NAME",
                    help="where candidates are scored: local, processes, ray or a plugin's executor "
                    "(default: the recipe's executor.name, else local); the archive does not depend on it")
@@ -69,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def profile(recipe_path: str, plugins_dirs: list[str]) -> int:
+    """``--profile``: :func:`evomm.profiling.profile_candidate` of the recipe, printed."""
+    from evomm.evolve_recipe import load_evolve_recipe
+    from evomm.profiling import format_profile, profile_candidate
+
+    print(format_profile(profile_candidate(load_evolve_recipe(recipe_path), get_plugins(plugins_dirs))))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from evomm.report import front_table, load_front
     from evomm.runner import evolve
@@ -77,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
         if not args.recipe:
             raise ConfigError("evomm evolve --dry-run needs a RECIPE")
         return dry_run(args.recipe, args.plugins_dir)
+    if args.profile:
+        if not args.recipe:
+            raise ConfigError("evomm evolve --profile needs a RECIPE")
+        return profile(args.recipe, args.plugins_dir)
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: give a number of workers >= 1")
     if args.resume:
