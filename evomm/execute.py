@@ -6,8 +6,7 @@
   parent, merges it, and hands it to the donor's writer (peak memory: about one output shard
   plus one tensor per parent). Output goes to a temporary directory beside ``out_dir`` that is
   renamed at the end (:func:`evomm.outputs.staged_output`), so an error never leaves a
-  half-written checkpoint. A plan the CPU engine
-  can run (:mod:`evomm.host_merge`) is merged there, without torch; the bytes are the same.
+  half-written checkpoint.
 * :class:`InMemoryMerger` keeps the parents' tensors in memory and writes each candidate's merged
   tensors into one preallocated model, in place: what the evolution loop calls per candidate.
 
@@ -21,26 +20,21 @@ Example:
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
 import math
-import queue
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from evomm import host_merge
 from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
 from evomm.errors import CheckpointError, ConfigError, MergeError, operator_failures
 from evomm.finite import check_output, check_parent
 from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
+from evomm.pipeline import BackgroundWriter, in_order, merge_threads, prefetched, single_threaded_torch
 from evomm.plan import MergePlan, TensorStep, plan_checkpoints, step_aliases, tensor_seed
 from evomm.recipe import get_operator
 
@@ -200,15 +194,16 @@ def merged_tensors(
     progress: bool = False,
     *,
     prefetch: int = PREFETCH_STEPS,
+    threads: int | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(canonical name, merged tensor in the output dtype)`` for each step, streaming
-    from the checkpoints.
+    """Yield ``(canonical name, merged tensor in the output dtype)`` for each step, in plan
+    order, streaming from the checkpoints.
 
     One background thread reads (and converts to the compute dtype) the inputs of the next
-    ``prefetch`` steps while the calling thread merges the current one, so reading overlaps
-    merging; file reads and torch kernels release the GIL. At most ``prefetch + 1`` steps'
-    inputs are in memory. The results do not depend on ``prefetch`` (0 reads in the calling
-    thread, one step at a time).
+    ``prefetch`` steps while ``threads`` threads merge the steps before, each with torch's
+    intra-op parallelism off (:mod:`evomm.pipeline`); file reads and torch kernels release the
+    GIL. At most ``prefetch + threads + 1`` steps' inputs are in memory. The results do not
+    depend on ``prefetch`` nor ``threads`` (0 and 1: one step at a time, in the calling thread).
 
     Args:
         plan: the plan to run.
@@ -216,6 +211,7 @@ def merged_tensors(
         plugins: registries (the operator).
         progress: show a tqdm bar.
         prefetch: how many steps ahead to read.
+        threads: tensors merged at once (default :func:`evomm.merge_threads`).
 
     Example:
         >>> for name, t in merged_tensors(plan, cks, plugins):   # doctest: +SKIP
@@ -230,15 +226,18 @@ def merged_tensors(
         return {alias: _read_checked(plan, checkpoints[alias], alias, step.name).to(compute)
                 for alias in step_aliases(plan, step)}
 
-    steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
-    for step, inputs in _prefetched(steps, read_step, prefetch):
-        out_dtype = _dtype(plan.out_dtype or donor.layout[step.name].dtype)
-        merged = merge_step(op, plan, step, lambda alias, _name, got=inputs: got[alias])
-        del inputs
-        out = merged.to(out_dtype)
+    def merge_one(item: tuple[TensorStep, dict[str, torch.Tensor]]) -> tuple[str, torch.Tensor]:
+        step, inputs = item
+        merged = merge_step(op, plan, step, lambda alias, _name: inputs[alias])
+        out = merged.to(_dtype(plan.out_dtype or donor.layout[step.name].dtype))
         if not plan.allow_nonfinite:
             check_output(out, plan.operator, step.name)
-        yield step.name, out
+        return step.name, out
+
+    steps = tqdm(plan.steps, desc=f"merging ({plan.operator})", unit="tensor", disable=not progress)
+    with single_threaded_torch():
+        workers = merge_threads() if threads is None else threads
+        yield from in_order(prefetched(steps, read_step, prefetch), merge_one, workers)
 
 
 def _read_checked(plan: MergePlan, ck: Checkpoint, alias: str, name: str) -> torch.Tensor:
@@ -248,74 +247,6 @@ def _read_checked(plan: MergePlan, ck: Checkpoint, alias: str, name: str) -> tor
     if not plan.allow_nonfinite:
         check_parent(t, alias, ck.ref.path, name)
     return t
-
-
-def _prefetched(
-    steps: Iterable[TensorStep], read: Callable[[TensorStep], dict[str, torch.Tensor]], ahead: int
-) -> Iterator[tuple[TensorStep, dict[str, torch.Tensor]]]:
-    """``(step, read(step))`` for each step, reading up to ``ahead`` steps in advance in one
-    background thread (one thread: a checkpoint is never read from two threads at once)."""
-    if ahead <= 0:
-        for step in steps:
-            yield step, read(step)
-        return
-    it = iter(steps)
-    pending: deque[tuple[TensorStep, Future[dict[str, torch.Tensor]]]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomm-read") as pool:
-        try:
-            for step in itertools.islice(it, ahead + 1):
-                pending.append((step, pool.submit(read, step)))
-            while pending:
-                step, fut = pending.popleft()
-                inputs = fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(read, nxt)))
-                yield step, inputs
-                del inputs
-        finally:
-            for _, fut in pending:  # an error or an abandoned generator: read no further
-                fut.cancel()
-
-
-class _BackgroundWriter:
-    """Calls ``write(name, tensor)`` in one background thread, in order, with at most ``depth``
-    tensors (or the CPU engine's arrays) waiting. The first error is re-raised in the caller by
-    :meth:`put` or :meth:`close`."""
-
-    def __init__(self, write: Callable[[str, Any], None], depth: int = 2) -> None:
-        self._write = write
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=max(1, depth))
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="evomm-write", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:  # after an error, keep draining so that put never blocks
-                try:
-                    self._write(*item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    self._error = exc
-            del item
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def put(self, name: str, tensor: Any) -> None:
-        self._raise()
-        self._queue.put((name, tensor))
-
-    def close(self, reraise: bool = True) -> None:
-        """Wait until everything queued is handled; raise the writer's error (if ``reraise``)."""
-        self._queue.put(None)
-        self._thread.join()
-        if reraise:
-            self._raise()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,24 +325,10 @@ def merge_to_dir(
         expect = getattr(writer, "expect", None)
         if callable(expect):  # lets a safetensors writer stream instead of buffering a shard
             expect([_announce(plan, donor, step.name) for step in plan.steps])
-        op = get_operator(plan.operator, plugins, "plan operator")()
-        # torch-free when the plan allows it (evomm.host_merge): the same bytes, no torch import
-        host = host_merge.unsupported(plan, checkpoints, op, writer) is None
-        if host:
-            layout = donor.layout
-            items: Iterator[tuple[str, Any]] = (
-                (name, (raw, layout[name].shape, dtype))
-                for name, raw, dtype in host_merge.merged_arrays(plan, checkpoints, op, progress=progress)
-            )
-
-            def write_one(stored: str, item: Any) -> None:
-                writer.write_array(stored, *item)  # type: ignore[attr-defined]
-        else:
-            items = merged_tensors(
-                plan, checkpoints, plugins, progress=progress, prefetch=PREFETCH_STEPS if pipeline else 0
-            )
-            write_one = writer.write
-        background = _BackgroundWriter(write_one) if pipeline else None
+        items = merged_tensors(plan, checkpoints, plugins, progress=progress,
+                               prefetch=PREFETCH_STEPS if pipeline else 0, threads=None if pipeline else 1)
+        write_one = writer.write
+        background = BackgroundWriter(write_one) if pipeline else None
         write = background.put if background is not None else write_one
         try:
             for name, item in items:

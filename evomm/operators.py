@@ -24,6 +24,11 @@ Example (a one-file plugin)::
     @hookimpl
     def evomm_register_merge_operators(registry):
         registry.add(Mean)
+
+``merge`` (torch) is the one implementation an operator has: ``evomm merge`` and the evolution
+loop both call it. (Until issue 18 an operator could add a torch-free ``merge_arrays`` for a
+NumPy/numba CPU engine; that engine is gone and the optional method with it. An operator that
+still defines ``merge_arrays`` keeps working: nothing calls it.)
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
-
-import numpy as np
 
 from evomm.layout import ModuleKind
 from evomm.params import ParamScope, ParamSpec
@@ -127,55 +130,3 @@ class MergeOperator(ABC):
         Returns:
             The merged tensor, same shape as the inputs (dtype is cast by the executor).
         """
-
-    def merges_arrays(self) -> bool:
-        """Whether :meth:`merge_arrays` merges anything (by default: whether a subclass
-        overrides it). The CPU engine runs a plan only when its operator says so; an operator
-        whose torch-free form covers only some configurations answers for this instance.
-
-        Example:
-            >>> import torch
-            >>> class Mean(MergeOperator):
-            ...     name = "mean"
-            ...     def merge(self, tensors, base, global_params, model_params, ctx):
-            ...         return torch.stack(tensors).mean(0)
-            >>> Mean().merges_arrays()
-            False
-        """
-        return type(self).merge_arrays is not MergeOperator.merge_arrays
-
-    def merge_arrays(
-        self,
-        arrays: Sequence[np.ndarray],
-        base: np.ndarray | None,
-        global_params: Mapping[str, float],
-        model_params: Sequence[Mapping[str, float]],
-        ctx: TensorContext,
-        dtype: str,
-    ) -> np.ndarray | None:
-        """Optional torch-free form of :meth:`merge`, for the CPU engine (:mod:`evomm.host_merge`,
-        which ``evomm merge`` uses when every step of a plan allows it, so torch never loads).
-
-        Args:
-            arrays: each source model's tensor as a flat NumPy array of raw entries of the
-                compute dtype ``dtype`` (``"bfloat16"``: ``uint16`` bit patterns; ``"float32"``:
-                ``float32``); never modify them.
-            base, global_params, model_params, ctx: as :meth:`merge` (``base`` flat and raw).
-            dtype: the compute dtype's name.
-
-        Returns:
-            The merged tensor, flat and raw in ``dtype``, **bit for bit** what :meth:`merge`
-            returns for the same tensors on CPU; or None to decline (the default; the engine
-            then calls :meth:`merge` for this tensor, loading torch).
-
-        Example:
-            >>> import torch
-            >>> class Mean(MergeOperator):
-            ...     name = "mean"
-            ...     def merge(self, tensors, base, global_params, model_params, ctx):
-            ...         return torch.stack(tensors).mean(0)
-            >>> Mean().merge_arrays([np.ones(2, np.float32)], None, {}, [{}], None, "float32") is None
-            True
-        """
-        return None
-

@@ -23,12 +23,11 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from evomm.adapters import CheckpointWriter
-from evomm.direct_io import DirectWriteFile
 from evomm.errors import CheckpointError
 from evomm.safetensors_header import FIX, ITEMSIZE, read_header
 from evomm.safetensors_header import ST_DTYPES as _ST_DTYPES
@@ -282,6 +281,16 @@ class SafetensorsIndex:
         """Nothing to release (files are opened per read); kept for the Checkpoint protocol."""
 
 
+#: Buffer of each shard file the streaming writer writes: tensors under it are gathered into
+#: one write, larger ones go straight from the tensor's memory to the file.
+_WRITE_BUFFER = 2**20
+
+
+def _open_shard(path: Path) -> BinaryIO:
+    """A new shard file, open for buffered writing (the streaming writer closes it)."""
+    return open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115 - closed by the writer
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -369,7 +378,7 @@ class ShardedSafetensorsWriter(CheckpointWriter):
             raise CheckpointError(f"writer of {self.out_dir} expected {(name, want_shape, want_dtype)}, got {got}")
         if self._file is None:
             path = self.out_dir / f".shard-{shard:05d}.safetensors"
-            self._file = DirectWriteFile(path)  # around the page cache: see evomm.direct_io
+            self._file = _open_shard(path)
             header = self._header(self._layout[shard])
             preallocate(self._file.fileno(), len(header) + sum(n for _, _, _, n in self._layout[shard]))
             self._file.write(header)
@@ -397,25 +406,6 @@ class ShardedSafetensorsWriter(CheckpointWriter):
         self._buffer[stored_name] = t
         self._buffer_bytes += n
         self._total += n
-
-    def write_array(self, stored_name: str, data: np.ndarray, shape: Sequence[int], dtype: str) -> None:
-        """:meth:`write` without torch, once every tensor was announced (:meth:`expect`):
-        ``data`` holds the raw entries (:data:`RAW_NUMPY`) of a tensor of ``shape`` and
-        ``dtype`` (a torch dtype name), and goes straight to its shard.
-
-        Raises:
-            CheckpointError: nothing was announced, or this is not the tensor announced next.
-        """
-        if self._closed:
-            raise CheckpointError(f"writer for {self.out_dir} is closed; cannot write {stored_name!r}")
-        if self._expected is None:
-            raise CheckpointError(f"write_array to {self.out_dir} needs every tensor announced with expect() first")
-        raw = np.ascontiguousarray(data)
-        if raw.dtype != np.dtype(RAW_NUMPY.get(dtype, np.uint8)) or raw.size != math.prod(shape):
-            raise CheckpointError(
-                f"write_array({stored_name!r}): {raw.size} entries of {raw.dtype} do not hold a {dtype} tensor of shape {tuple(shape)}"
-            )
-        self._stream_bytes(stored_name, tuple(shape), dtype, memoryview(raw.reshape(-1)).cast("B"))
 
     def _flush(self) -> None:
         if not self._buffer:

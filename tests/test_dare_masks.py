@@ -5,12 +5,9 @@ when bits ``16 * (i % 4)`` up of output ``i // 4`` of the SplitMix64 generator s
 ``seed``, read as an unsigned 16-bit integer, are below ``round(density * 65536)``.
 
 * the generator here is a plain sequential SplitMix64 in Python, checked against the published
-  first outputs of seed 1234567; the numba kernel (CPU), the torch formulation (every other
-  device) and the operators' ``dare_mask`` all equal it;
-* the fused norms kernel of the CPU engine (mask drawn inline) sums exactly what the torch
-  path's ``l1_norms`` sums over an explicit mask, and both are their definition: per strip of
-  ``SUM_STRIP`` entries the float64 magnitudes summed pairwise, the strips' sums added in order
-  (recomputed here with NumPy);
+  first outputs of seed 1234567; the NumPy form (CPU), the torch form (every other device) and
+  the operators' ``dare_mask`` all equal it;
+* the rescale factor is the ratio of the L1 norms before and after the mask;
 * keep rates, neighbouring entries, the four quarters of a word and two models' masks behave as
   independent Bernoulli draws (5-sigma bounds).
 """
@@ -18,11 +15,13 @@ when bits ``16 * (i % 4)`` up of output ``i // 4`` of the SplitMix64 generator s
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from evomm_ops import host_kernels, host_sparsify, sparsify
+from evomm_ops import random_drop, sparsify
+from evomm_ops.rank_select import CHUNK
 
 U64 = 2**64 - 1
 
@@ -75,21 +74,21 @@ def test_evomms_generator_gives_splitmix64s_published_outputs() -> None:
 def test_every_implementation_draws_the_definition(density: float, seed: int) -> None:
     n = 9_001  # not a multiple of 4
     want = reference_mask(n, density, seed)
-    assert np.array_equal(host_sparsify.dare_mask(n, density, seed), want)  # numba (CPU)
-    got_torch = sparsify.splitmix_mask(n, host_sparsify.dare_level(density), seed)  # other devices
+    assert np.array_equal(random_drop.splitmix_mask_array(n, random_drop.dare_level(density), seed), want)  # NumPy (CPU)
+    got_torch = sparsify.splitmix_mask(n, random_drop.dare_level(density), seed)  # other devices
     assert got_torch.dtype == torch.bool and np.array_equal(got_torch.numpy(), want)
 
 
-@pytest.mark.parametrize("n", [1, 4, 5, host_kernels.BLOCK, 3 * host_kernels.BLOCK + 7])
-def test_kernel_and_torch_agree_across_blocks(n: int) -> None:
-    seed = host_sparsify.dare_seed(77, 3)
+@pytest.mark.parametrize("n", [1, 4, 5, (1 << 16), 3 * (1 << 16) + 7])
+def test_numpy_and_torch_agree_across_blocks(n: int) -> None:
+    seed = random_drop.dare_seed(77, 3)
     for density in (0.3, 0.7):
-        a = host_sparsify.dare_mask(n, density, seed)
-        b = sparsify.splitmix_mask(n, host_sparsify.dare_level(density), seed).numpy()
+        a = random_drop.splitmix_mask_array(n, random_drop.dare_level(density), seed)
+        b = sparsify.splitmix_mask(n, random_drop.dare_level(density), seed).numpy()
         assert np.array_equal(a, b)
     # the start of a longer stream is the shorter stream: entries do not depend on n
-    longer = host_sparsify.dare_mask(n + 5, 0.3, seed)
-    assert np.array_equal(longer[:n], host_sparsify.dare_mask(n, 0.3, seed))
+    longer = random_drop.splitmix_mask_array(n + 5, random_drop.dare_level(0.3), seed)
+    assert np.array_equal(longer[:n], random_drop.splitmix_mask_array(n, random_drop.dare_level(0.3), seed))
 
 
 def test_operators_mask_is_seeded_by_the_generator_and_successive_masks_differ() -> None:
@@ -105,64 +104,21 @@ def test_operators_mask_is_seeded_by_the_generator_and_successive_masks_differ()
     assert not torch.equal(first, second)
 
 
-def _raw(values: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "float32":
-        return values.astype(np.float32)
-    return torch.from_numpy(values.astype(np.float32)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-
-
-def _f32(raw: np.ndarray) -> np.ndarray:
-    return (raw.astype(np.uint32) << 16).view(np.float32) if raw.dtype == np.uint16 else raw
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("models", [1, 2, 3])
-def test_fused_norms_equal_l1_norms_over_an_explicit_mask(dtype: str, models: int) -> None:
-    rng = np.random.default_rng(models)
-    n = 2 * host_kernels.BLOCK + 13
-    base = _raw(rng.standard_normal(n), dtype)
-    xs = [_raw(rng.standard_normal(n) * (j + 1), dtype) for j in range(models)]
-    seeds = [host_sparsify.dare_seed(5, j) for j in range(models)]
-    densities = [0.2, 0.5, 0.9][:models]
-    fused = np.empty((models, 2))
-    host_kernels.dare_l1_norms(
-        tuple(xs), base, np.array(seeds, np.uint64), np.array([host_sparsify.dare_level(d) for d in densities]), fused
-    )
-    for j in range(models):
-        mask = host_sparsify.dare_mask(n, densities[j], seeds[j])
-        assert tuple(fused[j]) == host_kernels.l1_norms(xs[j], base, mask)  # the same float64 bits
-        # and what the norms are: the float32 magnitudes summed (in float64, to rounding)
-        mag = np.abs(_f32(xs[j]) - _f32(base)).astype(np.float64)
-        assert math.isclose(fused[j, 0], float(mag.sum()), rel_tol=1e-12)
-        assert math.isclose(fused[j, 1], float(mag[mask].sum()), rel_tol=1e-12)
-    scales = host_sparsify.dare_scales(xs, base, seeds, densities)
-    assert np.array_equal(scales, (fused[:, 0] / fused[:, 1]).astype(np.float32))
-
-
-def pairwise_norm(mag: np.ndarray) -> float:
-    """The definition of the kernels' sums, in NumPy: each strip of ``SUM_STRIP`` float64 values
-    zero-padded and halved (``v[:h] + v[h:]``) down to one value, the strips added in order."""
-    total = 0.0
-    for start in range(0, mag.size, host_kernels.SUM_STRIP):
-        v = np.zeros(host_kernels.SUM_STRIP)
-        chunk = mag[start : start + host_kernels.SUM_STRIP]
-        v[: chunk.size] = chunk
-        while v.size > 1:
-            v = v[: v.size // 2] + v[v.size // 2 :]
-        total += float(v[0])
-    return total
-
-
-@pytest.mark.parametrize("n", [1, 1000, host_kernels.SUM_STRIP, 3 * host_kernels.BLOCK + 5])
-def test_l1_norms_are_stripwise_pairwise_sums(n: int) -> None:
-    rng = np.random.default_rng(n)
-    x = (rng.standard_normal(n) * 1e3 ** rng.integers(-3, 3, n)).astype(np.float32)  # a wide range
-    base = rng.standard_normal(n).astype(np.float32)
-    mask = rng.random(n) < 0.4
-    mag = np.abs(x - base).astype(np.float64)
-    before, after = host_kernels.l1_norms(x, base, mask)
-    assert before == pairwise_norm(mag)
-    assert after == pairwise_norm(np.where(mask, mag, 0.0))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rescale_norms_are_the_l1_norms_before_and_after_the_mask(dtype: torch.dtype) -> None:
+    """DARE's rescale factor is sum |d| / sum |d| [mask] of each model (mergekit's L1 rescale),
+    with the mask the operators draw; chunked sums equal float64 NumPy sums to rounding."""
+    rng = np.random.default_rng(3)
+    n = 3 * CHUNK + 13  # several chunks and a tail
+    base = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype)
+    models = [torch.from_numpy((rng.standard_normal(n) * (j + 1)).astype(np.float32)).to(dtype) for j in range(2)]
+    densities = [0.2, 0.7]
+    keeps = random_drop.random_keeps_streamed(models, base, densities, torch.Generator(), True, torch.float32, seed=5)
+    for j, keep in enumerate(keeps):
+        mask = reference_mask(n, densities[j], random_drop.dare_seed(5, j))
+        assert np.array_equal(keep.mask.numpy(), mask)
+        mag = np.abs(models[j].float().numpy() - base.float().numpy()).astype(np.float64)
+        assert math.isclose(float(keep.scale), mag.sum() / mag[mask].sum(), rel_tol=1e-6)
 
 
 def _within(count: int, n: int, p: float) -> bool:
@@ -172,16 +128,41 @@ def _within(count: int, n: int, p: float) -> bool:
 @pytest.mark.parametrize("density", [0.01, 0.3, 0.5, 0.9])
 def test_masks_behave_as_independent_draws(density: float) -> None:
     n = 1 << 20
-    seed = host_sparsify.dare_seed(2024, 0)
-    m = host_sparsify.dare_mask(n, density, seed)
-    p = host_sparsify.dare_level(density) / 65536
+    seed = random_drop.dare_seed(2024, 0)
+    m = random_drop.splitmix_mask_array(n, random_drop.dare_level(density), seed)
+    p = random_drop.dare_level(density) / 65536
     assert _within(int(m.sum()), n, p)
     assert _within(int(np.count_nonzero(m[:-1] & m[1:])), n - 1, p * p)  # neighbours
     quarters = m.reshape(-1, 4)
     for lane in range(4):  # each quarter of a word alone, and with the next quarter
         assert _within(int(quarters[:, lane].sum()), n // 4, p)
         assert _within(int(np.count_nonzero(quarters[:, lane] & quarters[:, (lane + 1) % 4])), n // 4, p * p)
-    other = host_sparsify.dare_mask(n, density, host_sparsify.dare_seed(2024, 1))  # another model
+    other = random_drop.splitmix_mask_array(n, random_drop.dare_level(density), random_drop.dare_seed(2024, 1))  # another model
     assert _within(int(np.count_nonzero(m & other)), n, p * p)
-    shifted = host_sparsify.dare_mask(n, density, seed + 1)  # a neighbouring seed
+    shifted = random_drop.splitmix_mask_array(n, random_drop.dare_level(density), seed + 1)  # a neighbouring seed
     assert _within(int(np.count_nonzero(m & shifted)), n, p * p)
+
+
+def test_a_dare_ties_merge_loads_no_numba(tmp_path: Path) -> None:
+    """The one merge engine is torch (and NumPy for the masks): a DARE-TIES merge in a fresh
+    process imports no numba."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.tiny_models import make_tiny_model, perturb_model
+
+    base = make_tiny_model(tmp_path / "base", "llama", seed=40)
+    models = [perturb_model(base, tmp_path / name, seed=41 + j) for j, name in enumerate("ab")]
+    recipe = tmp_path / "dare.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "merge_method": "dare_ties", "base_model": str(base), "dtype": "bfloat16",
+        "models": [{"model": str(m), "parameters": {"weight": 0.5, "density": 0.5}} for m in models],
+    }))
+    code = ("import sys; from evomm.cli import main; "
+            f"rc = main(['merge', {str(recipe)!r}, '--out', {str(tmp_path / 'out')!r}, '--no-progress']); "
+            "print('RC', rc, 'NUMBA', 'numba' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-4:] == ["RC", "0", "NUMBA", "False"]

@@ -3,13 +3,13 @@
 * :func:`evomm.execute.merge_to_dir` with its read-ahead thread and background writer writes the
   same bytes as the sequential loop, for linear, TIES and DARE-TIES, and still leaves nothing
   behind when the writer or the operator fails;
-* :func:`evomm.execute.merged_tensors` yields the same tensors for every prefetch depth;
+* :func:`evomm.execute.merged_tensors` yields the same tensors, in plan order, for every prefetch
+  depth and number of merging threads;
 * the operators' chunked arithmetic (:data:`evomm_ops._common.CHUNK`) gives the same bits for
   every chunk size, for every method and dtype;
 * reading a tensor through a copy-on-write memory map (large tensors) gives the same tensor and
   the same merged checkpoint as ``readinto``, never writes through to the file, and still names
   a truncated file;
-* ``evomm.cpu_tuning`` applies on this (glibc) machine and changes no result;
 * the streaming writer reserves each shard's exact size with ``fallocate`` and writes the same
   bytes as without it;
 * the selection's NumPy tally (CPU float tensors: counts at the bracket's ends, positions
@@ -247,7 +247,7 @@ def test_streamed_window_steps_aside_where_it_does_not_apply(monkeypatch: pytest
     # a bracket that misses the rank: None, never a wrong threshold
     from evomm_ops import rank_select
 
-    monkeypatch.setattr(rank_select, "_bracket", lambda s, q: (1, 2))
+    monkeypatch.setattr(rank_select, "bracket", lambda s, q: (1, 2))
     assert sparsify.window_keep_streamed(model, base, n // 2, n, torch.float32) is None
 
 
@@ -306,22 +306,6 @@ def test_operators_give_the_same_bits_with_and_without_the_streamed_window(
     assert not torch.equal(whole, base)
 
 
-def test_cpu_tuning_applies_where_glibc_is_and_changes_no_result(zoo: dict[str, Path], tmp_path: Path) -> None:
-    import platform
-
-    from evomm.cpu_tuning import tune_for_streaming
-
-    plugins = get_plugins()
-    recipe = _recipe("dare_ties", zoo, dtype="bfloat16")
-    cks = open_models(recipe, plugins)
-    plan = build_plan(recipe, cks, plugins)
-    before = merge_to_dir(plan, cks, tmp_path / "before", plugins, progress=False)
-    applied = tune_for_streaming()
-    assert applied == {"keep_freed_memory": platform.libc_ver()[0] == "glibc"}
-    after = merge_to_dir(plan, cks, tmp_path / "after", plugins, progress=False)
-    assert _files(before) == _files(after)
-
-
 def _files(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.suffix in (".safetensors", ".json")}
 
@@ -370,18 +354,38 @@ def test_preallocated_shards_hold_exactly_the_same_bytes(zoo: dict[str, Path], t
     assert all(ok for _, ok in calls) == sys.platform.startswith("linux")
 
 
-def test_merged_tensors_do_not_depend_on_prefetch_depth(zoo: dict[str, Path]) -> None:
+@pytest.mark.parametrize("method", ["dare_ties", "ties"])
+def test_merged_tensors_do_not_depend_on_prefetch_depth_nor_threads(zoo: dict[str, Path], method: str) -> None:
     plugins = get_plugins()
-    recipe = _recipe("dare_ties", zoo)
+    recipe = _recipe(method, zoo)
     cks = open_models(recipe, plugins)
     plan = build_plan(recipe, cks, plugins)
-    want = list(merged_tensors(plan, cks, plugins, prefetch=0))
+    intra = torch.get_num_threads()
+    want = list(merged_tensors(plan, cks, plugins, prefetch=0, threads=1))
     assert [n for n, _ in want] == [s.name for s in plan.steps]
-    for depth in (1, 3, len(plan.steps) + 5):
-        got = list(merged_tensors(plan, cks, plugins, prefetch=depth))
-        assert [n for n, _ in got] == [n for n, _ in want]
+    for depth, threads in ((1, 1), (3, 2), (0, 4), (len(plan.steps) + 5, 3)):
+        got = list(merged_tensors(plan, cks, plugins, prefetch=depth, threads=threads))
+        assert [n for n, _ in got] == [n for n, _ in want]  # plan order, whatever finishes first
         for (name, g), (_, w) in zip(got, want):
             assert g.dtype == w.dtype and torch.equal(g, w), name
+    assert torch.get_num_threads() == intra  # torch's intra-op threads are restored
+
+
+def test_in_order_keeps_the_order_and_raises_in_the_caller() -> None:
+    from evomm.pipeline import in_order
+
+    def slow_first(x: int) -> int:
+        time.sleep(0.05 if x % 3 == 0 else 0.0)  # later items finish first
+        if x == 7:
+            raise CheckpointError("item 7 (test)")
+        return x * 10
+
+    assert list(in_order(range(7), slow_first, workers=3)) == [x * 10 for x in range(7)]
+    got = []
+    with pytest.raises(CheckpointError, match="item 7"):
+        for y in in_order(range(20), slow_first, workers=3):
+            got.append(y)
+    assert got == [x * 10 for x in range(7)]
 
 
 def test_abandoned_prefetching_generator_stops_cleanly(zoo: dict[str, Path]) -> None:
@@ -395,15 +399,12 @@ def test_abandoned_prefetching_generator_stops_cleanly(zoo: dict[str, Path]) -> 
     assert first[0] == plan.steps[0].name
 
 
-@pytest.mark.parametrize("engine", ["0", "1"])
 def test_writer_error_surfaces_and_leaves_nothing(zoo: dict[str, Path], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
-    """The torch path (engine off) writes tensors with ``write``, the CPU engine arrays with
-    ``write_array``; either failing mid-merge leaves nothing behind."""
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer failing mid-merge (in its background thread) leaves nothing behind."""
     from evomm.safetensors_io import ShardedSafetensorsWriter
 
-    monkeypatch.setenv("EVOMM_CPU_ENGINE", engine)
-    method = "write_array" if engine == "1" else "write"
+    method = "write"
     plugins = get_plugins()
     recipe = _recipe("ties", zoo)
     cks = open_models(recipe, plugins)
@@ -425,20 +426,15 @@ def test_writer_error_surfaces_and_leaves_nothing(zoo: dict[str, Path], tmp_path
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
-@pytest.mark.parametrize("engine", ["0", "1"])
-def test_read_error_surfaces_from_the_prefetch_thread(
-    zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
-) -> None:
-    """With the CPU engine off, the torch path's prefetch thread reads; with it on (linear has
-    a torch-free form), ``read_array`` does, in the merging thread."""
-    monkeypatch.setenv("EVOMM_CPU_ENGINE", engine)
+def test_read_error_surfaces_from_the_prefetch_thread(zoo: dict[str, Path], tmp_path: Path) -> None:
+    """A read failing in the prefetch thread surfaces in the caller; nothing is left behind."""
     plugins = get_plugins()
     recipe = _recipe("linear", zoo)
     cks = open_models(recipe, plugins)
     plan = build_plan(recipe, cks, plugins)
     victim = plan.steps[3].name
     ck = cks[plan.models[1].name]
-    method = "read_array" if engine == "1" else "read"
+    method = "read"
     real_read = getattr(ck, method)
 
     def read(name: str) -> Any:
@@ -542,12 +538,12 @@ def test_joint_dare_keeps_equal_one_model_at_a_time_with_one_generator() -> None
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_sparsify_threads_work_again_in_a_forked_child() -> None:
-    from evomm_ops import host_sparsify
+    from evomm_ops import rank_select
 
-    assert host_sparsify.parallel_map(abs, [-1, -2]) == [1, 2]  # the pool exists now
+    assert rank_select.parallel_map(abs, [-1, -2]) == [1, 2]  # the pool exists now
     pid = os.fork()
     if pid == 0:  # child: a pool inherited from the parent would have no threads and hang
-        os._exit(0 if host_sparsify._POOL is None and host_sparsify.parallel_map(abs, [-3, -4]) == [3, 4] else 1)
+        os._exit(0 if rank_select._POOL is None and rank_select.parallel_map(abs, [-3, -4]) == [3, 4] else 1)
     start = time.monotonic()
     while time.monotonic() - start < 20:
         done, status = os.waitpid(pid, os.WNOHANG)

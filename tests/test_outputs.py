@@ -8,11 +8,13 @@ CI runs as root, whom file modes do not stop: read-only and full disks are injec
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -205,6 +207,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"a": make_tiny_model(root / "a", seed=0), "b": make_tiny_model(root / "b", seed=1)}
 
 
+class FillingFile(io.FileIO):
+    """A shard file whose disk fills up: writes after the first ``after`` fail with ENOSPC."""
+
+    def __init__(self, path: Path, calls: list[int], after: int) -> None:
+        super().__init__(path, "wb")
+        self.calls, self.after = calls, after
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        self.calls.append(len(data))
+        if len(self.calls) > self.after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
 def linear_recipe(path: Path, a: Path, b: Path) -> Path:
     path.write_text(yaml.safe_dump({"merge_method": "linear", "models": [
         {"model": str(a), "parameters": {"weight": 0.5}}, {"model": str(b), "parameters": {"weight": 0.5}}]}))
@@ -213,18 +229,11 @@ def linear_recipe(path: Path, a: Path, b: Path) -> Path:
 
 def test_merge_disk_full_mid_write(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from evomm.direct_io import DirectWriteFile
+    from evomm import safetensors_io
 
     recipe = linear_recipe(tmp_path / "r.yaml", models["a"], models["b"])
-    real, calls = DirectWriteFile.write, []
-
-    def fill_up(self: DirectWriteFile, data: bytes) -> int:
-        calls.append(len(data))
-        if len(calls) > 3:  # a few tensors in: mid-write
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
-
-    monkeypatch.setattr(DirectWriteFile, "write", fill_up)
+    calls: list[int] = []
+    monkeypatch.setattr(safetensors_io, "_open_shard", lambda path: FillingFile(path, calls, after=3))
     assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     line = error_line(capsys)
     assert line.startswith("evomm: error: disk full while writing --out") and "needs" in line, line
@@ -448,13 +457,10 @@ def test_export_overwrite_replaces_a_previous_export(run: Path, tmp_path: Path,
 
 def test_export_disk_full_leaves_nothing(run: Path, micro_zoo: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from evomm.direct_io import DirectWriteFile
-
-    def fill_up(self: DirectWriteFile, data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from evomm import safetensors_io
 
     monkeypatch.chdir(micro_zoo.parent)
-    monkeypatch.setattr(DirectWriteFile, "write", fill_up)
+    monkeypatch.setattr(safetensors_io, "_open_shard", lambda path: FillingFile(path, [], after=0))
     assert main(["export", str(run), "--pick", "knee", "--out", str(tmp_path / "child")]) == 2
     assert error_line(capsys).startswith("evomm: error: disk full while writing --out")
     assert sorted(os.listdir(tmp_path)) == []

@@ -10,7 +10,6 @@ Errors that users cause (:class:`~evomm.errors.EvommError`) are printed as one c
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import importlib
 import os
@@ -108,37 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evomm: interrupted", file=sys.stderr)
         return 130
-    global _FAST_EXIT
-    _FAST_EXIT = bool(getattr(args, "fast_exit", False))
     return int(result or 0)
 
 
-#: Set by :func:`main` when the command that ran allows :func:`entry` to skip the interpreter's
-#: teardown (its parser sets ``fast_exit=True``: ``merge``).
-_FAST_EXIT = False
-
-
 def entry() -> None:
-    """The ``evomm`` console script: :func:`main`, then exit.
-
-    After a command whose parser sets ``fast_exit=True`` (``evomm merge``, whose output is
-    complete and closed when it returns), the process ends with :func:`os._exit` once the exit
-    handlers have run (:mod:`atexit`: logging, temporary directories, progress bars) and
-    stdout and stderr are flushed: the interpreter's teardown, which only frees objects the
-    operating system frees anyway, is skipped. It took ~0.1 s after a merge (numba's compiler,
-    NumPy, pydantic and the plugins: measured on the project's 2-core VM, 1.97-2.03 s -> 1.74-1.92
-    s for a DARE-TIES merge of the 350M bench models). Every other command, and :func:`main`
-    called from Python, exits the ordinary way (threads joined, objects finalised).
-    """
-    code = main()
-    if not _FAST_EXIT:
-        sys.exit(code)
-    try:
-        atexit._run_exitfuncs()  # what a normal exit runs first; no public spelling of it
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # closed or gone (a closed pipe): nothing to flush
-                pass
-        os._exit(code)
+    """The ``evomm`` console script: :func:`main`, then exit with its status."""
+    sys.exit(main())

@@ -26,11 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomm.cpu_tuning import tune_for_streaming
     from evomm.export import export_run_candidate
     from evomm.plugins import get_plugins
-
-    tune_for_streaming()  # see evomm.cpu_tuning: reuse freed buffers across tensors
 
     out, rec = export_run_candidate(args.run_dir, args.out, candidate=args.candidate, pick_how=args.pick,
                                     plugins=get_plugins(args.plugins_dir), overwrite=args.overwrite)

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="largest output shard, e.g. 5GB (default), 500MB, 2GiB",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    p.set_defaults(func=run, fast_exit=True)  # see evomm.cli.entry
+    p.set_defaults(func=run)
 
 
 def _whole_model_builder(path: str, plugins: Any) -> tuple[Any, dict] | None:
@@ -73,13 +73,10 @@ def _whole_model_builder(path: str, plugins: Any) -> tuple[Any, dict] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evomm.cpu_tuning import tune_for_streaming
     from evomm.execute import merge_to_dir, open_models
     from evomm.plan import build_plan
     from evomm.plugins import get_plugins
     from evomm.recipe import load_recipe
-
-    tune_for_streaming()  # see evomm.cpu_tuning: reuse freed buffers across tensors
 
     plugins = get_plugins(args.plugins_dir)
     whole = _whole_model_builder(args.recipe, plugins)

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from evomm.errors import ConfigError, MergeError
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamScope, ParamSpec
@@ -64,8 +62,8 @@ def _where(op: type[MergeOperator], ctx: TensorContext) -> str:
 
 def check_inputs(
     op: type[MergeOperator],
-    tensors: Sequence[torch.Tensor] | Sequence[np.ndarray],
-    base: torch.Tensor | np.ndarray | None,
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
     global_params: Mapping[str, float],
     model_params: Sequence[Mapping[str, float]],
     ctx: TensorContext,
@@ -74,8 +72,7 @@ def check_inputs(
 
     Args:
         op: the operator class (for its name, declared parameters and model-count limits).
-        tensors, base, global_params, model_params, ctx: the arguments of ``merge`` (or of
-            ``merge_arrays``: NumPy arrays).
+        tensors, base, global_params, model_params, ctx: the arguments of ``merge``.
 
     Returns:
         ``(global_params, model_params)`` as plain dicts, every declared parameter present and
@@ -112,8 +109,7 @@ def check_inputs(
                 f"{where}: shape mismatch, {label} has {tuple(t.shape)} but model 0 has "
                 f"{tuple(ref.shape)}; the parents are not the same architecture"
             )
-        # raw NumPy arrays (merge_arrays) come from the CPU engine, which passes floats only
-        if hasattr(t, "is_floating_point") and not t.is_floating_point():
+        if not t.is_floating_point():
             raise MergeError(f"{where}: {label} has dtype {t.dtype}; only floating tensors merge")
     return _resolve_params(op, global_params, model_params, where)
 
@@ -143,24 +139,3 @@ def _resolve_params(
     g = fill(op.global_params(), global_params, "global")
     per = [fill(op.model_params(), mp, f"model {i}") for i, mp in enumerate(model_params)]
     return g, per
-
-
-#: Compute dtypes the built-in operators' ``merge_arrays`` handle (raw NumPy dtypes).
-HOST_DTYPES = {"bfloat16": np.uint16, "float32": np.float32}
-
-
-def f32_sum(values: Sequence[float]) -> np.float32:
-    """``torch.tensor(values, dtype=torch.float32).sum()`` for at most :data:`HOST_MAX_MODELS`
-    values: each rounded to float32, then added in order from 0. (Torch's CPU sum is that for up
-    to four values; from five on it adds in several interleaved accumulators, an order that
-    depends on its vector width, so the operators' torch-free forms stop at four models.)"""
-    total = np.float32(0.0)
-    for v in np.asarray(values, dtype=np.float32):
-        total = np.float32(total + v)
-    return total
-
-
-#: Most source models ``merge_arrays`` takes: up to here :func:`f32_sum` is torch's sum
-#: (tested); beyond, the operators decline and the engine uses their torch form.
-HOST_MAX_MODELS = 4
-

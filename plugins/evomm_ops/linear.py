@@ -14,20 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from evomm.errors import MergeError
 from evomm.operators import MergeOperator, TensorContext
-from evomm_ops._common import (
-    CHUNK,
-    HOST_DTYPES,
-    HOST_MAX_MODELS,
-    bool_spec,
-    check_inputs,
-    f32_sum,
-    weight_spec,
-    work_dtype,
-)
+from evomm_ops._common import CHUNK, bool_spec, check_inputs, weight_spec, work_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -92,41 +81,6 @@ class Linear(MergeOperator):
             if g["normalize"]:
                 chunk.div_(total)
             flat_out[start:stop].copy_(chunk)
-        return out
-
-    def merge_arrays(
-        self,
-        arrays: Sequence[np.ndarray],
-        base: np.ndarray | None,
-        global_params: Mapping[str, float],
-        model_params: Sequence[Mapping[str, float]],
-        ctx: TensorContext,
-        dtype: str,
-    ) -> np.ndarray | None:
-        """:meth:`merge` without torch (:func:`evomm_ops.host_kernels.linear`), the same bits.
-
-        Example:
-            >>> from evomm.layout import ModuleKind
-            >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
-            >>> Linear().merge_arrays([np.zeros(2, np.float32), np.ones(2, np.float32)], None, {},
-            ...                       [{"weight": 0.5}, {"weight": 1.5}], ctx, "float32")
-            array([0.75, 0.75], dtype=float32)
-        """
-        if dtype not in HOST_DTYPES or len(arrays) > HOST_MAX_MODELS:
-            return None
-        g, per = check_inputs(type(self), arrays, base, global_params, model_params, ctx)
-        ws = [p["weight"] for p in per]
-        nonzero = [i for i, w in enumerate(ws) if w != 0]
-        if len(nonzero) == 1 and (g["normalize"] or ws[nonzero[0]] == 1):
-            return arrays[nonzero[0]]
-        total = f32_sum(ws)
-        if g["normalize"] and total == 0:
-            raise _zero_total(ws, ctx)
-        from evomm_ops import host_kernels  # numba: compiled (or loaded from its cache) on first use
-
-        out = np.empty(arrays[0].size, dtype=HOST_DTYPES[dtype])
-        host_kernels.linear(tuple(a.reshape(-1) for a in arrays), np.asarray(ws, dtype=np.float32),
-                            total, bool(g["normalize"]), out)
         return out
 
 

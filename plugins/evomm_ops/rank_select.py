@@ -33,18 +33,54 @@ below, equal to or strictly below a bound, and is collected only when the bracke
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from evomm_ops.host_sparsify import SAMPLE_MIN_NUMEL, SAMPLE_SIZE, parallel_map
-from evomm_ops.host_sparsify import bracket as _bracket
-from evomm_ops.host_sparsify import tally as _host_tally
-
 #: Entries per chunk of a pass (1 MiB of float32: the chunk stays in cache while it is counted).
 CHUNK = 1 << 18
+#: Below this many entries the order statistic is selected on the whole tensor.
+SAMPLE_MIN_NUMEL = 1 << 18
+#: Size of the strided sample that brackets a rank.
+SAMPLE_SIZE = 1 << 16
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: Threads that run the NumPy work of several models of one tensor at once (TIES' tallies,
+#: DARE's masks): NumPy's loops are single-threaded and release the GIL. Made on first use.
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: make the next call start a new pool."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def parallel_map(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``[fn(x) for x in items]``, in :data:`_POOL`'s threads when there is more than one item.
+
+    Example:
+        >>> parallel_map(abs, [-1, -2])
+        [1, 2]
+    """
+    global _POOL
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="evomm-sparsify")
+    return list(_POOL.map(fn, items))
+
 
 if TYPE_CHECKING:  # annotations only: loading the plugin imports no torch
     from typing import TypeAlias
@@ -100,7 +136,7 @@ def tally(m: Chunk, lo: float | None, hi: float | None) -> tuple[int, int, int, 
         (1, 2, 1, array([5]))
     """
     if isinstance(m, np.ndarray):
-        return _host_tally(m, lo, hi)
+        return _numpy_tally(m, lo, hi)
     import torch
     below = int((m < lo).count_nonzero()) if lo is not None else 0
     eq_lo = int((m == lo).count_nonzero()) if lo is not None else 0
@@ -117,6 +153,41 @@ def tally(m: Chunk, lo: float | None, hi: float | None) -> tuple[int, int, int, 
     return below, eq_lo, eq_hi, inside_t.nonzero().squeeze(1)
 
 
+def bracket(s: int, q: float) -> tuple[int, int]:
+    """1-based ranks in a sample of ``s`` that bracket quantile ``q`` of the population with a
+    4-sigma binomial margin (plus 8 for small samples).
+
+    Example:
+        >>> bracket(1000, 0.5)
+        (428, 572)
+    """
+    margin = 4.0 * math.sqrt(s * q * (1.0 - q)) + 8.0
+    return math.floor(q * s - margin), math.ceil(q * s + margin)
+
+
+def _numpy_tally(m: np.ndarray, lo: float | None, hi: float | None) -> tuple[int, int, int, np.ndarray]:
+    """``(#(m < lo), #(m == lo), #(m == hi), positions strictly between)`` of a float array,
+    the bounds compared in ``m``'s dtype; a None bound is open (counts 0; everything on that
+    side is between). ``#(m == hi)`` is 0 when ``hi == lo`` (those entries are counted once, as
+    ``lo``'s). Positions are ascending int64. NaN is never below or equal to a bound, and is
+    between only when ``hi`` is open."""
+    kind = m.dtype.type
+    below = int(np.count_nonzero(np.less(m, kind(lo)))) if lo is not None else 0
+    eq_lo = int(np.count_nonzero(np.equal(m, kind(lo)))) if lo is not None else 0
+    same = lo is not None and hi is not None and lo == hi
+    eq_hi = int(np.count_nonzero(np.equal(m, kind(hi)))) if hi is not None and not same else 0
+    if same:
+        return below, eq_lo, eq_hi, np.empty(0, np.int64)
+    if lo is None:
+        inside = np.less(m, kind(hi))
+    elif hi is None:  # above lo, or NaN (ranked highest)
+        inside = np.logical_not(np.less_equal(m, kind(lo)))
+    else:
+        inside = np.greater(m, kind(lo))
+        inside &= np.less(m, kind(hi))
+    return below, eq_lo, eq_hi, np.flatnonzero(inside)
+
+
 def sample_bracket(sample: torch.Tensor, rank: int, n: int) -> tuple[float | None, float | None] | None:
     """The sample values that bracket population rank ``rank`` of ``n`` (None where the bracket
     is open), or None when both sides are open.
@@ -126,7 +197,7 @@ def sample_bracket(sample: torch.Tensor, rank: int, n: int) -> tuple[float | Non
         >>> sample_bracket(torch.arange(1000.0), 500_000, 1_000_000)
         (427.0, 571.0)
     """
-    low, high = _sample_bounds(sample, *_bracket(sample.numel(), rank / n))
+    low, high = _sample_bounds(sample, *bracket(sample.numel(), rank / n))
     if low is None and high is None:
         return None
     return (None if low is None else low.item(), None if high is None else high.item())
@@ -144,8 +215,8 @@ def _sample_bounds(sample: torch.Tensor, lo_rank: int, hi_rank: int) -> tuple[to
     s = sample.numel()
     lo_ok, hi_ok = lo_rank >= 1, hi_rank <= s
     coarse = sample[::16]
-    c_lo, _ = _bracket(coarse.numel(), (lo_rank if lo_ok else 1) / s)
-    _, c_hi = _bracket(coarse.numel(), (hi_rank if hi_ok else s) / s)
+    c_lo, _ = bracket(coarse.numel(), (lo_rank if lo_ok else 1) / s)
+    _, c_hi = bracket(coarse.numel(), (hi_rank if hi_ok else s) / s)
     if coarse.numel() >= 1024 and c_lo >= 1 and c_hi <= coarse.numel():
         low = torch.kthvalue(coarse, c_lo).values
         high = torch.kthvalue(coarse, c_hi).values

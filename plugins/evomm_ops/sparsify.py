@@ -31,34 +31,37 @@ threshold magnitude, exactly the requested count is kept and, among equal magnit
 with the larger flat index ranks higher (is kept first by top-k). mergekit's unstable argsort
 breaks such ties arbitrarily; without ties the kept sets are identical.
 
-Randomness (DARE, DELLA) comes only from ``TensorContext.seed``: DARE's masks from SplitMix64
-streams seeded per model with :func:`evomm_ops.host_sparsify.dare_seed` (the same masks on every
-device, and the CPU engine's; see :func:`dare_mask`), everything else from a ``torch.Generator``
-seeded with it, so a merge is reproducible bit for bit on the same device type.
+Randomness (DARE, DELLA) comes only from ``TensorContext.seed`` (:mod:`evomm_ops.random_drop`,
+whose functions are re-exported here with :class:`~evomm_ops.keep.Keep`), so a merge is
+reproducible bit for bit on the same device type.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from evomm_ops import host_sparsify, rank_select
+from evomm_ops import rank_select
+from evomm_ops.keep import KEEP_ALL as KEEP_ALL
+from evomm_ops.keep import Keep as Keep
+from evomm_ops.keep import as_float as as_float
+from evomm_ops.keep import masked
+from evomm_ops.keep import window_mask_ as window_mask_
+from evomm_ops.random_drop import dare_mask as dare_mask
+from evomm_ops.random_drop import della_keep as della_keep
+from evomm_ops.random_drop import della_magprune_ as della_magprune_
+from evomm_ops.random_drop import random_ as random_
+from evomm_ops.random_drop import random_keep as random_keep
+from evomm_ops.random_drop import random_keep_streamed as random_keep_streamed
+from evomm_ops.random_drop import random_keeps_streamed as random_keeps_streamed
+from evomm_ops.random_drop import splitmix_mask as splitmix_mask
 from evomm_ops.rank_select import RankBound as RankBound  # re-exported: Keep's bounds
 
 if TYPE_CHECKING:
     import torch
 
 #: Below this many elements ``torch.kthvalue`` on the whole tensor is as fast as sampling.
-_SAMPLE_MIN_NUMEL = host_sparsify.SAMPLE_MIN_NUMEL
-# DARE's keep probability is resolved to 1/65536 (host_sparsify.DARE_LEVELS): masks are drawn
-# from 16-bit random integers (four per 64-bit SplitMix64 word; see dare_mask), so
-# ``density`` is realised as ``round(density * 65536) / 65536`` (an error below 8e-6,
-# invisible after L1 rescaling).
-_RESCALE_EPS = 1e-7
+_SAMPLE_MIN_NUMEL = rank_select.SAMPLE_MIN_NUMEL
 
 
 def kth_smallest(values: torch.Tensor, rank: int) -> torch.Tensor:
@@ -156,117 +159,6 @@ def rank_window_keep_(mag: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return window_mask_(mag, low, high)
 
 
-def window_mask_(mag: torch.Tensor, low: RankBound | None, high: RankBound | None, start: int = 0) -> torch.Tensor:
-    """Overwrite the flat magnitudes ``mag`` (positions ``start..`` of a task vector) with 1.0
-    where they lie inside the rank window whose ends are ``low`` and ``high`` (None: open; at
-    least one given) and 0.0 elsewhere, and return them: ``|d| > low.value``, or ``== low.value``
-    at flat index ``>= low.cut``; and ``|d| < high.value``, or ``== high.value`` at flat index
-    ``< high.cut``.
-
-    Example:
-        >>> import torch
-        >>> window_mask_(torch.tensor([2.0, 3.0, 2.0, 1.0]), RankBound(2.0, 2), None).tolist()
-        [0.0, 1.0, 1.0, 0.0]
-    """
-    import torch
-    m = mag.numel()
-    upper = None
-    if high is not None:
-        split = min(max(high.cut - start, 0), m)
-        upper = torch.empty_like(mag)
-        torch.le(mag[:split], high.value, out=upper[:split])
-        torch.lt(mag[split:], high.value, out=upper[split:])
-    if low is None:
-        assert upper is not None  # callers pass at least one bound
-        return mag.copy_(upper)
-    split = min(max(low.cut - start, 0), m)
-    mag[:split].gt_(low.value)
-    mag[split:].ge_(low.value)
-    return mag if upper is None else mag.mul_(upper)
-
-
-def as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bool mask as 0/1 in ``dtype``. Going through a uint8 view is ~10x faster on CPU than
-    ``mask.to(float)``, whose bool cast is not vectorised in torch's CPU kernels."""
-    import torch
-    return mask.view(torch.uint8).to(dtype)
-
-
-@dataclass(frozen=True)
-class Keep:
-    """What sparsification does to one model's task vector, decided on the whole tensor and then
-    applied to it chunk by chunk (:meth:`apply_`): ``delta *= mask``, then ``delta *= scale``.
-
-    The mask is either stored (``mask``) or, for a rank window found without materialising the
-    magnitudes (:func:`window_keep_streamed`), recomputed per chunk from ``|delta|`` and the
-    window's bounds (``low``/``high``): the same 0/1 values, so the same bits.
-
-    Attributes:
-        mask: flat 0/1 float mask over the tensor, or a flat bool mask (a quarter of the memory;
-            converted chunk by chunk), or None (keep everything).
-        scale: 0-dim rescale factor (``before / after`` L1 norms), or None.
-        zero: the whole task vector is dropped (``delta.zero_()``; mask and scale unused).
-        low: keep only entries ranked at or above this bound (``|d| > value``, or ``== value``
-            at flat index ``>= cut``), or None.
-        high: keep only entries ranked below this bound (``|d| < value``, or ``== value`` at
-            flat index ``< cut``), or None.
-    """
-
-    mask: torch.Tensor | None = None
-    scale: torch.Tensor | None = None
-    zero: bool = False
-    low: RankBound | None = None
-    high: RankBound | None = None
-
-    def apply_(self, delta: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Apply to ``delta``, the flat slice ``[start, start + numel)`` of the task vector.
-
-        Example:
-            >>> import torch
-            >>> Keep(mask=torch.tensor([1.0, 0.0, 1.0])).apply_(torch.tensor([2.0, 3.0, 4.0])).tolist()
-            [2.0, 0.0, 4.0]
-            >>> Keep(low=RankBound(2.0, 2)).apply_(torch.tensor([2.0, -3.0, 2.0, 1.0])).tolist()
-            [0.0, -3.0, 2.0, 0.0]
-        """
-        import torch
-        if self.zero:
-            return delta.zero_()
-        if self.mask is not None:
-            part = self.mask[start : start + delta.numel()]
-            if part.dtype == torch.bool:
-                part = as_float(part, delta.dtype)
-            delta.mul_(part.view_as(delta))
-        elif self.low is not None or self.high is not None:
-            delta.mul_(self._window_mask(delta, start))
-        if self.scale is not None:
-            delta.mul_(self.scale)
-        return delta
-
-    def _window_mask(self, delta: torch.Tensor, start: int) -> torch.Tensor:
-        """The 0/1 mask of the rank window on this slice, in ``delta``'s dtype and shape."""
-        return window_mask_(delta.abs().view(-1), self.low, self.high, start).view_as(delta)
-
-
-#: Sparsification that keeps everything.
-KEEP_ALL = Keep()
-
-
-def _scale(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | None:
-    """mergekit's RescaleNorm.l1 factor, or None when either norm is below 1e-7."""
-    return before / after if before >= _RESCALE_EPS and after >= _RESCALE_EPS else None
-
-
-def _masked(mask: torch.Tensor, mag: torch.Tensor | None, rescale: bool) -> Keep:
-    """``Keep`` of a 0/1 float ``mask``; with ``rescale``, ``mag`` (the magnitudes, consumed)
-    gives the L1 norms before and after masking."""
-    if not rescale:
-        return Keep(mask=mask)
-    assert mag is not None  # callers pass magnitudes whenever rescale is on
-    before = mag.sum()
-    after = mag.view_as(mask).mul_(mask).sum()
-    return Keep(mask=mask, scale=_scale(before, after))
-
-
 def magnitude_keep(mag: torch.Tensor, density: float, rescale: bool = False) -> Keep:
     """TIES trimming: keep the ``max(1, int(density*n))`` largest magnitudes.
 
@@ -315,7 +207,7 @@ def _window(mag: torch.Tensor, lo: int, hi: int, rescale: bool) -> Keep:
     if not rescale:
         return Keep(mask=rank_window_keep_(mag, lo, hi))
     original = mag.clone()
-    return _masked(rank_window_keep_(mag, lo, hi), original, rescale)
+    return masked(rank_window_keep_(mag, lo, hi), original, rescale)
 
 
 #: Entries per chunk of the streamed passes (1 MiB of float32: stays in L2).
@@ -423,265 +315,6 @@ def magnitude_outliers_keep(mag: torch.Tensor, density: float, gamma: float, res
     return _window(mag, *outliers_window(mag.numel(), density, gamma), rescale)
 
 
-def dare_mask(shape: torch.Size, density: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Bernoulli(density) keep mask drawn from 16-bit random integers.
-
-    The integers are the 16-bit quarters of the words of a SplitMix64 stream (a counter-based
-    generator: any word is computed on its own) seeded with one 64-bit draw of ``generator``, so
-    successive masks from one per-tensor generator differ and the same seed gives the same mask
-    on every device: on CPU from the numba kernel :func:`evomm_ops.host_kernels.dare_mask`,
-    elsewhere from :func:`splitmix_mask` in torch. An entry is kept when its draw is below
-    ``round(density * 65536)``.
-
-    Args:
-        shape: mask shape.
-        density: keep probability.
-        generator: the per-tensor generator (``TensorContext.seed``).
-        device: where to draw.
-
-    Returns:
-        A bool tensor; each entry True with probability ``round(density*65536)/65536``.
-
-    Example:
-        >>> import torch
-        >>> m = dare_mask(torch.Size([1000]), 0.3, torch.Generator().manual_seed(0), torch.device("cpu"))
-        >>> 200 < int(m.sum()) < 400
-        True
-    """
-    import torch
-    return _seeded_dare_mask(math.prod(shape), density, _draw_seed(generator), torch.device(device)).view(shape)
-
-
-def _draw_seed(generator: torch.Generator) -> int:
-    """One 64-bit draw of ``generator`` (as an unsigned integer): the seed of one DARE mask."""
-    import torch
-    return int(torch.empty((), dtype=torch.int64).random_(generator=generator)) % 2**64
-
-
-def _seeded_dare_mask(n: int, density: float, seed: int, device: torch.device) -> torch.Tensor:
-    """:func:`dare_mask`'s flat mask of ``n`` entries from the SplitMix64 stream ``seed``."""
-    import torch
-    if device.type == "cpu":
-        return torch.from_numpy(host_sparsify.dare_mask(n, density, seed))
-    return splitmix_mask(n, host_sparsify.dare_level(density), seed, device)
-
-
-def _signed64(v: int) -> int:
-    """An unsigned 64-bit integer as the int64 with the same bits."""
-    return v - 2**64 if v >= 2**63 else v
-
-
-def _shr(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 ``z`` (torch's ``>>`` is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def splitmix_mask(n: int, level: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """DARE's flat keep mask in torch, on any device: entry ``i`` is kept when bits
-    ``16 * (i % 4)`` up of word ``i // 4`` of the SplitMix64 stream ``seed``, as an unsigned
-    16-bit integer, are below ``level`` (what :func:`evomm_ops.host_kernels.dare_mask` computes
-    on CPU). int64 arithmetic wraps as the generator's uint64 arithmetic does.
-
-    Example:
-        >>> splitmix_mask(6, 32768, 1234567).tolist()
-        [False, False, False, True, True, True]
-    """
-    import torch
-    if level >= host_sparsify.DARE_LEVELS:
-        return torch.ones(n, dtype=torch.bool, device=device)
-    gamma, mix1, mix2 = (_signed64(c) for c in host_sparsify.SPLITMIX64)
-    z = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64, device=device).mul_(gamma).add_(_signed64(seed % 2**64))
-    z.bitwise_xor_(_shr(z, 30)).mul_(mix1)
-    z.bitwise_xor_(_shr(z, 27)).mul_(mix2)
-    z.bitwise_xor_(_shr(z, 31))
-    # the little-endian 16-bit quarters as int16; flipping the sign bit maps unsigned u to
-    # u - 32768, so u < level compares in int16 without a wider copy
-    return (z.view(torch.int16)[:n] ^ -32768) < level - 32768
-
-
-def random_keep(
-    numel: int, density: float, generator: torch.Generator, mag: torch.Tensor | None = None,
-    rescale: bool = True, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
-) -> Keep:
-    """DARE: drop each entry with probability ``1 - density``; optionally restore the L1 norm.
-
-    Args:
-        numel: entries in the task vector.
-        generator: the per-tensor generator; the mask is one draw of ``numel`` entries.
-        mag: flat magnitudes (needed, and consumed, when ``rescale``).
-        dtype, device: of the mask (default float32, CPU).
-
-    Example:
-        >>> import torch
-        >>> keep = random_keep(8, 0.5, torch.Generator().manual_seed(1), torch.ones(8))
-        >>> float(keep.apply_(torch.ones(8)).sum())  # L1 norm kept
-        8.0
-    """
-    import torch
-    if density >= 1:
-        return KEEP_ALL
-    mask = as_float(dare_mask(torch.Size([numel]), density, generator, torch.device(device)), dtype or torch.float32)
-    return _masked(mask, mag, rescale)
-
-
-def random_keep_streamed(
-    t: torch.Tensor, base: torch.Tensor, density: float, generator: torch.Generator, rescale: bool,
-    wd: torch.dtype,
-) -> Keep:
-    """:func:`random_keep` of the task vector ``t - base``, without whole-tensor magnitudes.
-
-    The mask is the same draw as :func:`random_keep`'s, kept as a bool tensor (1 byte an entry
-    instead of a float mask's 4). With ``rescale``, the two L1 norms (before and after dropping)
-    are summed in one chunked pass over the inputs (chunks of :data:`_STREAM_CHUNK`, each chunk's
-    sums added in float64), so no ``numel``-sized magnitude buffer is written and read back
-    (131 MB per model for a 32000x1024 embedding). The norms are the same quantities as
-    :func:`random_keep`'s; they are summed in another order, so the scale can differ from it in
-    the last bits of float32. :func:`random_keeps_streamed` does this for several models.
-
-    Args:
-        t, base: the model's and the base's tensors (same shape and device).
-        density: keep probability (``>= 1`` keeps everything, no rescaling).
-        generator: the per-tensor generator; the mask is one draw of ``numel`` entries.
-        rescale: restore the L1 norm after dropping.
-        wd: the work dtype of the magnitudes.
-
-    Example:
-        >>> import torch
-        >>> t, base = torch.ones(8), torch.zeros(8)
-        >>> keep = random_keep_streamed(t, base, 0.5, torch.Generator().manual_seed(1), True, torch.float32)
-        >>> float(keep.apply_(t.clone()).sum())  # L1 norm kept
-        8.0
-    """
-    return random_keeps_streamed([t], base, [density], generator, rescale, wd)[0]
-
-
-def random_keeps_streamed(
-    models: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float],
-    generator: torch.Generator, rescale: bool, wd: torch.dtype, seed: int | None = None,
-) -> list[Keep]:
-    """:func:`random_keep_streamed` for several models of one base: the same Keeps as calling it
-    for each model in turn with one generator (models of density ``>= 1`` draw nothing).
-
-    Each model's mask is drawn (:func:`dare_mask`) from the seed
-    :func:`evomm_ops.host_sparsify.dare_seed` gives model ``i`` of ``seed`` when ``seed`` is
-    given (the operators pass ``TensorContext.seed``: their torch-free forms then draw the same
-    masks), else from draws of ``generator`` in model order.
-    The rescale's L1 norms of bfloat16/float32 tensors on CPU come from
-    :func:`evomm_ops.host_kernels.l1_norms` (shared with the torch-free forms); others are summed
-    here in one pass that converts each base chunk once.
-
-    Example:
-        >>> import torch
-        >>> ts, base = [torch.ones(8), 2 * torch.ones(8)], torch.zeros(8)
-        >>> keeps = random_keeps_streamed(ts, base, [0.5, 1.0], torch.Generator().manual_seed(1), True, torch.float32)
-        >>> float(keeps[0].apply_(ts[0].clone()).sum()), keeps[1] is KEEP_ALL
-        (8.0, True)
-    """
-    import torch
-    n = base.numel()
-    out: list[Keep] = [KEEP_ALL] * len(models)
-    todo = [i for i, density in enumerate(densities) if density < 1]
-    if seed is not None:
-        seeds = {i: host_sparsify.dare_seed(seed, i) for i in todo}
-    else:
-        seeds = {i: _draw_seed(generator) for i in todo}  # in model order, as dare_mask draws them
-    masks = {i: _seeded_dare_mask(n, densities[i], seeds[i], base.device) for i in todo}
-    if not rescale or not todo:
-        return [Keep(mask=masks[i]) if i in masks else KEEP_ALL for i in range(len(models))]
-    if base.device.type == "cpu" and base.dtype in (torch.bfloat16, torch.float32):
-        norms = {i: _host_l1_norms(models[i], base, masks[i]) for i in todo}
-    else:
-        norms = _l1_norms(models, base, masks, todo, wd)
-    for i in todo:
-        before, after = norms[i]
-        scale = None
-        if before >= _RESCALE_EPS and after >= _RESCALE_EPS:
-            scale = torch.tensor(before / after, dtype=wd, device=base.device)
-        out[i] = Keep(mask=masks[i], scale=scale)
-    return out
-
-
-def _raw(t: torch.Tensor) -> np.ndarray:
-    """A flat NumPy view of a contiguous CPU bfloat16/float32 tensor's raw entries."""
-    import torch
-    flat = t.detach().contiguous().reshape(-1)
-    return flat.view(torch.int16).numpy().view(np.uint16) if flat.dtype == torch.bfloat16 else flat.numpy()
-
-
-def _host_l1_norms(t: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    from evomm_ops import host_kernels
-
-    before, after = host_kernels.l1_norms(_raw(t), _raw(base), mask.numpy())
-    return float(before), float(after)
-
-
-def _l1_norms(
-    models: Sequence[torch.Tensor], base: torch.Tensor, masks: dict[int, torch.Tensor], todo: list[int],
-    wd: torch.dtype,
-) -> dict[int, tuple[float, float]]:
-    """The L1 norms before and after masking of each model in ``todo``, in chunks with torch
-    (other devices and dtypes than :func:`_host_l1_norms`)."""
-    import torch
-    n = base.numel()
-    flats = {i: models[i].reshape(-1) for i in todo}
-    flat_b = base.reshape(-1)
-    size = max(1, min(n, _STREAM_CHUNK))
-    d = torch.empty(size, dtype=wd, device=base.device)
-    b = torch.empty(size, dtype=wd, device=base.device)
-    kept = torch.empty(size, dtype=wd, device=base.device)
-    before = dict.fromkeys(todo, 0.0)
-    after = dict.fromkeys(todo, 0.0)
-    for start in range(0, n, size):
-        stop = min(n, start + size)
-        m = stop - start
-        bc = b[:m].copy_(flat_b[start:stop])
-        for i in todo:
-            mag = d[:m].copy_(flats[i][start:stop]).sub_(bc).abs_()
-            before[i] += float(mag.sum(dtype=torch.float64))
-            after[i] += float(torch.dot(mag, kept[:m].copy_(masks[i][start:stop].view(torch.uint8))))
-    return {i: (before[i], after[i]) for i in todo}
-
-
-def della_keep(
-    mag: torch.Tensor, density: float, epsilon: float, generator: torch.Generator, rescale: bool = True
-) -> Keep:
-    """DELLA MagPrune: keep probabilities rise linearly with magnitude rank, within each row.
-
-    Along dim 1 (1-D tensors are one row), the entry of ascending rank ``r`` among ``c`` is kept
-    with probability ``density - epsilon + 2 * epsilon * r / (c - 1)`` (mergekit's convention;
-    a single-column row uses ``density``). Probabilities are clamped into [0, 1] where mergekit
-    raises instead, so every genome is a valid recipe.
-
-    Args:
-        mag: magnitudes **in the tensor's shape** (rows matter); consumed when ``rescale``.
-
-    Example:
-        >>> import torch
-        >>> keep = della_keep(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
-        >>> keep.mask.shape
-        torch.Size([8])
-    """
-    import torch
-    if density >= 1:
-        return KEEP_ALL
-    if density <= 0 or mag.numel() == 0:
-        return Keep(zero=True)
-    rows = mag.unsqueeze(0) if mag.dim() < 2 else mag
-    cols = rows.shape[1]
-    order = torch.sort(rows, dim=1, stable=True).indices
-    pos_shape = [1] * rows.dim()
-    pos_shape[1] = cols
-    if cols > 1:
-        ramp = torch.arange(cols, device=mag.device, dtype=torch.float32) / (cols - 1)
-    else:
-        ramp = torch.full((1,), 0.5, device=mag.device)
-    probs = ((density - epsilon) + ramp * (2 * epsilon)).clamp_(0, 1).view(pos_shape)
-    draws = torch.rand(rows.shape, generator=generator, device=mag.device, dtype=torch.float32)
-    keep_sorted = draws < probs
-    mask = torch.empty_like(keep_sorted).scatter_(1, order, keep_sorted)
-    return _masked(as_float(mask, mag.dtype).view(-1), mag, rescale)
-
-
 # In-place forms on a whole delta tensor (the operators use the ``*_keep`` forms chunk by chunk).
 
 
@@ -707,37 +340,3 @@ def magnitude_outliers_(
         [0.0, 0.0, 2.0, 3.0]
     """
     return magnitude_outliers_keep(delta.abs().view(-1), density, gamma, rescale).apply_(delta)
-
-
-def random_(
-    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True
-) -> torch.Tensor:
-    """:func:`random_keep` applied to ``delta`` in place.
-
-    Example:
-        >>> import torch
-        >>> d = random_(torch.ones(8), 0.5, torch.Generator().manual_seed(1))
-        >>> float(d.sum())  # L1 norm kept
-        8.0
-    """
-    mag = delta.abs().view(-1) if rescale else None
-    keep = random_keep(delta.numel(), density, generator, mag, rescale, delta.dtype, delta.device)
-    return keep.apply_(delta)
-
-
-def della_magprune_(
-    delta: torch.Tensor,
-    density: float,
-    epsilon: float,
-    generator: torch.Generator,
-    rescale: bool = True,
-) -> torch.Tensor:
-    """:func:`della_keep` applied to ``delta`` in place.
-
-    Example:
-        >>> import torch
-        >>> d = della_magprune_(torch.arange(1.0, 9.0), 0.5, 0.1, torch.Generator().manual_seed(0))
-        >>> d.shape
-        torch.Size([8])
-    """
-    return della_keep(delta.abs(), density, epsilon, generator, rescale).apply_(delta)

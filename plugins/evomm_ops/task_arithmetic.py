@@ -27,24 +27,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
 from evomm.operators import MergeOperator, TensorContext
 from evomm.params import ParamSpec
 from evomm_ops import sparsify
-from evomm_ops._common import (
-    CHUNK,
-    HOST_DTYPES,
-    HOST_MAX_MODELS,
-    G,
-    M,
-    bool_spec,
-    check_inputs,
-    density_spec,
-    f32_sum,
-    weight_spec,
-    work_dtype,
-)
+from evomm_ops._common import CHUNK, G, M, bool_spec, check_inputs, density_spec, weight_spec, work_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -153,91 +139,6 @@ class GeneralizedTaskArithmetic(MergeOperator):
                 mixed.mul_(g["lambda"])
             out[start:stop].copy_(mixed.add_(b))
         return out.view(base.shape)
-
-    def merges_arrays(self) -> bool:
-        """Every method but DELLA has a torch-free form."""
-        return self.sparsification in (None, "random", "magnitude", "magnitude_outliers")
-
-    def merge_arrays(
-        self,
-        arrays: Sequence[np.ndarray],
-        base: np.ndarray | None,
-        global_params: Mapping[str, float],
-        model_params: Sequence[Mapping[str, float]],
-        ctx: TensorContext,
-        dtype: str,
-    ) -> np.ndarray | None:
-        """:meth:`merge` without torch, the same bits: each model's sparsification decided by
-        :mod:`evomm_ops.host_sparsify` (DARE masks and rescale factors, rank-window bounds), then
-        one fused pass (:func:`evomm_ops.host_kernels.task_vectors`). Declines (None) DELLA, a
-        rescaled magnitude window, more than :data:`HOST_MAX_MODELS` models and compute dtypes
-        other than bfloat16 and float32.
-
-        Example:
-            >>> from evomm.layout import ModuleKind
-            >>> ctx = TensorContext("w", ModuleKind.OTHER, None, 0)
-            >>> TaskArithmetic().merge_arrays([np.ones(2, np.float32)], np.zeros(2, np.float32), {},
-            ...                               [{"weight": 0.5}], ctx, "float32")
-            array([0.5, 0.5], dtype=float32)
-        """
-        if not self.merges_arrays() or dtype not in HOST_DTYPES or len(arrays) > HOST_MAX_MODELS:
-            return None
-        g, per = check_inputs(type(self), arrays, base, global_params, model_params, ctx)
-        assert base is not None  # check_inputs raised otherwise (requires_base)
-        rescale = bool(g["rescale"])
-        windowed = self.sparsification in ("magnitude", "magnitude_outliers")
-        if rescale and windowed:
-            return None
-        from evomm_ops import host_kernels, host_sparsify  # numba: compiled (or cached) on first use
-
-        flats = [a.reshape(-1) for a in arrays]
-        flat_base = base.reshape(-1)
-        n, m = flat_base.size, len(flats)
-        seeds = np.zeros(m, np.uint64)
-        levels = np.zeros(m, np.int64)
-        use_mask = np.zeros(m, np.uint8)
-        windows = np.zeros((m, host_kernels.WINDOW_COLUMNS))
-        coef = np.ones((m, 2), np.float32)
-        if self.sparsification == "random":  # masks drawn inside the kernels, from the seeds
-            dare = [i for i, p in enumerate(per) if p["density"] < 1]
-            for i in dare:
-                seeds[i] = host_sparsify.dare_seed(ctx.seed, i)
-                levels[i] = host_sparsify.dare_level(per[i]["density"])
-                use_mask[i] = 1
-            if rescale and dare:
-                scales = host_sparsify.dare_scales(
-                    [flats[i] for i in dare], flat_base, [int(seeds[i]) for i in dare], [per[i]["density"] for i in dare]
-                )
-                coef[dare, 0] = scales
-        for i, p in enumerate(per):
-            coef[i, 1] = p["weight"]
-            density = p["density"]
-            if density >= 1 or self.sparsification in (None, "random"):
-                continue
-            if self.sparsification == "magnitude" and (density <= 0 or n == 0):
-                use_mask[i] = 2  # the whole task vector dropped
-                continue
-            lo, hi = (sparsify.topk_window(n, density) if self.sparsification == "magnitude"
-                      else sparsify.outliers_window(n, density, p["gamma"]))
-            lo, hi = max(lo, 0), min(hi, n)
-            if hi <= lo:  # an empty window: a mask of zeros
-                windows[i, :3] = (1.0, np.inf, n)
-            elif lo > 0 or hi < n:
-                low, high = host_sparsify.window_bounds(flats[i], flat_base, lo, hi)
-                if low is not None:
-                    windows[i, :3] = (1.0, *low)
-                if high is not None:
-                    windows[i, 3:] = (1.0, *high)
-        weights = [p["weight"] for p in per]
-        divisor = f32_sum(weights)
-        if abs(divisor) < 1e-8:
-            divisor = np.float32(1.0)
-        out = np.empty(n, dtype=HOST_DTYPES[dtype])
-        host_kernels.task_vectors(
-            tuple(flats), flat_base, seeds, levels, use_mask, windows, coef, self.consensus,
-            bool(g["normalize"]), divisor, np.float32(g["lambda"]), g["lambda"] != 1, out,
-        )
-        return out
 
     def _streamed_windows(
         self, tensors: Sequence[torch.Tensor], base: torch.Tensor, per: Sequence[Mapping[str, float]],
