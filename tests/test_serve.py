@@ -136,13 +136,13 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     run = made_up_run(tmp_path / "run", 6, pop=3, layers=2)
     good = lines(run)
     odd = dict(good[-1], id="c00100", objectives={"ja": float("nan"), "math": 0.5, "ja_math": 0.1},
-               items_evaluated=12, stderr=0.02)
+               evaluation="subset", items_evaluated=12, stderr={"math": 0.02}, extra={"strategy": "racing"})
     minimal = {"id": "c00101", "objectives": {"ja": 0.1, "math": 0.1, "ja_math": 0.1}}
     with (run / "archive.jsonl").open("a") as fh:
         fh.write("this is not json\n")                      # line 9
         fh.write("[1, 2, 3]\n")                             # line 10: not an object
         fh.write(json.dumps({"id": "c00099"}) + "\n")       # line 11: no objectives
-        fh.write(json.dumps(odd).replace('"ja": NaN', '"ja": NaN') + "\n")
+        fh.write(json.dumps(odd) + "\n")                 # NaN: Python's json writes it
         fh.write(json.dumps(minimal) + "\n")
         half = json.dumps(dict(good[-1], id="c00102"))
         fh.write(half[: len(half) // 2])                    # being written
@@ -153,9 +153,9 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     ids = [r["id"] for r in get(app, "/api/candidates")["records"]]
     assert ids == [r["id"] for r in good] + ["c00100", "c00101"]
     got = get(app, "/api/candidate/c00100")["record"]
-    assert got["objectives"]["ja"] is None and got["items_evaluated"] == 12 and got["stderr"] == 0.02
+    assert got["objectives"]["ja"] is None and got["items_evaluated"] == 12 and got["stderr"] == {"math": 0.02}
     assert get(app, "/api/candidates?since=8&view=summary")["records"][0]["details"] == \
-        {"items_evaluated": 12, "stderr": 0.02}
+        {"items_evaluated": 12, "stderr": {"math": 0.02}, "strategy": "racing"}
     assert get(app, "/api/candidate/c00101")["record"]["genes"] == {}
     assert "c00100" not in [r["id"] for r in get(app, "/api/front")["front"]]  # NaN: never on the front
     get(app, "/api/progress")

@@ -29,7 +29,7 @@ EXPORTS_DIR = "exports"
 SUMMARY_FIELDS = ("index", "id", "generation", "stage", "evaluation", "objectives")
 #: Record fields (top level or in ``extra``) shown in hover text when present: how a candidate
 #: was scored (racing, estimates) and by whom.
-EVALUATION_FIELDS = ("items_evaluated", "stderr", "standard_error", "std_error", "estimate_error", "worker")
+EVALUATION_FIELDS = ("strategy", "rounds", "items_evaluated", "stderr", "standard_error", "estimate_error", "worker")
 
 
 def to_record(data: dict[str, Any]) -> CandidateRecord:
@@ -42,8 +42,8 @@ def to_record(data: dict[str, Any]) -> CandidateRecord:
 def summary(rec: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``rec`` the page plots, plus the evaluation details that are present."""
     out = {k: rec[k] for k in SUMMARY_FIELDS}
-    details = {k: rec[k] for k in EVALUATION_FIELDS if k in rec}
-    details.update({k: v for k, v in rec["extra"].items() if k in EVALUATION_FIELDS})
+    details = {k: rec[k] for k in EVALUATION_FIELDS if k in rec and rec[k] not in ({}, None)}
+    details.update({k: v for k, v in rec["extra"].items() if k in EVALUATION_FIELDS and v not in ({}, None)})
     if details:
         out["details"] = details
     return out

@@ -77,10 +77,17 @@
   }
 
   // ---- the front -----------------------------------------------------------------------------
+  /* "value ± standard error" when the record was scored on part of the items (racing, estimates). */
+  function withError(r, name) {
+    const se = r.details && r.details.stderr && typeof r.details.stderr === "object" ? r.details.stderr[name] : undefined;
+    return fmt(r.objectives[name]) + (typeof se === "number" ? " ± " + fmt(se) : "");
+  }
+
   function hover(r) {
-    const d = r.details ? Object.entries(r.details).map(([k, v]) => k + " " + fmt(v)).join(", ") : "";
+    const d = r.details ? Object.entries(r.details).filter(([k]) => k !== "stderr")
+      .map(([k, v]) => k + " " + (typeof v === "object" ? JSON.stringify(v) : fmt(v))).join(", ") : "";
     let t = "<b>" + esc(r.id) + "</b> · gen " + r.generation + " · " + esc(r.evaluation) + (d ? " (" + esc(d) + ")" : "");
-    for (const o of objectives()) t += "<br>" + esc(o.name) + " = " + fmt(r.objectives[o.name]);
+    for (const o of objectives()) t += "<br>" + esc(o.name) + " = " + withError(r, o.name);
     const res = S.front && S.front.rescores ? S.front.rescores : {};
     for (const [split, scores] of Object.entries(res)) {
       if (scores[r.id]) t += "<br><i>held-out " + esc(split) + "</i>: " +
@@ -309,7 +316,8 @@
       const vals = cols.slice(0, 1 + parents.length).map((c) => c[1][o.name]).filter((v) => typeof v === "number");
       const best = vals.length ? (o.direction === "maximize" ? Math.max(...vals) : Math.min(...vals)) : null;
       h += "<tr><td>" + esc(o.name) + (o.direction === "maximize" ? " ↑" : " ↓") + "</td>" +
-        cols.map((c, i) => '<td class="' + (i <= parents.length && c[1][o.name] === best ? "best" : "") + '">' + fmt(c[1][o.name]) + "</td>").join("") + "</tr>";
+        cols.map((c, i) => '<td class="' + (i <= parents.length && c[1][o.name] === best ? "best" : "") + '">' +
+          (i === 0 ? withError({ objectives: rec.objectives, details: { stderr: rec.stderr } }, o.name) : fmt(c[1][o.name])) + "</td>").join("") + "</tr>";
     }
     return h + "</table>";
   }
