@@ -21,8 +21,10 @@ tokens in the order of a hash map (its ids change from run to run); evomm adds t
 order and then by id, so the same recipe gives the same ids.
 
 Without a ``tokenizer:`` block and with ``tokenizer_source`` ``base`` or a model, nothing is
-re-laid out when every parent already has the output's vocabulary (the common case; plans keep
-their digests).
+re-laid out when the parents' embeddings have the same number of rows (what evomm did before:
+the donor's tokenizer is copied, rows are merged as they are; mergekit would re-lay them out by
+token and cut padding rows beyond the tokenizer's length); parents of different sizes, which
+evomm refused, are re-laid out as mergekit does.
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ def build_vocab_map(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint]) 
         return None
     refs = recipe.all_refs()
     aliases = [r.name for r in refs]
+    if recipe.tokenizer is None and source != "union" and len({checkpoints[a].vocab_size for a in aliases}) == 1:
+        # evomm before mergekit parity: the parents' rows stay as they are when their sizes agree
+        # (mergekit would re-lay them out by token and cut padding rows); only sizes that differ,
+        # which evomm refused, are re-laid out
+        return None
     base_ref = recipe.base_ref()
     first = base_ref.name if base_ref is not None else aliases[0]
     toks = {a: _auto(_dir(checkpoints[a])) for a in aliases}
