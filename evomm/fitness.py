@@ -9,9 +9,9 @@ corrected: the full set is finite and known) and a confidence bound on the full-
 
 Bounds: the full-set mean is ``(S + R * m) / N`` where ``S`` is the known sum of the ``k``
 scored items, ``R = N - k`` the items left and ``m`` their unknown mean. ``m`` is bounded by a
-Wilson interval (:func:`scipy.stats.binomtest`) when every item is 0/1, by Hoeffding's inequality
-when items lie in [0, 1] (``sqrt(ln(2/delta) / 2k)``: a formula, no library offers it for a
-sample mean), and not at all otherwise. ``confidence: 1`` bounds ``m`` by the item range [0, 1]
+Wilson bound (:func:`scipy.stats.binomtest`) when every item is 0/1, by Hoeffding's inequality
+when items lie in [0, 1] (``sqrt(ln(1/delta) / 2k)``: a formula, no library offers it for a
+sample mean), and not at all otherwise; each bound is one-sided at ``confidence``. ``confidence: 1`` bounds ``m`` by the item range [0, 1]
 itself: a guarantee, not a probability.
 
 Item order: each task's items are shuffled once with the run seed (:func:`item_order`); a
@@ -92,12 +92,15 @@ def _remaining_bounds(vals: np.ndarray, confidence: float) -> tuple[float, float
         return -_INF, _INF
     if confidence >= 1:
         return 0.0, 1.0
+    # each bound is used on its own (a candidate's upper one, a rival's lower one): one-sided
+    # bounds at `confidence` are the ends of a two-sided interval at 2 * confidence - 1
     if np.all((vals == 0) | (vals == 1)):
         from scipy.stats import binomtest
 
-        ci = binomtest(int(vals.sum()), k).proportion_ci(confidence_level=confidence, method="wilson")
+        two_sided = max(2 * confidence - 1, 1e-6)
+        ci = binomtest(int(vals.sum()), k).proportion_ci(confidence_level=two_sided, method="wilson")
         return float(ci.low), float(ci.high)
-    eps = math.sqrt(math.log(2 / (1 - confidence)) / (2 * k))  # Hoeffding, two-sided
+    eps = math.sqrt(math.log(1 / (1 - confidence)) / (2 * k))  # Hoeffding, one-sided
     mean = float(vals.mean())
     return max(0.0, mean - eps), min(1.0, mean + eps)
 
