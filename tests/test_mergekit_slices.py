@@ -108,3 +108,34 @@ def test_frankenmerge_plan_is_hashable_and_describes_the_stack() -> None:
     assert [(a, layer) for a, layer in lane.layers] == [("a", 0), ("a", 1), ("b", 1), ("b", 2), ("base", 2)]
     assert (lane.first, lane.last) == ("a", "base")
     assert plan.to_dict()["stack"]["lanes"][0]["layers"][2] == ["b", 1]  # type: ignore[attr-defined]
+
+
+def test_cli_frankenmerge_of_models_of_different_depths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`evomm merge` stacks a 3-layer and a 2-layer model (open_models' equal-depth check does not
+    apply to slices): every output layer is its source layer bit for bit, renumbered, and the
+    result loads with transformers at the stacked depth."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from evomm.cli import main
+    from tests.tiny_models import make_tiny_model
+
+    a = {"model": str(HERE.parent / "mergekit" / "inputs" / "a"), "layer_range": [1, 3]}
+    small = make_tiny_model(tmp_path / "small", seed=5, num_layers=2, hidden_size=16, intermediate_size=32,
+                            num_heads=4, num_kv_heads=2)
+    cfg = {"merge_method": "passthrough", "dtype": "float32",
+           "slices": [{"sources": [{"model": str(small), "layer_range": [0, 2]}]}, {"sources": [a]}]}
+    path = tmp_path / "franken.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["merge", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out, src_a, src_s = read_all(tmp_path / "out"), read_all(a["model"]), read_all(small)
+    for k, (src, layer) in enumerate([(src_s, 0), (src_s, 1), (src_a, 1), (src_a, 2)]):
+        theirs = {n.replace(f"layers.{layer}.", f"layers.{k}.", 1): t for n, t in src.items() if f"layers.{layer}." in n}
+        assert theirs and all(torch.equal(out[n], t) for n, t in theirs.items())
+    assert torch.equal(out["model.embed_tokens.weight"], src_s["model.embed_tokens.weight"])  # first slice
+    assert torch.equal(out["lm_head.weight"], src_a["lm_head.weight"])  # last slice
+    assert len(AutoModelForCausalLM.from_pretrained(tmp_path / "out").model.layers) == 4
+    cfg["slices"][1]["sources"][0]["layer_range"] = [2, 4]
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["merge", str(path), "--out", str(tmp_path / "out2"), "--no-progress"]) == 2
+    assert "slices[1].sources[0].layer_range: [2, 4] is out of bounds" in capsys.readouterr().err
