@@ -171,7 +171,6 @@ class Task(ABC):
         self.seed = seed
         self.options = options
         self._examples: datasets.Dataset | None = None
-        self._rows: dict[int, dict[str, Any]] = {}
 
     @property
     def primary_metric(self) -> str:
@@ -225,26 +224,16 @@ class Task(ABC):
         """Indices into the loaded data of the examples scored, ``seed`` and ``limit`` applied."""
         if self._examples is None:
             self._examples = self.load()
-            self._rows = {}
         rows = list(range(len(self._examples)))
         if self.seed is not None:
             random.Random(self.seed).shuffle(rows)
         return rows if self.limit is None else rows[: self.limit]
 
     def size(self) -> int:
-        """How many examples the task scores in full (``limit`` applied); converts no row."""
+        """How many examples the task scores in full (``limit`` applied), without converting the
+        rows from Arrow (counting through :meth:`examples` converted every row again: 6% of a
+        demo candidate's evaluation in cProfile)."""
         return len(self._order())
-
-    def _row(self, i: int) -> dict[str, Any]:
-        """Row ``i`` of the data as a dict, converted from Arrow once per task (a run scores the
-        same rows for every candidate: converting them again took ~12% of a demo candidate's
-        evaluation). Rows with images are converted each time, so decoded images are not kept."""
-        row = self._rows.get(i)
-        if row is None:
-            row = self._examples[i]
-            if not _has_images(self._examples):
-                self._rows[i] = row
-        return row
 
     def examples(self, subset: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """The examples to score: ``limit``/``seed`` applied, then ``subset`` (indices into them)."""
@@ -257,7 +246,7 @@ class Task(ABC):
                     f"{len(rows)} examples (after limit={self.limit}); use indices below {len(rows)}"
                 )
             rows = [rows[i] for i in subset]
-        return [self._row(i) for i in rows]
+        return [self._examples[i] for i in rows]
 
     def evaluate(self, handle: ModelHandle, subset: Sequence[int] | None = None) -> TaskResult:
         """Score ``handle`` on this task (optionally only on ``subset``); the result's
@@ -317,8 +306,3 @@ def _split_names(source: str | None, config: str | None) -> list[str] | None:
     except Exception:  # the library's many error types (network, name, config): cannot tell
         return None
 
-
-def _has_images(data: Any) -> bool:
-    """Whether a loaded data set has an image column (``datasets.Image`` feature)."""
-    features = getattr(data, "features", None) or {}
-    return any(type(f).__name__ == "Image" for f in features.values())

@@ -121,13 +121,14 @@ class Words(Echo):
         return CountingRows({"p": w} for w in "abcdefgh")
 
 
-def test_a_task_converts_each_row_once_per_run_not_per_candidate():
+def test_a_task_counts_its_examples_without_converting_them():
     clock = Clock()
     task = Words(clock)
     task.limit, task.seed = 6, 3
     CountingRows.converted = 0
+    assert task.size() == 6 and CountingRows.converted == 0
     first = task.evaluate(SlowModel(clock))
-    again = task.evaluate(SlowModel(clock))
-    assert task.size() == 6 and first.item_ids == again.item_ids == list(range(6))
-    assert CountingRows.converted == 6  # the old code converted 2 x 6 per evaluation (24 here)
+    again = task.evaluate(SlowModel(clock), [4, 1])
+    assert first.item_ids == list(range(6)) and again.item_ids == [4, 1]
+    assert CountingRows.converted == 6 + 2  # the old code converted all 6 again to count them (20 here)
     assert [e["p"] for e in task.examples([1, 0])] == [e["p"] for e in task.examples()][1::-1]
