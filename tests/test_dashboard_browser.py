@@ -33,7 +33,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: How long the page may take to show appended records (it polls every 2 s).
-LIVE_WITHIN_S = 8.0
+LIVE_WITHIN_S = 10.0
 
 
 def lines(run_dir: Path) -> list[dict[str, Any]]:

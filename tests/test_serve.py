@@ -281,3 +281,24 @@ def test_nan_objectives_reach_the_browser_as_null(tmp_path: Path) -> None:
     with (run / "archive.jsonl").open("a") as fh:
         fh.write(json.dumps(rec) + "\n")
     assert get(App(run), "/api/candidate/c00009")["record"]["objectives"]["ja"] is None
+
+
+def test_held_out_rescores_join_the_front_and_the_candidate(run: Path, tmp_path: Path) -> None:
+    """A rescore-<split>.json written after the page was opened (as `evomm rescore` writes it)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    app = App(copy)
+    assert get(app, "/api/front")["rescores"] == {} and get(app, "/api/rescores") == {}
+    front = json.loads((copy / "front.json").read_text())
+    rows = [{"id": r["id"], "role": role, "stage": r["stage"], "generation": r["generation"],
+             "fitness": r["objectives"], "rescored": {k: v / 2 for k, v in r["objectives"].items()}}
+            for role, recs in (("parent", front["parents"]), ("front", front["front"])) for r in recs]
+    data = {"split": "test", "objectives": front["objectives"], "candidates": rows}
+    (copy / "rescore-test.json").write_text(json.dumps(data))
+    assert get(app, "/api/rescores") == {"test": data}
+    assert get(app, "/api/front")["rescores"] == {"test": {r["id"]: r["rescored"] for r in rows}}
+    cid = front["front"][0]["id"]
+    assert get(app, f"/api/candidate/{cid}")["rescores"] == {"test": rows[len(front["parents"])]["rescored"]}
+    assert get(app, "/api/run")["rescores"] == ["test"]

@@ -85,6 +85,10 @@ class ArchiveTail:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self.records: list[dict[str, Any]] = []
         #: ``{"line": n, "reason": text}`` for each line that is not a record (1-based lines).
         self.skipped: list[dict[str, Any]] = []
@@ -92,7 +96,6 @@ class ArchiveTail:
         self.pending = 0
         self._offset = 0
         self._line = 0
-        self._lock = threading.Lock()
 
     def refresh(self) -> bool:
         """Read what was appended since the last call; ``True`` when records were added."""
@@ -102,7 +105,7 @@ class ArchiveTail:
             except FileNotFoundError:
                 size = 0
             if size < self._offset:
-                self.__init__(self.path)  # type: ignore[misc]  # the file shrank: start again
+                self._reset()  # the file shrank (a torn line set aside on resume): start again
             if size == self._offset:
                 return False
             with self.path.open("rb") as fh:

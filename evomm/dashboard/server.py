@@ -120,7 +120,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(*_error(413, "request too large"))
             return
         body = self.rfile.read(length)
-        self._send(*self.app.post(urlsplit(self.path).path, self.headers.get("Content-Type", ""), body))
+        try:
+            answer = self.app.post(urlsplit(self.path).path, self.headers.get("Content-Type", ""), body)
+        except Exception as exc:  # as in do_GET
+            log.exception("POST %s failed", self.path)
+            answer = _error(500, f"{type(exc).__name__}: {exc}")
+        self._send(*answer)
 
     def _send(self, status: int, kind: str, body: bytes) -> None:
         self.send_response(HTTPStatus(status))

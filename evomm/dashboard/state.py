@@ -18,7 +18,7 @@ from typing import Any
 from evomm.errors import SearchError
 from evomm.front import ObjectiveInfo, pareto_front, pick
 from evomm.records import CandidateRecord
-from evomm.rundir import ARCHIVE_NAME, RUN_NAME, objective_infos, read_rescores, read_run
+from evomm.rundir import ARCHIVE_NAME, RESCORE_PREFIX, RUN_NAME, objective_infos, read_rescores, read_run
 
 from .reader import ArchiveTail, finite_or_none
 from .series import progress_series, throughput, time_breakdown, workers
@@ -101,7 +101,7 @@ class RunState:
         self.recipe, _ = read_run(self.run_dir, need_meta=False)
         self.tail = ArchiveTail(self.run_dir / ARCHIVE_NAME)
         self._lock = threading.RLock()
-        self._cache: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._cache: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._arrivals: list[tuple[float, int]] = []  # (clock, records) at each refresh that added some
 
     # -- reading ------------------------------------------------------------------------------
@@ -129,11 +129,16 @@ class RunState:
                 self._arrivals = self._arrivals[-50:]
             return self.tail.records
 
+    def _version(self) -> tuple[Any, ...]:
+        """What the cached payloads depend on: the records read and the re-score files."""
+        rescores = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(self.run_dir.glob(f"{RESCORE_PREFIX}*.json")))
+        return len(self.tail.records), rescores
+
     def _cached(self, kind: str, stage: str, compute: Any) -> Any:
-        n = len(self.tail.records)
+        version = self._version()
         hit = self._cache.get((kind, stage))
-        if hit is None or hit[0] != n:
-            hit = (n, compute())
+        if hit is None or hit[0] != version:
+            hit = (version, compute())
             self._cache[(kind, stage)] = hit
         return hit[1]
 
