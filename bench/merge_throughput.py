@@ -7,12 +7,13 @@ same YAML recipe, each in its own child process, and prints wall time, peak RSS 
 (``os.wait4``), effective throughput ((bytes read + bytes written) / wall time) and the ratios.
 It also reports the largest difference between the two tools' outputs, each tool's start-up
 (its ``--help``) and the ratio of the wall times less those start-ups, which is what the ratio
-tends to for models whose merge takes minutes. (``evomm --help`` imports neither torch nor numba,
-which evomm loads at first use, so evomm's start-up subtracted there is the smaller part of what
-a merge pays before merging; mergekit's ``--help`` imports torch and transformers.) With
-``--torch-path`` it also times evomm with its CPU engine off (the torch path), and with
-``--buffered-writes`` with its output written through the page cache instead of ``O_DIRECT``,
-in the same run.
+tends to for models whose merge takes minutes. (``evomm --help`` imports no torch, which evomm
+loads at first use, so evomm's start-up subtracted there is the smaller part of what a merge
+pays before merging; mergekit's ``--help`` imports torch and transformers.) With ``--baseline
+DIR`` it also times evomm from another source tree in the same run, e.g. an older commit
+(``git archive <commit> evomm plugins | tar -x -C DIR``; run with ``PYTHONPATH=DIR:DIR/plugins``),
+and with ``--baseline-torch-path`` that tree with ``EVOMM_CPU_ENGINE=0`` (before issue 18 evomm
+had a NumPy/numba CPU engine beside torch; the switch turned it off).
 
 Weights (``--weights``): ``random`` (the default) draws the base from N(0, 0.02) and each
 fine-tune as base + N(0, 0.002); ``default-init`` is the held-out recipe of issue 18: the base is
@@ -24,17 +25,18 @@ vectors take few distinct magnitudes (at 350M: ~9% of each matrix's entries are 
 zero: magnitude top-k meets large groups of ties at its threshold.
 
 First run and warm: each tool's first timed run per method is its *first run*, what a user's
-first merge pays: evomm's with an empty numba cache (``NUMBA_CACHE_DIR`` of its own, so the
-kernels it uses are compiled), mergekit's as it comes (it keeps no compile cache). The
-``--repeat`` runs after it are *warm* (evomm loads the kernels that run compiled) and give the
-medians of the main table; ``--no-first-run`` skips the first runs.
+first merge pays (a baseline tree with numba kernels gets an empty ``NUMBA_CACHE_DIR`` of its
+own, so they are compiled; evomm and mergekit keep no compile cache). The ``--repeat`` runs
+after it are *warm* and give the medians of the main table; ``--no-first-run`` skips the first
+runs.
 
 Usage::
 
     .venv/bin/python bench/merge_throughput.py --size 350m --mergekit-python /tmp/mkvenv/bin/python
     .venv/bin/python bench/merge_throughput.py --size tiny          # a quick check
     .venv/bin/python bench/merge_throughput.py --models /tmp/m350   # make once, then reuse
-    .venv/bin/python bench/merge_throughput.py --models /tmp/m350-init --weights default-init --torch-path
+    .venv/bin/python bench/merge_throughput.py --models /tmp/m350-init --weights default-init \
+        --baseline /tmp/evomm-old --mergekit-python /tmp/mkvenv/bin/python
 
 Timings are wall-clock on whatever machine runs this; nothing is asserted. On a shared or
 virtual machine the same command can take twice as long from one minute to the next:
@@ -66,11 +68,16 @@ SIZES = {
     "120m": (768, 12, 2048, 32000, 12, 4),
     "tiny": (256, 4, 688, 8000, 8, 4),
 }
-#: evomm run again with one switch flipped, in the same run: option -> (key, environment, what it is)
-VARIANTS = {
-    "torch_path": ("torch", {"EVOMM_CPU_ENGINE": "0"}, "its torch path (EVOMM_CPU_ENGINE=0)"),
-    "buffered_writes": ("buffered", {"EVOMM_DIRECT_IO": "0"}, "buffered writes (EVOMM_DIRECT_IO=0)"),
-}
+def baseline_variants(tree: str | None, torch_path: bool) -> list[tuple[str, dict[str, str], str]]:
+    """evomm from another source tree, timed in the same run: (key, environment, what it is)."""
+    if tree is None:
+        return []
+    root = Path(tree).resolve()
+    env = {"PYTHONPATH": f"{root}{os.pathsep}{root / 'plugins'}"}
+    out = [("old", env, f"the evomm in {root}")]
+    if torch_path:
+        out.append(("oldtorch", {**env, "EVOMM_CPU_ENGINE": "0"}, f"the evomm in {root}, EVOMM_CPU_ENGINE=0"))
+    return out
 #: What :func:`make_models` records in the models' directory: ``{"size": ..., "weights": ...}``.
 MADE = "bench-models.json"
 #: ``--weights`` -> what the input models hold (see the module docstring)
@@ -250,7 +257,7 @@ def max_diff(a: Path, b: Path) -> float:
 @dataclass
 class Tool:
     """One command the bench times: ``cmd(recipe, out_dir)`` run with ``env`` added; ``numba``:
-    it keeps numba kernels on disk (its first run gets an empty cache of its own)."""
+    it may keep numba kernels on disk (a baseline tree: its first run gets an empty cache)."""
 
     key: str
     cmd: Callable[[Path, Path], list[str]]
@@ -265,7 +272,7 @@ def _tools(args: argparse.Namespace, variants: list[tuple[str, dict[str, str], s
     def evomm_cmd(recipe: Path, out: Path) -> list[str]:
         return [*evomm, "merge", str(recipe), "--out", str(out), "--no-progress"]
 
-    tools = [Tool("evomm", evomm_cmd, {}, numba=True)]
+    tools = [Tool("evomm", evomm_cmd, {}, numba=False)]
     tools += [Tool(key, evomm_cmd, env, numba=True) for key, env, _ in variants]
     if args.mergekit_python:
         mk = str(Path(args.mergekit_python).parent / "mergekit-yaml")
@@ -316,6 +323,7 @@ def summarise(
             row.update({f"{key}_first_s": first[key][0], f"{key}_first_rss": first[key][1]})
     for key, _, _ in variants:
         row[f"{key}_same_bytes"] = _same_files(root / f"out-evomm-{method}", root / f"out-{key}-{method}")
+        row[f"{key}_max_diff"] = max_diff(root / f"out-evomm-{method}", root / f"out-{key}-{method}")
     if mk:
         row["max_abs_diff"] = max_diff(root / f"out-evomm-{method}", root / f"out-mk-{method}")
     return row
@@ -343,7 +351,7 @@ def print_tables(rows: list[dict], args: argparse.Namespace, start: dict[str, fl
         print(line)
     keys = ["evomm", *(key for key, _, _ in variants), *(["mk"] if mk else [])]
     if not args.no_first_run:
-        print("\nfirst run (evomm: empty numba cache) and warm (median), wall s / peak RSS MiB"
+        print("\nfirst run and warm (median), wall s / peak RSS MiB"
               + ("; mergekit's time over each" if mk else "") + ":")
         print(f"{'method':<10} " + " ".join(f"{k + ' first':>20} {k + ' warm':>20}" for k in keys))
         for r in rows:
@@ -360,7 +368,8 @@ def print_tables(rows: list[dict], args: argparse.Namespace, start: dict[str, fl
         for r in rows:
             print(f"{r['method']:<10} evomm {r['evomm_s']:.1f} s ({r['evomm_cpu_s']:.1f} s CPU), {key} "
                   f"{r[key + '_s']:.1f} s ({r[key + '_cpu_s']:.1f} s CPU): {r[key + '_s'] / r['evomm_s']:.2f}x; "
-                  f"peak RSS {r['evomm_rss']:.0f} vs {r[key + '_rss']:.0f} MiB; same bytes: {r[key + '_same_bytes']}")
+                  f"peak RSS {r['evomm_rss']:.0f} vs {r[key + '_rss']:.0f} MiB; same bytes: {r[key + '_same_bytes']}"
+                  f" (max |diff| {r[key + '_max_diff']:.3g})")
     if args.repeat > 1:
         for r in rows:
             each = " | ".join(f"{'mergekit' if k == 'mk' else k} " + " ".join(f"{t:.1f}" for t in r[k + "_runs_s"])
@@ -380,17 +389,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="warm timed runs per tool and method, alternating; medians are reported (default 1)")
     ap.add_argument("--no-first-run", action="store_true",
-                    help="skip each tool's first run (evomm's with an empty numba cache)")
+                    help="skip each tool's first run")
     ap.add_argument("--models", default=None,
                     help="directory of the input models: reused when it holds base/a/b, else made there and kept")
-    ap.add_argument("--torch-path", action="store_true",
-                    help="also time evomm with its CPU engine off (EVOMM_CPU_ENGINE=0: torch for every "
-                         "tensor), alternating with the other runs, and print the engine's speedup")
-    ap.add_argument("--buffered-writes", action="store_true",
-                    help="also time evomm writing its output through the page cache (EVOMM_DIRECT_IO=0) "
-                         "instead of O_DIRECT, alternating with the other runs")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also time evomm from the source tree DIR (holding evomm/ and plugins/), alternating")
+    ap.add_argument("--baseline-torch-path", action="store_true",
+                    help="with --baseline: also time that tree with EVOMM_CPU_ENGINE=0 (its torch path)")
     args = ap.parse_args()
-    variants = [VARIANTS[option] for option in VARIANTS if getattr(args, option)]
+    variants = baseline_variants(args.baseline, args.baseline_torch_path)
     torch.set_num_threads(1)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="evomm-bench-"))
     root.mkdir(parents=True, exist_ok=True)
