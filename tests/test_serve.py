@@ -137,7 +137,7 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     good = lines(run)
     odd = dict(good[-1], id="c00100", objectives={"ja": float("nan"), "math": 0.5, "ja_math": 0.1},
                evaluation="subset", items_evaluated=12, stderr={"math": 0.02}, extra={"strategy": "racing"})
-    minimal = {"id": "c00101", "objectives": {"ja": 0.1, "math": 0.1, "ja_math": 0.1}}
+    minimal = {"id": "c00101", "objectives": {"ja": 0.1, "math": 0.1, "ja_math": 0.1}, "worker": "w1"}
     with (run / "archive.jsonl").open("a") as fh:
         fh.write("this is not json\n")                      # line 9
         fh.write("[1, 2, 3]\n")                             # line 10: not an object
@@ -156,9 +156,11 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     assert got["objectives"]["ja"] is None and got["items_evaluated"] == 12 and got["stderr"] == {"math": 0.02}
     assert get(app, "/api/candidates?since=8&view=summary")["records"][0]["details"] == \
         {"items_evaluated": 12, "stderr": {"math": 0.02}, "strategy": "racing"}
-    assert get(app, "/api/candidate/c00101")["record"]["genes"] == {}
     assert "c00100" not in [r["id"] for r in get(app, "/api/front")["front"]]  # NaN: never on the front
-    get(app, "/api/progress")
+    assert get(app, "/api/progress")["workers"] == [{"worker": "w1", "candidates": 1, "seconds": 0.0,
+                                                      "last_generation": -1}]
+    minimal_got = get(app, "/api/candidate/c00101")["record"]  # served as written, defaults filled in
+    assert minimal_got["genes"] == {} and minimal_got["extra"] == {} and minimal_got["worker"] == "w1"
     # the writer finishes the line: it appears, after the others
     with (run / "archive.jsonl").open("a") as fh:
         fh.write(half[len(half) // 2:] + "\n")

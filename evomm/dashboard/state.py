@@ -34,8 +34,10 @@ EVALUATION_FIELDS = ("strategy", "rounds", "items_evaluated", "stderr", "standar
 
 def to_record(data: dict[str, Any]) -> CandidateRecord:
     """A normalised archive dict as a :class:`CandidateRecord` (``index`` kept in ``extra``)."""
-    rec = CandidateRecord.from_json({k: v for k, v in data.items() if k != "index"})
-    rec.extra = {**rec.extra, "index": data["index"]}
+    fields = {k: v for k, v in data.items() if k != "index"}
+    fields["extra"] = dict(fields["extra"])  # from_json adds unknown keys to it: not to the record served
+    rec = CandidateRecord.from_json(fields)
+    rec.extra["index"] = data["index"]
     return rec
 
 
