@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --resume and RECIPE: continue with RECIPE's budget (the rest of RECIPE "
                    "must be the run's search: same parents, objectives, tasks, genes, algorithm, seed)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the genes (with bounds) each stage would search, then stop")
+                   help="print the genes (with bounds) each stage would search and the memory and time "
+                   "plan (from headers: bytes per parent, memory per worker, merge time, items per "
+                   "candidate), then stop")
     p.add_argument("--profile", action="store_true",
                    help="merge and score two candidates of the first stage as the run would, print where "
                    "a candidate's time goes (merge, per task: model calls, prompts and scoring), then stop")
@@ -60,6 +62,9 @@ def dry_run(recipe_path: str, plugins_dirs: list[str]) -> int:
             print(space.describe_genes())
         finally:
             space.close()
+    from evomm.planner import evolve_plan_lines
+
+    print("\n" + "\n".join(evolve_plan_lines(recipe)))
     return 0
 
 

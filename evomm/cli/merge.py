@@ -51,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="largest output shard, e.g. 5GB (default), 500MB, 2GiB",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory and time plan (from headers; nothing is loaded), then stop")
     p.set_defaults(func=run)
 
 
@@ -90,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, plugins)
     if args.dtype or args.allow_pickle:
         recipe = recipe.with_overrides(dtype=args.dtype, allow_pickle=args.allow_pickle)
+    if args.dry_run:
+        from evomm.planner import merge_plan_lines
+
+        print("\n".join(merge_plan_lines(recipe)))
+        return 0
     # slices stack models of other depths, tokenizer sources merge other vocabularies: the plan
     # checks the shapes through its lanes and vocabulary map instead
     check = recipe.slices is None and recipe.tokenizer is None and recipe.tokenizer_source in (None, "base")
