@@ -80,27 +80,30 @@ def test_same_rows_as_mergekit_token_by_token(name: str, inputs: Path, tmp_path:
     assert config["vocab_size"] == theirs["model.embed_tokens.weight"].shape[0]
 
 
-def test_union_row_of_every_token_is_the_parents_mix(inputs: Path, tmp_path: Path) -> None:
-    """union_linear by the rule, on the parents' own rows: a token's row is sum(w * row) / sum(w)
+@pytest.mark.parametrize("name", ["union_two", "union_linear"])
+def test_union_row_of_every_token_is_the_parents_mix(name: str, inputs: Path, tmp_path: Path) -> None:
+    """A linear union by the rule, on the parents' own rows: a token's row is sum(w * row) / sum(w)
     over the parents, a parent lacking the token standing in with the one parent that has it,
-    else the base's row, else the mean of those that have it."""
-    out = _merge("union_linear", inputs, tmp_path / "out")
+    else the base's row (when there is a base), else the mean of those that have it."""
+    recipe = RECIPES[name]
+    out = _merge(name, inputs, tmp_path / "out")
     merged, vocab = read_all(out), _vocab(out)
-    weights = {m["model"]: m["parameters"]["weight"] for m in RECIPES["union_linear"]["models"]}
+    weights = {m["model"]: m["parameters"]["weight"] for m in recipe["models"]}
     parents = {m: (read_all(inputs / m), _vocab(inputs / m)) for m in weights}
     for key in VOCAB_TENSORS:
         for token, i in vocab.items():
             have = {m: t[key][v[token]] for m, (t, v) in parents.items() if token in v}
             if len(have) == 1:
                 fill = next(iter(have.values()))
-            elif "base" in have:
-                fill = have["base"]
+            elif recipe.get("base_model") in have:
+                fill = have[recipe["base_model"]]
             else:
                 fill = sum(have.values()) / len(have)
             rows = {m: have.get(m, fill) for m in weights}
             want = sum(weights[m] * rows[m] for m in weights) / sum(weights.values())
             torch.testing.assert_close(merged[key][i], want, rtol=1e-6, atol=1e-8, msg=f"{key} {token}")
-    assert set(vocab) == {t for words, added, _ in VOCABS.values() for t in [*words, *added]} | {"<unk>", "<s>", "</s>"}
+    words = {t for m in weights for t in [*VOCABS[m][0], *VOCABS[m][1]]}
+    assert set(vocab) == words | {"<unk>", "<s>", "</s>"}
 
 
 def test_tokenizer_config_errors(inputs: Path) -> None:

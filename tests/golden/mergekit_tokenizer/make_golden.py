@@ -33,6 +33,10 @@ VOCABS: dict[str, tuple[list[str], list[str], int]] = {
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
+    # the case: two models, no base; shared tokens mix, a token only one has keeps its row
+    "union_two": {"merge_method": "linear", "dtype": "float32", "tokenizer_source": "union",
+                  "models": [{"model": "a", "parameters": {"weight": 0.4}},
+                             {"model": "b", "parameters": {"weight": 0.6}}]},
     # every rule of mergekit's union: tokens in all three, in base + one (base's row fills), in
     # a + b only (their mean fills base), in one model only (its row fills the others)
     "union_linear": {"merge_method": "linear", "base_model": "base", "dtype": "float32",
@@ -98,7 +102,8 @@ def absolute(recipe: dict[str, Any], inputs: Path) -> dict[str, Any]:
     r = yaml.safe_load(yaml.safe_dump(recipe))
     for m in r["models"]:
         m["model"] = str(inputs / m["model"])
-    r["base_model"] = str(inputs / r["base_model"])
+    if "base_model" in r:
+        r["base_model"] = str(inputs / r["base_model"])
     for cfg in ((r.get("tokenizer") or {}).get("tokens") or {}).values():
         src = cfg["source"]
         if isinstance(src, str):
@@ -111,6 +116,7 @@ def absolute(recipe: dict[str, Any], inputs: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mergekit-python", required=True, help="a python with mergekit 0.1.5")
+    ap.add_argument("--only", nargs="*", default=None, help="recipes to (re)generate (default: all)")
     args = ap.parse_args()
     from safetensors.torch import load_file, save_file
 
@@ -121,6 +127,8 @@ def main() -> None:
         make_inputs(Path(inputs))
         (out_dir / "inputs.sha256").write_text(inputs_digest(Path(inputs)) + "\n")
         for name, recipe in RECIPES.items():
+            if args.only and name not in args.only:
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = Path(tmp) / "r.yaml"
                 cfg.write_text(yaml.safe_dump(absolute(recipe, Path(inputs)), sort_keys=False))
