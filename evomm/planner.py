@@ -44,8 +44,12 @@ DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "float8_
                "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
                "F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 #: Resident memory of a worker process before any model: Python, torch, transformers and evomm's
-#: plugins imported (measured on the project's VM: 480-520 MB; see bench/plan_memory.py).
-RUNTIME_BYTES = 500 * 10**6
+#: plugins imported (602 MB measured by bench/plan_memory.py on the project's 2-core VM, CPU
+#: torch, transformers 5.25).
+RUNTIME_BYTES = 600 * 10**6
+#: How many of a parent's largest tensors :class:`ParentSize` keeps (a streaming merge holds a few
+#: steps in flight).
+TOP = 4
 #: Effective device-memory bandwidth assumed on a GPU (bytes/s): about half an H100's HBM3
 #: peak, what elementwise torch kernels reach.
 GPU_BANDWIDTH = 1.5e12
@@ -68,7 +72,7 @@ class ParentSize:
         name: the recipe's alias.
         params: number of elements of its weights (``None``: unknown).
         stored_bytes: bytes of its weight files as stored.
-        largest: elements of its largest tensor.
+        top: elements of its :data:`TOP` largest tensors, largest first.
         config: its ``config.json`` (empty when there is none).
         source: where the figures come from (``safetensors headers``, ``GGUF tensor table``).
     """
@@ -76,9 +80,14 @@ class ParentSize:
     name: str
     params: int | None
     stored_bytes: int
-    largest: int
+    top: tuple[int, ...]
     config: dict
     source: str
+
+    @property
+    def largest(self) -> int:
+        """Elements of the largest tensor."""
+        return self.top[0] if self.top else 0
 
 
 def _from_safetensors(name: str, directory: Path) -> ParentSize | None:
@@ -87,19 +96,24 @@ def _from_safetensors(name: str, directory: Path) -> ParentSize | None:
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         return None
-    params = stored = largest = 0
+    counts, stored = [], 0
     for f in files:
         for entry in read_header(f).entries.values():
-            n = math.prod(entry.shape)
-            params, stored, largest = params + n, stored + entry.size, max(largest, n)
-    return ParentSize(name, params, stored, largest, _config(directory), f"safetensors headers ({len(files)} files)")
+            counts.append(math.prod(entry.shape))
+            stored += entry.size
+    return ParentSize(name, sum(counts), stored, _top(counts), _config(directory),
+                      f"safetensors headers ({len(files)} files)")
+
+
+def _top(counts: list[int]) -> tuple[int, ...]:
+    return tuple(sorted(counts, reverse=True)[:TOP])
 
 
 def _from_gguf(name: str, path: Path) -> ParentSize:
     from gguf import GGUFReader  # memory-maps the file; reads the tensor table only
 
     counts = [int(t.n_elements) for t in GGUFReader(path).tensors]
-    return ParentSize(name, sum(counts), path.stat().st_size, max(counts, default=0), {},
+    return ParentSize(name, sum(counts), path.stat().st_size, _top(counts), {},
                       "GGUF tensor table (dequantised once into the float32 cache)")
 
 
@@ -277,14 +291,15 @@ def merge_plan_lines(recipe: object, prefetch: int = 2) -> list[str]:
                      f"{s.params / 1e9:.3g}B parameters, {human(s.stored_bytes)} stored ({s.source})"))
     if not known:
         return lines
-    params, largest = max(s.params for s in known), max(s.largest for s in known)
+    params = max(s.params for s in known)
     stored = sum(s.stored_bytes / max(s.params, 1) for s in known)  # bytes per element, all parents
-    step = largest * (stored + 4 + DTYPE_BYTES[out_dtype])
+    top = max((s.top for s in known), key=sum)[: prefetch + 2]
+    in_flight = sum(top) * (stored + DTYPE_BYTES[out_dtype])
     read = sum(s.stored_bytes for s in known)
     bw = cpu_bandwidth()
     lines += [f"  output: {human(params * DTYPE_BYTES[out_dtype])} as {out_dtype}",
-              f"  streaming merge: about {human(RUNTIME_BYTES + (prefetch + 2) * step)} RAM at most "
-              f"(runtime + {prefetch + 2} steps of the largest tensor in flight)",
+              f"  streaming merge: about {human(RUNTIME_BYTES + in_flight)} RAM "
+              f"(runtime + the {len(top)} largest tensors of every parent and the output in flight)",
               f"  merge time: >= {(read + params * DTYPE_BYTES[out_dtype]) / bw:.2g} s at {human(bw)}/s "
               "memory bandwidth (disk reads and writes usually bound it)"]
     return lines

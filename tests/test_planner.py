@@ -119,4 +119,7 @@ def test_merge_dry_run_reads_headers_only(sevens: list[Path], tmp_path: Path, ca
     assert main(["merge", str(recipe), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("6.74B parameters, 13.5 GB stored") == 3 and "output: 13.5 GB as bfloat16" in out
+    # in flight: the 4 largest tensors (embedding, head, two MLP matrices) of 3 bf16 parents + output
+    in_flight = (2 * 32000 * 4096 + 2 * 11008 * 4096) * (3 * 2 + 2)
+    assert f"streaming merge: about {human(RUNTIME_BYTES + in_flight)} RAM" in out
     assert not (tmp_path / "out").exists()
