@@ -62,6 +62,9 @@ def test_api_run_is_run_json_and_the_archive(run: Path) -> None:
     assert got["status"] == meta["status"] == "finished"
     assert got["records"] == len(lines(run)) and got["skipped_count"] == 0
     assert got["stages"] == meta["stages"] and got["stage"] == lines(run)[-1]["stage"]
+    import yaml
+
+    assert got["executor"]["name"] == yaml.safe_load((run / "recipe.yaml").read_text())["executor"]["name"]
 
 
 def test_api_front_is_front_json(run: Path) -> None:

@@ -188,7 +188,13 @@ class RunState:
                 "stage": self.default_stage(), "records": len(records), "skipped": self.tail.skipped[-20:],
                 "skipped_count": len(self.tail.skipped), "pending_bytes": self.tail.pending,
                 "rescores": sorted(held_out(self.run_dir)), "arrival_per_minute": rate,
+                "executor": self._executor(),
             }
+
+    def _executor(self) -> dict[str, Any] | None:
+        """The recipe's executor (``name``, ``workers`` ...), when the recipe has one."""
+        ex = getattr(self.recipe, "executor", None)
+        return ex.model_dump(mode="json") if hasattr(ex, "model_dump") else None
 
     def front_payload(self, stage: str | None = None, view: str = "full") -> dict[str, Any]:
         """``/api/front``: the stage's front (records), its parents and the knee's id

@@ -45,6 +45,7 @@
     const nFront = S.front ? S.front.front.length : 0;
     let counts = run.records + " records · " + nFront + " on the front · objectives " +
       objectives().map((o) => o.name + " (" + (o.direction === "maximize" ? "max" : "min") + ")").join(", ");
+    if (run.executor) counts += " · executor " + run.executor.name + " × " + run.executor.workers;
     if (run.arrival_per_minute) counts += " · " + fmt(run.arrival_per_minute) + " candidates/min now";
     $("counts").textContent = counts;
     const warn = [];
