@@ -40,7 +40,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from evomm.adapters import ModelRef
 from evomm.errors import ConfigError, RegistryError
 from evomm.params import ParamScope, ParamSpec
-from evomm.slices import SliceEntry, SliceSource, check_slices, models_of_slices
+from evomm.slices import SliceEntry, SliceSource, check_slices, with_slice_models
 from evomm.tokenizer_merge import TokenizerOptions
 
 if TYPE_CHECKING:
@@ -177,12 +177,7 @@ class MergeRecipe(BaseModel):
             raise ConfigError("give either `merge_method` or `operator` (they are the same key), not both")
         data = dict(data)
         if data.get("slices") is not None:
-            implied = models_of_slices(data)
-            given = data.get("models")
-            if given is not None and [m.get("model") if isinstance(m, Mapping) else m for m in given] != [
-                    m["model"] for m in implied]:
-                raise ConfigError("give either `models:` or `slices:` (mergekit takes one), not both")
-            data["models"] = given if given is not None else implied
+            data = with_slice_models(data)
         for key in ("dtype", "out_dtype"):
             value = data.get(key)
             if value is not None:

@@ -111,6 +111,20 @@ def models_of_slices(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"model": m} for m in seen]
 
 
+def with_slice_models(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (a recipe mapping with ``slices``) with ``models`` set to :func:`models_of_slices`.
+
+    Raises:
+        ConfigError: ``models`` is given too and lists other models (mergekit takes one of them).
+    """
+    implied = models_of_slices(data)
+    given = data.get("models")
+    if given is not None and [m.get("model") if isinstance(m, Mapping) else m for m in given] != [
+            m["model"] for m in implied]:
+        raise ConfigError("give either `models:` or `slices:` (mergekit takes one), not both")
+    return {**data, "models": given if given is not None else implied}
+
+
 # ---------------------------------------------------------------------------------------------
 # checking a slices recipe
 # ---------------------------------------------------------------------------------------------

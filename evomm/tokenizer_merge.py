@@ -193,13 +193,14 @@ def _union_additions(first: str, aliases: list[str], toks: Mapping[str, Any],
     plain: dict[str, None] = {}
     special: dict[str, Any] = {}
     for a in order:
+        ids = set(vocabs[a].values())
         decoder = toks[a].added_tokens_decoder
         added_here = {info.content for info in decoder.values()}
         for t, _ in sorted(vocabs[a].items(), key=lambda kv: kv[1]):
             if t not in added_here:
                 plain.setdefault(t, None)
         for i, info in sorted(decoder.items()):
-            if i in vocabs[a].values():
+            if i in ids:
                 special.setdefault(info.content, info)
     out = [(t, ()) for t in plain if t not in special and t not in base_vocab]
     out += [(t, _settings(info)) for t, info in special.items()]
@@ -249,7 +250,7 @@ def _configured(recipe: MergeRecipe, token: str, i: int, cfg: TokenOptions, rows
         raise ConfigError(f"{where}: {model!r} names no model of the recipe; use one of {recipe.aliases()}")
     if isinstance(src, ModelTokenSource):
         row = src.token_id if src.token_id is not None else vocabs[alias].get(src.token or "", -1)
-        if row not in vocabs[alias].values():
+        if row not in set(vocabs[alias].values()):
             raise ConfigError(f"{where}: model {alias!r} has no token {src.token or src.token_id!r}")
         return Fill(((alias, row),))
     if rows[alias][i] < 0:

@@ -204,7 +204,9 @@ class VocabView(Checkpoint):
         path = out_dir / "config.json"
         if path.is_file():
             config = json.loads(path.read_text(encoding="utf-8"))
-            config["vocab_size"] = self.vmap.size
+            for node in (config, config.get("text_config")):  # a VLM keeps it in text_config
+                if isinstance(node, dict) and (node is config or "vocab_size" in node):
+                    node["vocab_size"] = self.vmap.size
             path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     def record_dtype(self, out_dir: Path, dtype: str) -> None:
