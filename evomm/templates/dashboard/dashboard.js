@@ -68,8 +68,9 @@
     if (names.length >= 3) views.push(["pairs", "pair plot"], ["parcoords", "parallel coordinates"]);
     S.view = fillSelect($("view"), views, S.view);
     const axes = [...names.map((n) => [n, n]), ["generation", "generation"]];
-    S.x = fillSelect($("xobj"), axes, S.x || names[0]);
-    S.y = fillSelect($("yobj"), axes, S.y || names[1] || "generation");
+    // one objective: its value by generation
+    S.x = fillSelect($("xobj"), axes, S.x || (names.length > 1 ? names[0] : "generation"));
+    S.y = fillSelect($("yobj"), axes, S.y || (names.length > 1 ? names[1] : names[0]));
     const stages = S.run.stages.length ? S.run.stages : [S.run.stage];
     S.stage = fillSelect($("stage"), stages.map((s) => [s, s]), S.stage || S.run.stage);
     const two = S.view === "scatter";
@@ -295,15 +296,16 @@
       const div = document.createElement("div");
       div.className = "genes-heatmap";
       div.dataset.param = param;
-      div.style.height = Math.max(150, 60 + 34 * t.rows.length) + "px";
+      div.style.height = Math.max(165, 75 + 34 * t.rows.length) + "px";
       box.appendChild(div);
       const z = t.rows.map((r) => t.cols.map((c) => { const v = t.cells[r + "\u0000" + c]; return v === undefined ? null : v; }));
-      Plotly.newPlot(div, [{ type: "heatmap", z, x: t.cols, y: t.rows, colorscale: "RdBu", reversescale: true,
+      const layered = t.cols.some((c) => c.startsWith("layers."));
+      Plotly.newPlot(div, [{ type: "heatmap", z, x: t.cols.map((c) => c.replace(/^layers\./, "")), y: t.rows, colorscale: "RdBu", reversescale: true,
         texttemplate: t.cols.length <= 40 ? "%{z:.2f}" : "", hovertemplate: param + "[%{y}] %{x} = %{z:.4f}<extra></extra>",
         colorbar: { thickness: 10 } }],
       { title: { text: param === "genes" && t.rows[0] === "value" ? "genes" : "gene " + esc(param) + " by layer" +
           (t.rows.length > 1 || t.rows[0] !== "(all)" ? " (rows: parents)" : ""), font: { size: 13 } },
-        margin: { l: 90, r: 30, t: 30, b: 40 }, xaxis: { type: "category" }, yaxis: { type: "category", autorange: "reversed" } },
+        margin: { l: 90, r: 30, t: 30, b: 52 }, xaxis: { type: "category", title: { text: layered ? "layer" : "" } }, yaxis: { type: "category", autorange: "reversed" } },
       { displaylogo: false, responsive: true, staticPlot: false });
     }
   }
