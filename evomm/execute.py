@@ -35,7 +35,14 @@ from evomm.hub import resolve_model_dir
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
 from evomm.pipeline import BackgroundWriter, in_order, merge_threads, prefetched, single_threaded_torch
-from evomm.plan import MergePlan, TensorStep, plan_checkpoints, step_aliases, tensor_seed
+from evomm.plan import (
+    MergePlan,
+    TensorStep,
+    parents_checked_when_opened,
+    plan_checkpoints,
+    step_aliases,
+    tensor_seed,
+)
 from evomm.recipe import get_operator
 
 if TYPE_CHECKING:
@@ -114,6 +121,7 @@ def open_models(
     if isinstance(recipe_or_refs, MergeRecipe):
         refs, donor = recipe_or_refs.all_refs(), recipe_or_refs.donor()
         vocab_mode = recipe_or_refs.vocab.mode
+        check = check and parents_checked_when_opened(recipe_or_refs)  # slices, tokenizer sources (issue 20)
     else:
         refs = list(recipe_or_refs)
         donor = refs[0].name if refs else ""

@@ -160,6 +160,16 @@ def plan_checkpoints(plan: MergePlan, checkpoints: Mapping[str, Checkpoint]) -> 
     return stacked_checkpoints(plan.stack, vocab_views(plan.vocab, raw))
 
 
+def parents_checked_when_opened(recipe: MergeRecipe) -> bool:
+    """Whether :func:`evomm.execute.open_models` checks the parents pairwise (equal depth and
+    sizes): not for ``slices:`` (stacks of models of other depths) nor for merged vocabularies
+    (``tokenizer_source: union``, ``tokenizer:``: other sizes, re-laid out by the plan);
+    :func:`build_plan` checks those through its lanes and vocabulary map."""
+    if recipe.vocab.mode != "strict":
+        return True  # pad_from_donor: the adapters' vocab_mode check
+    return recipe.slices is None and recipe.tokenizer is None and recipe.tokenizer_source != "union"
+
+
 def step_aliases(plan: MergePlan, step: TensorStep) -> list[str]:
     """The models whose tensor ``step`` reads, each once: the copied model, or the source models
     in plan order and then the base.

@@ -20,11 +20,10 @@ parents that have it (zeros when none has it). One difference: mergekit adds a u
 tokens in the order of a hash map (its ids change from run to run); evomm adds them by model
 order and then by id, so the same recipe gives the same ids.
 
-Without a ``tokenizer:`` block and with ``tokenizer_source`` ``base`` or a model, nothing is
-re-laid out when the parents' embeddings have the same number of rows (what evomm did before:
-the donor's tokenizer is copied, rows are merged as they are; mergekit would re-lay them out by
-token and cut padding rows beyond the tokenizer's length); parents of different sizes, which
-evomm refused, are re-laid out as mergekit does.
+``tokenizer_source: base`` or a model keeps evomm's meaning: the donor of config and
+tokenizer, rows merged as they are (parents of other sizes are refused unless ``vocab:
+pad_from_donor``); mergekit re-lays the parents out by token there too, which evomm does for
+``tokenizer: {source: base|<model>}``, so a re-layout is always asked for explicitly.
 """
 
 from __future__ import annotations
@@ -151,10 +150,10 @@ def build_vocab_map(recipe: MergeRecipe, checkpoints: Mapping[str, Checkpoint]) 
         return None
     refs = recipe.all_refs()
     aliases = [r.name for r in refs]
-    if recipe.tokenizer is None and source != "union" and len({checkpoints[a].vocab_size for a in aliases}) == 1:
-        # evomm before mergekit parity: the parents' rows stay as they are when their sizes agree
-        # (mergekit would re-lay them out by token and cut padding rows); only sizes that differ,
-        # which evomm refused, are re-laid out
+    if recipe.tokenizer is None and source != "union":
+        # tokenizer_source base|<model>: evomm's donor of config and tokenizer, rows merged as
+        # they are (sizes must agree, or vocab: pad_from_donor); mergekit would re-lay them out,
+        # which `tokenizer: {source: <model>}` asks for explicitly
         return None
     base_ref = recipe.base_ref()
     first = base_ref.name if base_ref is not None else aliases[0]

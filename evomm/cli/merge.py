@@ -97,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(merge_plan_lines(recipe)))
         return 0
-    # slices stack models of other depths, tokenizer sources merge other vocabularies: the plan
-    # checks the shapes through its lanes and vocabulary map instead
-    check = recipe.slices is None and recipe.tokenizer is None and recipe.tokenizer_source in (None, "base")
-    checkpoints = open_models(recipe, plugins, check=check)
+    checkpoints = open_models(recipe, plugins)
     try:
         plan = build_plan(recipe, checkpoints, plugins)
         out = merge_to_dir(
