@@ -204,7 +204,7 @@ class MergeRecipe(BaseModel):
             self._match(src, "tokenizer_source")
         if self.vocab.mode != "strict" and (self.tokenizer is not None or src == "union"):
             raise ConfigError("vocab: pad_from_donor and a tokenizer union/block both align vocabularies; keep "
-                              "one (`tokenizer_source: <the donor>` does what pad_from_donor does)")
+                              "one (`tokenizer: {source: <the donor>}` re-lays rows out by token)")
         if self.tokenizer_source == "base" and self.base_model is None:
             raise ConfigError("tokenizer_source: 'base' needs a `base_model`; name a model alias instead")
         return self
