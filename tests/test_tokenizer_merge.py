@@ -128,3 +128,38 @@ def test_search_templates_refuse_merged_vocabularies(inputs: Path) -> None:
     plugins = get_plugins()
     with pytest.raises(ConfigError, match="a search template needs parents that share a vocabulary"):
         plan_frame(recipe, open_models(recipe, plugins, check=False), plugins)
+
+
+def _model(root: Path, words: list[str], seed: int) -> Path:
+    import torch as t
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.golden.mergekit_tokenizer.make_golden import _tokenizer
+
+    tok = _tokenizer(words, [])
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    t.manual_seed(seed)
+    LlamaForCausalLM(cfg).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+def test_tokenizer_block_generalises_pad_from_donor(tmp_path: Path) -> None:
+    """A donor whose vocabulary extends the other's: `tokenizer: {source: <donor>}` (mergekit's
+    re-layout) gives what `vocab: pad_from_donor` gives, bit for bit."""
+    words = ["the", "cat", "dog"]
+    small = _model(tmp_path / "small", words, 1)
+    donor = _model(tmp_path / "donor", [*words, "<image>", "<pad2>"], 2)
+    models = [{"model": str(small), "name": "small", "parameters": {"weight": 0.4}},
+              {"model": str(donor), "name": "donor", "parameters": {"weight": 0.6}}]
+    outs = []
+    for extra in ({"tokenizer_source": "donor", "vocab": "pad_from_donor"}, {"tokenizer": {"source": "donor"}}):
+        plugins = get_plugins()
+        recipe = MergeRecipe.from_dict({"merge_method": "linear", "dtype": "float32", "models": models, **extra})
+        cks = open_models(recipe, plugins)
+        outs.append(read_all(merge_to_dir(build_plan(recipe, cks, plugins), cks, tmp_path / f"o{len(outs)}", plugins,
+                                          progress=False)))
+    assert sorted(outs[0]) == sorted(outs[1])
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+    assert outs[1]["lm_head.weight"].shape[0] == 8 and _vocab(tmp_path / "o1") == _vocab(donor)
