@@ -21,7 +21,8 @@ the fix. Example (``configs/demo.yaml`` is a complete one)::
       toy_ja_math: {data: zoo/data/ja_math, split: dev, limit: 100}
     algorithm: {name: nsga2, pop_size: 12}
     budget: {generations: 8}
-    cheap_first: {subset: 24}
+    fitness: {strategy: racing, rounds: [20, 50, 100%], confidence: 0.95}
+    executor: {name: processes, workers: 2}
 
 A parameter is either fixed (a number, a gradient list or ``{filter, value}`` entries, passed to
 the merge unchanged) or evolved: ``{evolve: {low, high} | true, granularity: ..., kinds: [...]}``.

@@ -32,10 +32,11 @@ from evomm.tasks import MetricSpec, Task, TaskResult
 N_ITEMS = 80
 
 
-def outcome(task: str, x: np.ndarray, i: int, target: float) -> float:
-    """The known result of item ``i`` of ``task`` for the candidate ``x`` (0 or 1)."""
+def outcome(task: str, x: np.ndarray, i: int, target: float, salt: str = "") -> float:
+    """The known result of item ``i`` of ``task`` for the candidate ``x`` (0 or 1); ``salt``
+    (the task option) draws another item set (a held-out split)."""
     p = 1.0 - 2.0 * float(np.mean((np.asarray(x) - target) ** 2))
-    seed = zlib.crc32(f"{task}|{' '.join(f'{v:.4f}' for v in x)}|{i}".encode())
+    seed = zlib.crc32(f"{task}{salt}|{' '.join(f'{v:.4f}' for v in x)}|{i}".encode())
     return float(np.random.default_rng(seed).random() < p)
 
 
@@ -44,7 +45,7 @@ class _Items(Task):
     metrics = (MetricSpec("acc"),)
 
     def load(self) -> list[dict[str, Any]]:
-        return [{"i": i} for i in range(N_ITEMS)]
+        return [{"i": i} for i in range(int(self.options.get("n", N_ITEMS)))]
 
     def score(self, handle: Any, examples: Any) -> TaskResult:
         ids = [e["i"] for e in examples]
@@ -59,7 +60,8 @@ class _Items(Task):
             x = " ".join(f"{v:.4f}" for v in handle.x)
             with open(os.environ["EVO_ITEM_LOG"], "a", encoding="utf-8") as fh:
                 fh.write("".join(f"{self.name} {x} {i}\n" for i in ids))
-        return TaskResult.from_items({"acc": [outcome(self.name, handle.x, i, self.target) for i in ids]})
+        salt = str(self.options.get("salt", ""))
+        return TaskResult.from_items({"acc": [outcome(self.name, handle.x, i, self.target, salt) for i in ids]})
 
 
 class ItemsA(_Items):
