@@ -174,3 +174,27 @@ def test_rescore_of_one_task_rescores_only_its_objective(run, micro_zoo, plugins
     assert [r["id"] for r in data["candidates"]] == ["parent:ja", "parent:math", "parent:base"]
     assert data["candidates"][0]["rescored"] == {"ll": pytest.approx(want, abs=1e-9)}
     assert data["candidates"][0]["rescored"]["ll"] != data["candidates"][0]["fitness"]["ll"]
+
+
+def test_default_splits_are_what_datasets_would_load(tmp_path):
+    from evomm.tasks import MetricSpec, Task
+
+    class Plain(Task):
+        name = "plain"
+        metrics = (MetricSpec("acc"),)
+
+        def score(self, handle, examples):
+            raise NotImplementedError
+
+    split = tmp_path / "split"
+    split.mkdir()
+    for name in ("train", "dev", "test"):
+        (split / f"{name}.jsonl").write_text('{"x": 1}\n')
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "rows.jsonl").write_text('{"x": 1}\n')
+    assert sorted(Plain(str(split)).splits()) == ["test", "train", "validation"]  # dev.jsonl is validation
+    assert Plain(str(one)).splits() is None  # one unnamed split: any name loads it
+    assert Plain(str(one / "rows.jsonl")).splits() is None
+    assert Plain(None).splits() is None
+    assert Plain(str(split), split="validation").examples() == [{"x": 1}]  # the name load accepts
