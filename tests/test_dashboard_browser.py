@@ -104,6 +104,12 @@ def test_the_front_is_front_json_and_a_click_shows_the_genes(run: Path, browser:
         genes = target["genes"]
         assert dict(zip(heat["x"], heat["z"][0])) == genes
         assert target["id"] in page.text_content("#export-cmd")
+        page.click("#export-btn")  # the button runs the command shown: a new directory under the run
+        page.wait_for_function("() => /done|failed/.test(document.getElementById('export-status').textContent)",
+                               timeout=120000)
+        assert ": done" in page.text_content("#export-status"), page.text_content("#export-status")
+        out = run.resolve() / "exports" / target["id"]
+        assert (out / "evomm_candidate.json").is_file() and str(out) in page.text_content("#export-cmd")
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         if os.environ.get("EVOMM_SCREENSHOT"):  # keep one to look at
             shutil.copy(tmp_path / "dashboard.png", os.environ["EVOMM_SCREENSHOT"])
@@ -125,7 +131,8 @@ def test_records_appended_to_a_live_run_appear_within_seconds(run: Path, browser
         page = open_page(browser, url)
         assert page.evaluate("window.evommDashboard.records.length") == first
         assert page.text_content("#status") == "running"
-        with (live / "archive.jsonl").open("a") as fh:  # the run goes on: the rest, half a line last
+        with (live / "archive.jsonl").open("a") as fh:  # the run goes on: a bad line, the rest, half a line
+            fh.write("this line is not a record\n")
             fh.write("".join(every[first:]))
             fh.write('{"id": "c09999", "objec')
             fh.flush()
@@ -137,7 +144,8 @@ def test_records_appended_to_a_live_run_appear_within_seconds(run: Path, browser
         page.wait_for_function("(n) => document.getElementById('front-plot').data.find(t => t.name === 'Pareto front')"
                                ".customdata.length === n", arg=len(saved["front"]), timeout=5000)
         assert trace(page, "Pareto front")["ids"] == [r["id"] for r in saved["front"]]
-        assert "being written" in page.text_content("#warn")
+        warn = page.text_content("#warn")
+        assert "being written" in warn and f"skipped (not records): line {first + 1}" in warn, warn
         print(f"appended records shown after {seen_after:.1f} s")
     finally:
         proc.terminate()

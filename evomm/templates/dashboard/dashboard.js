@@ -366,7 +366,7 @@
     $("export-btn").disabled = true;
     const r = await fetch("api/export", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ candidate: id }) });
     const job = await r.json();
-    if (!r.ok) { $("export-status").textContent = job.error; $("export-btn").disabled = false; return; }
+    if (!r.ok) { $("export-status").textContent = " export failed: " + job.error; $("export-btn").disabled = false; return; }
     S.exportJob = job.id;
     showJob(job);
   }
