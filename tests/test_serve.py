@@ -174,6 +174,17 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     assert [r["id"] for r in get(app, "/api/candidates")["records"]] == [r["id"] for r in good[:3]]
 
 
+def test_a_later_stage_shows_the_children_it_was_built_on(tmp_path: Path) -> None:
+    run = made_up_run(tmp_path / "run", 4, pop=2, layers=1)
+    meta = json.loads((run / "run.json").read_text())
+    handed = {"name": "ps", "kind": "params", "candidate": "c00003", "model_dir": str(run / "stages/ps/child"),
+              "recipe": {"x": 1}, "objectives": {"ja": 0.5}}
+    (run / "run.json").write_text(json.dumps(dict(meta, stages=["ps", "dfs"], previous=[handed])))
+    got = get(App(run), "/api/run")
+    assert got["stages"] == ["ps", "dfs"]
+    assert got["previous"] == [{"name": "ps", "kind": "params", "candidate": "c00003", "objectives": {"ja": 0.5}}]
+
+
 def test_a_run_without_records_or_run_json_is_served(tmp_path: Path) -> None:
     run = made_up_run(tmp_path / "run", 0)
     (run / "archive.jsonl").unlink()

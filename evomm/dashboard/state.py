@@ -189,6 +189,8 @@ class RunState:
                 "skipped_count": len(self.tail.skipped), "pending_bytes": self.tail.pending,
                 "rescores": sorted(held_out(self.run_dir)), "arrival_per_minute": rate,
                 "executor": self._executor(),
+                "previous": [{k: p.get(k) for k in ("name", "kind", "candidate", "objectives")}
+                             for p in meta.get("previous", []) if isinstance(p, dict)],
             }
 
     def _executor(self) -> dict[str, Any] | None:

@@ -346,7 +346,10 @@
     const role = isParent(rec) ? "parent" : rec.id === S.front.knee ? "knee of the front" : onFront ? "on the front" : "not on the front";
     $("cand-title").textContent = "Candidate " + rec.id;
     const extra = Object.entries(rec.extra || {}).filter(([k, v]) => typeof v !== "object").map(([k, v]) => k + "=" + fmt(v)).join(", ");
-    $("cand-info").innerHTML = "stage <b>" + esc(rec.stage) + "</b> · generation " + rec.generation + " · evaluation <b>" +
+    // lineage: the children picked from the stages before this one (multi-stage runs)
+    const before = (S.run.previous || []).slice(0, Math.max(0, S.run.stages.indexOf(rec.stage)));
+    const lineage = before.map((p) => esc(p.name) + " (" + esc(p.kind) + ") → " + esc(p.candidate)).join(" ⇒ ");
+    $("cand-info").innerHTML = (lineage ? "lineage: " + lineage + " ⇒ " : "") + "stage <b>" + esc(rec.stage) + "</b> · generation " + rec.generation + " · evaluation <b>" +
       esc(rec.evaluation) + "</b> · " + role + (extra ? '<br><span class="note">' + esc(extra) + "</span>" : "") +
       (rec.plan_hash ? '<br><span class="note">plan ' + esc(String(rec.plan_hash).slice(0, 16)) + "</span>" : "");
     $("cand-objectives").innerHTML = objectiveTable(d);
