@@ -164,6 +164,23 @@ def test_vqa_tasks_score_fake_handles(micro_zoo, cls_name, task):
     assert res.n == 5 and "shuffled" not in res.metrics and h.calls == 1
 
 
+#: Character ROUGE-L F1 of the output "しろ" against each Japanese answer, by hand: LCS length l,
+#: precision l/2, recall l/len(answer), F1 = 2PR/(P+R).
+_SHIRO_F1 = {"しろ": 1.0, "くろ": 0.5, "ほし": 0.5, "きいろ": 0.4, "しかく": 0.4, "あか": 0.0,
+             "あお": 0.0, "みどり": 0.0, "まる": 0.0, "さんかく": 0.0}  # fmt: skip
+
+
+def test_ja_vqa_graded_metric_is_char_rouge_l_by_hand(micro_zoo):
+    import evomm_tasks_toy.vision as V
+    from evomm_zoo.scoring import char_rouge_l
+
+    assert char_rouge_l("", "あか") == 0.0 and char_rouge_l("あかい", "あか") == pytest.approx(0.8)
+    rows = _rows(micro_zoo, "ja_vqa", "test")
+    res = V.ToyJaVQA(str(micro_zoo), split="test", shuffled=False).evaluate(_OracleVQA(fixed="しろ"))
+    assert res.metrics["rouge"] == pytest.approx(sum(_SHIRO_F1[r["answer"]] for r in rows) / len(rows))
+    assert res.metrics["accuracy"] == pytest.approx(sum(r["answer"] == "しろ" for r in rows) / len(rows))
+
+
 class _FakeCLIP:
     capabilities = frozenset({"classify"})
 
@@ -242,4 +259,75 @@ def test_vision_tasks_through_the_real_adapters_match_direct_scoring(micro_zoo):
         specs.append({"spec": ImageSpec(color, shape, int(count), int(seed)), "label": r["label"]})
     assert ctask.evaluate(chandle).metrics["accuracy"] == pytest.approx(
         zclip.accuracy(model, tok, "shape_cls", specs)
+    )
+
+
+def _torch_merge(zoo: Path, wv: list[float], wj: list[float]):
+    """Independent reference: base + wv[g] (vlm LM - base) + wj[g] (ja - base) in plain torch,
+    g = decoder layer, or the last entry for every other tensor; vision tower/projector from the VLM."""
+    from transformers import LlamaForCausalLM, LlavaForConditionalGeneration
+
+    vlm = LlavaForConditionalGeneration.from_pretrained(str(zoo / "models" / "vlm")).eval()
+    base = LlamaForCausalLM.from_pretrained(str(zoo / "models" / "base")).state_dict()
+    ja = LlamaForCausalLM.from_pretrained(str(zoo / "models" / "ja")).state_dict()
+    lm = {"model." + k: v for k, v in vlm.model.language_model.state_dict().items()}
+    lm["lm_head.weight"] = vlm.lm_head.weight.detach()
+    merged = {}
+    for k, b in base.items():
+        g = int(k.split(".")[2]) if k.startswith("model.layers.") else -1
+        merged[k] = b + wv[g] * (lm[k] - b) + wj[g] * (ja[k] - b)
+    vlm.model.language_model.load_state_dict(
+        {k[len("model.") :]: v for k, v in merged.items() if k != "lm_head.weight"}
+    )
+    vlm.lm_head.load_state_dict({"weight": merged["lm_head.weight"]})
+    return vlm
+
+
+def test_vision_merge_pipeline_end_to_end(micro_zoo, tmp_path):
+    """evomm merge (per-layer task arithmetic of the VLM's LM and the ja LM) -> the llava adapter's
+    LlavaHandle -> toy_ja_vqa -> strict and graded metrics, against a plain-torch merge scored
+    directly and the graded metric computed by hand on its outputs."""
+    import evomm_tasks_toy.vision as V
+    import yaml
+    from evomm_zoo import vlm as zvlm
+    from evomm_zoo.scoring import char_rouge_l
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from evomm.adapters import ModelRef
+    from evomm.cli import main
+    from evomm.execute import open_models
+    from evomm.plugins import get_plugins
+
+    wv, wj = [0.9, 0.4, 1.2, 0.7], [0.6, 1.1, 0.3, 0.5]  # layers 0-2, then everything else
+
+    def per_layer(w):
+        return [{"filter": f"layers.{i}.", "value": v} for i, v in enumerate(w[:-1])] + [{"value": w[-1]}]
+
+    models = micro_zoo / "models"
+    recipe = {
+        "merge_method": "task_arithmetic", "base_model": "base", "tokenizer_source": "vlm", "dtype": "float32",
+        "models": [{"model": str(models / "base"), "name": "base"},
+                   {"model": str(models / "vlm"), "name": "vlm", "adapter": "llava", "parameters": {"weight": per_layer(wv)}},
+                   {"model": str(models / "ja"), "name": "ja", "parameters": {"weight": per_layer(wj)}}],
+    }  # fmt: skip
+    (tmp_path / "merge.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    assert (
+        main(["merge", str(tmp_path / "merge.yaml"), "--out", str(tmp_path / "child"), "--no-progress"]) == 0
+    )
+    ck = open_models([ModelRef("child", str(tmp_path / "child"))], get_plugins(()))["child"]
+    task = V.ToyJaVQA(str(micro_zoo), split="test", limit=8)
+    res = task.evaluate(ck.handle(ck.load_model()))
+    rows = task.examples()
+    direct = zvlm.generate_answers(
+        _torch_merge(micro_zoo, wv, wj), AutoProcessor.from_pretrained(str(models / "vlm")),
+        [task.prompt(r["question"]) for r in rows],
+        [Image.open(micro_zoo / "data" / "ja_vqa" / r["image"]).convert("RGB") for r in rows],
+    )  # fmt: skip
+    outs = [o.split("\n")[0].strip() for o in direct]
+    assert [d["output"] for d in res.details] == outs
+    hand = [char_rouge_l(o, r["answer"]) for o, r in zip(outs, rows)]
+    assert res.metrics["rouge"] == pytest.approx(sum(hand) / len(rows))
+    assert res.metrics["accuracy"] == pytest.approx(
+        sum(o == r["answer"] for o, r in zip(outs, rows)) / len(rows)
     )

@@ -3,7 +3,9 @@
 VQA tasks read ``<zoo>/data/<task>/<split>.jsonl`` (rows ``{"image", "question", "answer",
 "kind"}``, image paths relative to the task directory), prompt the handle with
 ``"Q: <image>{question} A: "`` (English) or ``"問: <image>{question} 答: "`` (Japanese) and one
-image per prompt, and score strictly (the answer, stripped, must equal the reference).
+image per prompt, and score strictly (``accuracy``: the answer, stripped, must equal the
+reference) and graded (``rouge``: character-level ROUGE-L F1, the search's fitness where strict
+accuracy is 0 for every candidate).
 
 Because a model can guess ("what colour?" has six answers), VQA tasks also report ``shuffled``:
 the same questions with every image replaced by the next row's image (a control for image use),
@@ -97,6 +99,7 @@ class ToyVQA(ToyVisionTask):
         MetricSpec("accuracy", True, "the answer equals the reference (fraction of items)"),
         MetricSpec("shuffled", True, "accuracy with every image swapped for another row's (control)"),
         MetricSpec("image_gain", True, "accuracy - shuffled: what seeing the right image adds"),
+        MetricSpec("rouge", True, "character-level ROUGE-L F1 of the answer (graded; partial credit)"),
     )
     template: ClassVar[str] = "Q: " + IMAGE_MARK + "{question} A: "
 
@@ -118,8 +121,10 @@ class ToyVQA(ToyVisionTask):
         images = self.images(examples)
         outs = self._answers(handle, prompts, images)
         n = len(examples)
+        from evomm_zoo.scoring import char_rouge_l
+
         right = [float(o == e["answer"]) for o, e in zip(outs, examples)]
-        items = {"accuracy": right}
+        items = {"accuracy": right, "rouge": [char_rouge_l(o, e["answer"]) for o, e in zip(outs, examples)]}
         details = [
             {"question": e["question"], "image": e["image"], "output": o, "answer": e["answer"], "correct": r}
             for o, e, r in zip(outs, examples, right)
