@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from evomm.errors import CheckpointError
 
@@ -153,9 +154,18 @@ def write_hf_checkpoint(path: Path, out_dir: Path, dtype: str, *, model: str = "
         raise CheckpointError(
             f"{who}reading {path} needs the `gguf` package: pip install gguf accelerate"
         ) from None
-    kwargs = {"gguf_file": path.name}
+    kwargs: dict[str, Any] = {"gguf_file": path.name}
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=getattr(torch, dtype), **kwargs)
+        # transformers >= 5.25 may keep GGUF blocks packed (with `kernels`): ask for plain tensors
+        from transformers import GgufConfig
+
+        model_kwargs = {"quantization_config": GgufConfig(gguf_file=path.name, dequantize=True)}
+    except ImportError:  # older transformers always dequantise
+        model_kwargs = {}
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            path.parent, dtype=getattr(torch, dtype), **kwargs, **model_kwargs
+        )
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
     except Exception as exc:  # transformers raises ValueError/OSError/KeyError/RuntimeError variously
         raise CheckpointError(
