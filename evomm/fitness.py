@@ -143,7 +143,8 @@ def estimate(items: CandidateItems, objs: ObjectiveSet, confidence: float) -> Es
             metrics.setdefault(task, {})[metric] = value
             se_m[(task, metric)] = (se, lo, hi)
     values = objs.values(metrics)
-    complete = all(ti.complete for ti in items.values())
+    needed = {t: [m for o in objs.objectives for tt, m, _ in o.terms if tt == t] for t in items}
+    complete = bool(items) and all(ti.complete_for(needed[t]) for t, ti in items.items())
     est = Estimate(metrics, values, items_evaluated=sum(ti.evaluated for ti in items.values()), complete=complete,
                    items=items)
     for o in objs.objectives:
@@ -157,13 +158,14 @@ def estimate(items: CandidateItems, objs: ObjectiveSet, confidence: float) -> Es
     return est
 
 
-def missing(task: TaskItems | None, order: Sequence[int], upto: int) -> list[int] | None:
-    """The ids of ``order[:upto]`` not yet scored (``None``: score the task whole, because its
-    results have no per-item values or nothing was scored and ``upto`` covers every item)."""
-    if task is not None and task.complete:
+def missing(task: TaskItems | None, order: Sequence[int], upto: int, metrics: Sequence[str] = ()) -> list[int] | None:
+    """The ids of ``order[:upto]`` not yet scored (``None``: score the task whole, because one of
+    the ``metrics`` needed has no per-item values (a metric that is not a mean over items) or
+    nothing was scored and ``upto`` covers every item)."""
+    if task is not None and task.complete_for(metrics):
         return []
-    if task is not None and not task.values and task.aggregate_n:
-        return None  # an aggregate-only task: per-item values are not available, score it whole
+    if task is not None and (task.aggregate_n or task.values) and task.needs_whole(metrics):
+        return None  # only a whole evaluation gives this metric: per-item values cannot add up to it
     if (task is None or not task.values) and upto >= len(order):
         return None
     have = task.ids if task is not None else set()

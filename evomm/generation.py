@@ -72,23 +72,27 @@ class Rounds:
         archive: builds and archives a done candidate's record, returns it.
         on_job: called with each job's seconds (wall-time estimates, progress).
         clock: seconds (the loop's clock: tests pass a fake one).
+        whole: tasks known to report a needed metric without per-item values (scored whole from
+            then on; shared by the stage's generations, learnt from results).
     """
 
     def __init__(self, stage: str, strategy: Strategy, store: ItemStore, objs: ObjectiveSet,
                  infos: Sequence[ObjectiveInfo], executor: Executor, before: Callable[[], None],
                  archive: Callable[[Pending], CandidateRecord], on_job: Callable[[float], None],
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, whole: set[str] | None = None) -> None:
         self.stage, self.strategy, self.store, self.objs, self.infos = stage, strategy, store, objs, infos
         self.executor, self.before, self.archive, self.on_job = executor, before, archive, on_job
         self.sizes = {t: objs.task_size(t) for t in objs.tasks}
+        self.needed = {t: [m for o in objs.objectives for tt, m, _ in o.terms if tt == t] for t in objs.tasks}
         self.clock = clock
+        self.whole = whole if whole is not None else set()
 
     def items(self, p: Pending) -> CandidateItems:
         return self.store.get(self.stage, p.key)
 
     def done(self, p: Pending) -> bool:
         items = self.items(p)
-        complete = bool(items) and all(t in items and items[t].complete for t in self.sizes)
+        complete = bool(items) and all(t in items and items[t].complete_for(self.needed[t]) for t in self.sizes)
         return p.failed is not None or p.stopped or complete
 
     def estimate(self, p: Pending) -> Estimate:
@@ -97,7 +101,10 @@ class Rounds:
     def _job(self, p: Pending, round_: int) -> Job | None:
         want: dict[str, list[int] | None] = {}
         for task, n in self.sizes.items():
-            ids = missing(self.items(p).get(task), self.strategy.order(task, n), self.strategy.upto(round_, n))
+            have = self.items(p).get(task)
+            ids = missing(have, self.strategy.order(task, n), self.strategy.upto(round_, n), self.needed[task])
+            if task in self.whole and ids and self.strategy.bounds and (have is None or not have.aggregate_n):
+                ids = None  # a metric that is not a mean over items: score the task once, whole
             if ids is None or ids:
                 want[task] = ids
         if not want:
@@ -111,6 +118,8 @@ class Rounds:
             p.failed = res.failed
         rows = []
         for task, out in res.tasks.items():
+            if any(m not in out.items for m in self.needed[task]):
+                self.whole.add(task)
             p.timings["evaluate"] = p.timings.get("evaluate", 0.0) + out.seconds
             p.timings[f"task:{task}"] = p.timings.get(f"task:{task}", 0.0) + out.seconds
             rows.append({"stage": self.stage, "key": p.key, "task": task, "n": out.n, "ids": out.ids,

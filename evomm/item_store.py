@@ -72,7 +72,16 @@ class TaskItems:
 
     @property
     def complete(self) -> bool:
+        """Every item scored (per item or in one whole evaluation)."""
         return self.aggregate_n >= self.n or (bool(self.values) and len(self.ids) >= self.n)
+
+    def complete_for(self, metrics: Iterable[str]) -> bool:
+        """Every item scored and each of ``metrics`` known for the whole set."""
+        return self.complete and not self.needs_whole(metrics)
+
+    def needs_whole(self, metrics: Iterable[str]) -> bool:
+        """Whether one of ``metrics`` has no per-item values, so only a whole evaluation gives it."""
+        return self.aggregate_n < self.n and any(m not in self.values for m in metrics)
 
     def add(self, ids: Sequence[int], items: Mapping[str, Sequence[float]], aggregate: Mapping[str, float],
             whole: bool) -> None:

@@ -50,6 +50,10 @@ class Strategy:
     """
 
     name = "full"
+    #: Decisions use confidence bounds: a task whose needed metric has no per-item values gives
+    #: none on part of its items, so it is scored whole at once (``subset`` decides on the
+    #: aggregate of its subset instead, as cheap-first always did).
+    bounds = True
 
     def __init__(self, cfg: Fitness, seed: int) -> None:
         self.cfg, self.seed = cfg, seed
@@ -92,6 +96,7 @@ class SubsetStrategy(Strategy):
     """Cheap-first: the first ``subset`` items, then the rest if the candidate could enter the front."""
 
     name = "subset"
+    bounds = False
 
     @property
     def n_rounds(self) -> int:

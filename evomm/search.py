@@ -205,6 +205,7 @@ class EvolutionLoop:
         self.executor = executor if executor is not None else LocalExecutor(
             ExecutorContext(Executor_(), None, lambda: Worker(space, objectives)))  # type: ignore[arg-type]
         self._gen = 0
+        self._whole_tasks: set[str] = set()
         self._bar: Any = None
         self._state: _State | None = None
         self.on_evaluated, self.stop, self.clock = on_evaluated, stop, clock
@@ -271,7 +272,7 @@ class EvolutionLoop:
 
     def _rounds(self, strategy: Strategy) -> Rounds:
         return Rounds(self.stage, strategy, self.items, self.objs, self.infos, self.executor, self._before_job,
-                      self._record, self._job_done, self.clock)
+                      self._record, self._job_done, self.clock, self._whole_tasks)
 
     def _job_done(self, seconds: float) -> None:
         self.recent.append(seconds)

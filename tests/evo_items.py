@@ -42,7 +42,7 @@ def outcome(task: str, x: np.ndarray, i: int, target: float, salt: str = "") -> 
 
 class _Items(Task):
     target = 0.0
-    metrics = (MetricSpec("acc"),)
+    metrics = (MetricSpec("acc"), MetricSpec("corpus", description="acc squared: not a mean over items"))
 
     def load(self) -> list[dict[str, Any]]:
         return [{"i": i} for i in range(int(self.options.get("n", N_ITEMS)))]
@@ -61,7 +61,8 @@ class _Items(Task):
             with open(os.environ["EVO_ITEM_LOG"], "a", encoding="utf-8") as fh:
                 fh.write("".join(f"{self.name} {x} {i}\n" for i in ids))
         salt = str(self.options.get("salt", ""))
-        return TaskResult.from_items({"acc": [outcome(self.name, handle.x, i, self.target, salt) for i in ids]})
+        acc = [outcome(self.name, handle.x, i, self.target, salt) for i in ids]
+        return TaskResult.from_items({"acc": acc}, corpus=(sum(acc) / len(acc)) ** 2)
 
 
 class ItemsA(_Items):

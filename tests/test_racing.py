@@ -84,6 +84,28 @@ def test_no_item_is_scored_twice_and_racing_costs_less(tmp_path, monkeypatch):
     assert racing < sum(r.items_evaluated for r in Archive(tmp_path / "full" / "archive.jsonl"))
 
 
+def test_a_metric_that_is_not_a_mean_is_scored_whole_once(tmp_path, monkeypatch):
+    """items_b.corpus (acc squared) has no per-item values: racing scores items_b whole, once per
+    candidate, and the objective is the task's own aggregate, never a mean of items."""
+    monkeypatch.setenv("EVO_ITEM_LOG", str(tmp_path / "items.log"))
+    d = I.recipe_dict(strategy="racing", generations=3)
+    d["objectives"][1]["metric"] = "corpus"
+    evolve(parse_recipe(d), tmp_path / "run", plugins=I.plugins(), progress=False, report=False)
+    lines = (tmp_path / "items.log").read_text().splitlines()
+    assert len(lines) == len(set(lines))
+    children = Archive(tmp_path / "run" / "archive.jsonl").stage_records("syn")
+    for rec in children:
+        true_b = I.true_values(rec.genome)["b"]
+        assert rec.objectives["b"] == pytest.approx(true_b**2)  # exact even when racing stopped it on a
+        assert rec.metrics["items_b"]["corpus"] == pytest.approx(true_b**2)
+    assert "subset" in {r.evaluation for r in children}  # exact b values let racing stop some
+    per_b = {}
+    for row in _items(tmp_path / "run"):
+        if row["task"] == "items_b":
+            per_b.setdefault(row["key"], []).append(row["whole"])
+    assert all(w == [True] for w in per_b.values())  # one whole evaluation each
+
+
 def test_subset_strategy_reuses_its_items(tmp_path, monkeypatch):
     monkeypatch.setenv("EVO_ITEM_LOG", str(tmp_path / "items.log"))
     children = _run(tmp_path / "run", strategy="subset", subset=15, margin=0.0, generations=3)
