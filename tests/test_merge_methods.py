@@ -81,14 +81,17 @@ def test_new_methods_merge_checkpoints(models: dict[str, Path], tmp_path: Path, 
     got = _merge(tmp_path, method, models, parameters, per_model, listed_base=True)
     base, a, b = (read_all(models[k]) for k in ("base", "a", "b"))
     op = OPS[method]
-    separate = op.requires_base or op.optional_base
+    separate = method != "karcher"  # mergekit's base policies: karcher's is IGNORED, the others' not
     for name in base:
         ctx = TensorContext(name, ModuleKind.OTHER, None, 0)
         if separate:
             want = op().merge([a[name], b[name]], base[name], parameters, [per_model, per_model], ctx)
         else:
             want = op().merge([base[name], a[name], b[name]], None, parameters, [per_model] * 3, ctx)
-        assert torch.equal(got[name], want), name
+        # not torch.equal: karcher's norms and dot products (BLAS reductions) were seen to differ
+        # by one float32 ulp between the executor's worker thread and this call on the same
+        # inputs; a wrongly placed base changes every entry by far more
+        torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-8, msg=name)
 
 
 @pytest.mark.parametrize(("method", "parameters"), [("nearswap", {"t": 0.01}), ("arcee_fusion", {})])
