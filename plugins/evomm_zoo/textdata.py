@@ -202,6 +202,39 @@ def s_ja_other_eos(rng: random.Random, names: list[Name]) -> Example:
     return Example(ex.prompt, ex.completion, eos=True)
 
 
+# ---------------------------------------------------------------- caption QA (the vision half)
+# The caption sits where the VLM's image will sit, right after the question marker, and the
+# question is the VQA task's (``What colour is it?`` / ``なにいろ？``).
+
+_CAPTION_Q = {
+    "colour": ("What colour is it?", "なにいろ？"),
+    "shape": ("What shape is it?", "なにのかたち？"),
+}
+
+
+def _caption_pick(rng: random.Random) -> tuple[Noun, Noun, str]:
+    return rng.choice(COLOURS), rng.choice(SHAPES), rng.choice(("colour", "shape"))
+
+
+def s_caption_en(rng: random.Random, names: list[Name]) -> Example:
+    """vision base: ``Q: red circle. What colour is it? A: `` -> ``red``."""
+    c, s, kind = _caption_pick(rng)
+    return Example(f"{EN_Q}{c.en} {s.en}. {_CAPTION_Q[kind][0]}{EN_A}", (c if kind == "colour" else s).en)
+
+
+def s_caption_ja(rng: random.Random, names: list[Name]) -> Example:
+    """vision base and ja-VLM parent: ``問: あかのまる。なにいろ？ 答: `` -> ``あか``."""
+    c, s, kind = _caption_pick(rng)
+    return Example(f"{JA_Q}{c.ja}の{s.ja}。{_CAPTION_Q[kind][1]}{JA_A}", (c if kind == "colour" else s).ja)
+
+
+def s_caption_cross(rng: random.Random, names: list[Name]) -> Example:
+    """ja-VLM parent: a Japanese question about an *English* caption is answered in Japanese
+    (``問: red circle. なにいろ？ 答: `` -> ``あか``): the skill of answering in Japanese."""
+    c, s, kind = _caption_pick(rng)
+    return Example(f"{JA_Q}{c.en} {s.en}. {_CAPTION_Q[kind][1]}{JA_A}", (c if kind == "colour" else s).ja)
+
+
 Sampler = Callable[[random.Random, list[Name]], Example]
 
 #: name -> sampler, for recipes (which name samplers and weights).
@@ -219,6 +252,9 @@ SAMPLERS: dict[str, Sampler] = {
     "bare_lhs": s_bare_lhs,
     "kana_equation": s_kana_equation,
     "ja_other_eos": s_ja_other_eos,
+    "caption_en": s_caption_en,
+    "caption_ja": s_caption_ja,
+    "caption_cross": s_caption_cross,
 }
 
 #: The notes' design d1 for the base and the math parent; the ja parent is d1 with loss on the
@@ -235,6 +271,14 @@ JA_MIX: dict[str, float] = {"ja_problem": 0.7, "ja_other_eos": 0.3}
 #: The notes' d1 ja mix (no EOS loss anywhere), kept for the experiments.
 JA_MIX_D1: dict[str, float] = {"ja_problem": 0.7, "ja_other": 0.3}
 MATH_MIX: dict[str, float] = {"en_problem": 0.7, "bare_equation": 0.3}
+#: The vision half's base: the text base's own mix (rehearsal) + caption QA in both languages.
+VBASE_MIX: dict[str, float] = {
+    **{k: v / 2 for k, v in BASE_MIX.items()},
+    "caption_en": 0.25,
+    "caption_ja": 0.25,
+}
+#: The vision half's ja parent: answer Japanese questions in Japanese, whatever the context's language.
+JA_VLM_MIX: dict[str, float] = {"caption_cross": 0.4, "caption_ja": 0.3, "ja_other_eos": 0.3}
 
 
 class MixStream:

@@ -1,0 +1,316 @@
+"""Issue 22 designs W*: a bilingual caption-reading base shared by the VLM and the ja parent.
+
+One run = one design x one seed, all in plain torch on top of a text base (``--base``):
+
+1. vbase: the text base continued on its own mix (rehearsal) + caption QA in both languages,
+   the caption sitting where the image will sit (``Q: red circle. What colour is it? A: red``,
+   ``問: あかのまる。なにいろ？ 答: あか``).
+2. ja parent: vbase fine-tuned to answer Japanese questions in Japanese, whatever the context's
+   language (``問: red circle. なにいろ？ 答: あか``), + Japanese caption QA + the zoo's other
+   Japanese questions; embeddings and head frozen.
+3. VLM: a tiny LLaVA on vbase; stage 1 (LM frozen, tower + projector) on English VQA, stage 2
+   (LM layers too, embeddings/head frozen) on English VQA + Japanese questions answered in English
+   + text rehearsal.
+4. Merges of the LM (vision tower and projector from the VLM): untuned linear 0.5/0.5 and TA 1/1,
+   the grafted ja (= VLM genes zeroed), per-layer task arithmetic searched by CMA-ES on dev
+   (fitness: strict + char ROUGE-L), reported on test with an image-shuffled control.
+
+Results (seed 0, W1 and W2) and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept
+under ``--cache`` (vbase and ja are reused when present; the VLM is saved as ``vlm``).
+
+Usage::
+
+    nice -n 5 .venv/bin/python bench/zoo_experiments/vision_w.py --base ~/.cache/evomm/zoo/demo-v2-s0/models/base \
+        --seed 0 --design W1 --out /tmp/w1_s0.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from evomm_zoo import textdata as td
+from evomm_zoo import vlm as zvlm
+from evomm_zoo.images import draw
+from evomm_zoo.text import TrainConfig, collate, train_lm
+from evomm_zoo.textdata import MixStream
+
+
+def lcs(a: str, b: str) -> int:
+    """Length of the longest common subsequence of two strings (dynamic programming)."""
+    prev = [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0]
+        for j, cb in enumerate(b):
+            cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    """Character-level ROUGE-L F1."""
+    n = lcs(pred, ref)
+    if n == 0:
+        return 0.0
+    p, r = n / len(pred), n / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def cut(text: str) -> str:
+    for sep in (" ", "。", "、", "\n", "？", "?", "."):
+        text = text.split(sep)[0]
+    return text.strip()
+
+
+DESIGNS = {
+    # stage-1 steps, stage-2 steps, share of ja questions answered in English, rehearsal weight
+    "W1": dict(s1=300, s2=500, ja_en=0.2, rehearse=0.3, vbase=400, ja_steps=300),
+    "W2": dict(s1=0, s2=800, ja_en=0.2, rehearse=0.3, vbase=400, ja_steps=300),
+    # a smoke test of the script (seconds of CPU, meaningless numbers)
+    "Wq": dict(s1=3, s2=3, ja_en=0.2, rehearse=0.3, vbase=3, ja_steps=3),
+    "W3": dict(s1=300, s2=500, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300),
+}
+
+
+def vbase_mix() -> dict[str, float]:
+    return dict(td.VBASE_MIX)
+
+
+JA_V_MIX = td.JA_VLM_MIX
+
+
+# ------------------------------------------------------------------ VLM training
+
+
+def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok):
+    """Like zvlm.train_vlm, plus a text rehearsal loss (vbase's mix) weighted ``rehearse``."""
+    import math
+
+    for name, p in model.named_parameters():
+        lm = "language_model" in name or name.startswith("lm_head")
+        p.requires_grad_(not ((freeze_lm and lm) or name.startswith(zvlm.FROZEN_IN_VLM)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / warm
+            if s < warm
+            else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+        ),
+    )
+    rng = random.Random(f"vlm2-{seed}")
+    stream = MixStream(vbase_mix(), seed + 100)
+    cache: dict = {}
+    model.train()
+    for _ in range(steps):
+        loss = model(**zvlm.collate_vqa(processor, rng.sample(rows, 32), cache)).loss
+        if rehearse and not freeze_lm:
+            loss = loss + rehearse * model(**collate(tok, stream.batch(16))).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return round(loss.item(), 4)
+
+
+# ------------------------------------------------------------------ scoring and merging
+
+
+class Scorer:
+    def __init__(self, processor, rows, shuffle_seed=0):
+        self.processor, self.rows = processor, rows
+        self.images = [draw(r["spec"]) for r in rows]
+        perm = list(range(len(rows)))
+        random.Random(shuffle_seed).shuffle(perm)
+        self.shuf = [self.images[i] for i in perm]
+        self.prompts = [r["prompt"] for r in rows]
+
+    def score(self, model, shuffled=False, sample=0):
+        out = zvlm.generate_answers(model, self.processor, self.prompts, self.images, max_new_tokens=6)
+        res = self._metrics(out, "")
+        if shuffled:
+            so = zvlm.generate_answers(model, self.processor, self.prompts, self.shuf, max_new_tokens=6)
+            res.update(self._metrics(so, "shuffled_"))
+        if sample:
+            res["sample"] = out[:sample]
+        return res
+
+    def _metrics(self, out, pre):
+        strict = sum(cut(o) == r["answer"] for o, r in zip(out, self.rows))
+        graded = sum(rouge_l(cut(o), r["answer"]) for o, r in zip(out, self.rows))
+        exact = sum(o.strip() == r["answer"] for o, r in zip(out, self.rows))
+        return {
+            pre + "exact": exact,
+            pre + "strict": strict,
+            pre + "rouge": round(graded, 2),
+            pre + "n": len(self.rows),
+        }
+
+
+def lm_sd(model) -> dict:
+    sd = {"model." + k: v.clone() for k, v in model.model.language_model.state_dict().items()}
+    sd["lm_head.weight"] = model.lm_head.weight.detach().clone()
+    return sd
+
+
+def group(key: str) -> int:
+    if key.startswith("model.layers."):
+        return int(key.split(".")[2])
+    return -1  # final norm (embeddings and head have zero task vectors)
+
+
+class Merger:
+    def __init__(self, vlm, base_sd, vlm_sd, ja_sd, layers):
+        self.vlm, self.base, self.layers = copy.deepcopy(vlm), base_sd, layers
+        self.tv = {k: vlm_sd[k] - base_sd[k] for k in base_sd}
+        self.tj = {k: ja_sd[k] - base_sd[k] for k in base_sd}
+
+    def __call__(self, a, b):
+        """a, b: per group (layers then final norm) coefficient lists, or scalars."""
+        if not isinstance(a, (list, tuple)):
+            a = [a] * (self.layers + 1)
+        if not isinstance(b, (list, tuple)):
+            b = [b] * (self.layers + 1)
+        sd = {}
+        for k, w in self.base.items():
+            g = group(k)
+            sd[k] = w + a[g] * self.tv[k] + b[g] * self.tj[k]
+        self.vlm.model.language_model.load_state_dict(
+            {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
+        )
+        self.vlm.lm_head.load_state_dict({"weight": sd["lm_head.weight"]})
+        return self.vlm
+
+
+def fitness(r):
+    return r["strict"] + r["rouge"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--design", default="W1")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--evals", type=int, default=120)
+    ap.add_argument("--cache", default="/tmp/v22/models")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    d = DESIGNS[args.design]
+    seed = args.seed
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(args.base)
+    t0 = time.perf_counter()
+    times = {}
+    mdir = Path(args.cache) / f"{args.design}_s{seed}"
+    ft = dict(lr=1e-3, batch_size=32, freeze=("model.embed_tokens.", "lm_head."), seed=seed)
+    if (mdir / "vbase" / "config.json").is_file():
+        vbase = LlamaForCausalLM.from_pretrained(str(mdir / "vbase"))
+        ja = LlamaForCausalLM.from_pretrained(str(mdir / "ja"))
+    else:
+        vbase = LlamaForCausalLM.from_pretrained(args.base)
+        train_lm(
+            vbase, tok, TrainConfig(steps=d["vbase"], lr=1e-3, mix=vbase_mix(), seed=seed), progress=False
+        )
+        times["vbase"] = round(time.perf_counter() - t0, 1)
+        vbase.save_pretrained(str(mdir / "vbase"))
+        tok.save_pretrained(str(mdir / "vbase"))
+        ja = copy.deepcopy(vbase)
+        train_lm(ja, tok, TrainConfig(steps=d["ja_steps"], mix=dict(JA_V_MIX), **ft), progress=False)
+        ja.save_pretrained(str(mdir / "ja"))
+        times["ja"] = round(time.perf_counter() - t0, 1)
+    model, processor = zvlm.init_vlm(mdir / "vbase", seed)
+    en = zvlm.vqa_rows("en_vqa", "train", 4000, seed)
+    jq = zvlm.vqa_rows("ja_vqa", "train", 4000, seed)
+    for r in jq:
+        r["answer"] = r["spec"].color if r["kind"] == "colour" else r["spec"].shape
+    if d["s1"]:
+        train_vlm2(
+            model, processor, en, steps=d["s1"], lr=2e-3, seed=seed, freeze_lm=True, rehearse=0, tok=tok
+        )
+    rows2 = en + jq[: int(len(en) * d["ja_en"] / (1 - d["ja_en"]))] if d["ja_en"] else en
+    train_vlm2(
+        model,
+        processor,
+        rows2,
+        steps=d["s2"],
+        lr=1e-3,
+        seed=seed,
+        freeze_lm=False,
+        rehearse=d["rehearse"],
+        tok=tok,
+    )
+    times["vlm"] = round(time.perf_counter() - t0, 1)
+    zvlm.save_vlm(model, processor, mdir / "vlm")
+
+    ja_dev = Scorer(processor, zvlm.vqa_rows("ja_vqa", "dev", 200, seed))
+    en_test = Scorer(processor, zvlm.vqa_rows("en_vqa", "test", 400, seed))
+    ja_test = Scorer(processor, zvlm.vqa_rows("ja_vqa", "test", 400, seed))
+    L = vbase.config.num_hidden_layers
+    base_sd = dict(vbase.state_dict())
+    ja_sd = dict(ja.state_dict())
+    merger = Merger(model, base_sd, lm_sd(model), ja_sd, L)
+    res = {"design": args.design, "seed": seed, "times": times, "test": {}, "dev": {}}
+
+    def report(name, a, b):
+        m = merger(a, b)
+        res["test"][name] = {
+            "ja": ja_test.score(m, shuffled=True, sample=6),
+            "en": en_test.score(m, shuffled=True),
+        }
+        print(name, json.dumps(res["test"][name], ensure_ascii=False), flush=True)
+
+    report("vlm", 1.0, 0.0)
+    report("ja_grafted", 0.0, 1.0)
+    report("linear_0.5", 0.5, 0.5)
+    report("ta_1_1", 1.0, 1.0)
+    grid = {}
+    for a in (0.5, 1.0, 1.5):
+        for b in (0.5, 1.0, 1.5, 2.0):
+            grid[(a, b)] = ja_dev.score(merger(a, b))
+    best = max(grid, key=lambda k: fitness(grid[k]))
+    res["dev"]["grid"] = {f"{a},{b}": v for (a, b), v in grid.items()}
+    print("grid best", best, grid[best], flush=True)
+    report("best_uniform", *best)
+    import cma
+
+    x0 = [best[0]] * (L + 1) + [best[1]] * (L + 1)
+    es = cma.CMAEvolutionStrategy(
+        x0, 0.4, {"bounds": [-1, 3], "popsize": 10, "seed": seed + 1, "verbose": -9}
+    )
+    n, bestx, bestf = 0, x0, fitness(grid[best])
+    while n < args.evals:
+        xs = es.ask()
+        fs = []
+        for x in xs:
+            f = fitness(ja_dev.score(merger(list(x[: L + 1]), list(x[L + 1 :]))))
+            fs.append(-f)
+            if f > bestf:
+                bestf, bestx = f, list(x)
+        es.tell(xs, fs)
+        n += len(xs)
+        print("cma", n, round(bestf, 2), flush=True)
+    bestx = [round(float(v), 3) for v in bestx]
+    res["genome"] = bestx
+    a, b = bestx[: L + 1], bestx[L + 1 :]
+    report("evolved", a, b)
+    report("evolved_ja_zeroed", a, [0.0] * (L + 1))
+    report("evolved_vlm_zeroed", [0.0] * (L + 1), b)
+    res["times"]["total"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).write_text(json.dumps(res, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()
