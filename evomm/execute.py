@@ -1,7 +1,7 @@
 """Executing merge plans: streaming to disk, or into an already-loaded model in place.
 
-* :func:`open_models` opens every model of a recipe lazily (adapter by name or detection) and
-  checks that they can be merged.
+* :func:`open_models` (:mod:`evomm.opening`) opens every model of a recipe lazily (adapter by
+  name or detection) and checks that they can be merged.
 * :func:`merge_to_dir` streams tensor by tensor: per output tensor it reads that tensor from each
   parent, merges it, and hands it to the donor's writer (peak memory: about one output shard
   plus one tensor per parent). Output goes to a temporary directory beside ``out_dir`` that is
@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,17 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from evomm.adapters import Checkpoint, ModelAdapter, ModelRef
-from evomm.errors import CheckpointError, ConfigError, MergeError, operator_failures
+from evomm.adapters import Checkpoint
+from evomm.errors import ConfigError, MergeError, operator_failures
 from evomm.finite import check_output, check_parent
-from evomm.hub import resolve_model_dir
+from evomm.opening import open_models as open_models  # re-exported: merge's entry point
 from evomm.operators import MergeOperator, TensorContext
 from evomm.outputs import staged_output
 from evomm.pipeline import BackgroundWriter, in_order, merge_threads, prefetched, single_threaded_torch
 from evomm.plan import (
     MergePlan,
     TensorStep,
-    parents_checked_when_opened,
     plan_checkpoints,
     step_aliases,
     tensor_seed,
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
     import torch
 
     from evomm.plugins import Plugins
-    from evomm.recipe import MergeRecipe
 
 #: Default shard size of written checkpoints (as ``save_pretrained``).
 DEFAULT_SHARD_BYTES = 5 * 2**30
@@ -60,84 +57,6 @@ PREFETCH_STEPS = 2
 def _dtype(name: str) -> torch.dtype:
     import torch
     return getattr(torch, name)
-
-
-# ---------------------------------------------------------------------------------------------
-# opening models
-# ---------------------------------------------------------------------------------------------
-
-
-def _adapter_for(ref: ModelRef, plugins: Plugins) -> ModelAdapter:
-    if ref.adapter:
-        return plugins.adapters.get(ref.adapter)()
-    directory = resolve_model_dir(ref)
-    cfg_path = directory / "config.json"
-    try:
-        config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    except ValueError as exc:
-        raise CheckpointError(f"model {ref.name!r}: {cfg_path} is not valid JSON: {exc}") from exc
-    for _name, cls in plugins.adapters.items():
-        if cls.detect(directory, config):
-            return cls()
-    raise CheckpointError(
-        f"model {ref.name!r} ({ref.path}): no model adapter recognises it (architectures "
-        f"{config.get('architectures')}); name one with `adapter:` — available: "
-        f"{', '.join(plugins.adapters.names()) or '(none)'}"
-    )
-
-
-def _check_compatible(donor: Checkpoint, other: Checkpoint, vocab_mode: str) -> None:
-    """``donor.check_compatible(other)``, passing ``vocab_mode`` when it is not ``strict`` (an
-    adapter whose ``check_compatible`` takes no ``vocab_mode`` keyword is checked strictly)."""
-    if vocab_mode != "strict" and "vocab_mode" in inspect.signature(donor.check_compatible).parameters:
-        donor.check_compatible(other, vocab_mode=vocab_mode)  # type: ignore[call-arg]
-    else:
-        donor.check_compatible(other)
-
-
-def open_models(
-    recipe_or_refs: MergeRecipe | Sequence[ModelRef], plugins: Plugins, *, check: bool = True
-) -> dict[str, Checkpoint]:
-    """Open every model of a recipe (or a list of refs) lazily and check they can be merged.
-
-    Args:
-        recipe_or_refs: a :class:`~evomm.recipe.MergeRecipe` (its models and base model) or
-            :class:`ModelRef` s.
-        plugins: registries (adapters).
-        check: run ``donor.check_compatible(other)`` for every other model (the donor is the
-            recipe's ``tokenizer_source``, or the first ref), with the recipe's ``vocab.mode``
-            as ``vocab_mode=`` when it is not ``strict`` and the adapter accepts it.
-
-    Returns:
-        alias -> :class:`Checkpoint`, in recipe order.
-
-    Raises:
-        CheckpointError, OfflineError: a model cannot be found or opened.
-        IncompatibleModelsError: two models cannot be merged.
-    """
-    from evomm.recipe import MergeRecipe
-
-    vocab_mode = "strict"
-    if isinstance(recipe_or_refs, MergeRecipe):
-        refs, donor = recipe_or_refs.all_refs(), recipe_or_refs.donor()
-        vocab_mode = recipe_or_refs.vocab.mode
-        check = check and parents_checked_when_opened(recipe_or_refs)  # slices, tokenizer sources (issue 20)
-    else:
-        refs = list(recipe_or_refs)
-        donor = refs[0].name if refs else ""
-    out: dict[str, Checkpoint] = {}
-    try:
-        for ref in refs:
-            out[ref.name] = _adapter_for(ref, plugins).open(ref)
-        if check and donor in out:
-            for alias, ck in out.items():
-                if alias != donor:
-                    _check_compatible(out[donor], ck, vocab_mode)
-    except BaseException:
-        for ck in out.values():
-            ck.close()
-        raise
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,11 +361,31 @@ class InMemoryMerger:
         """Yield ``(name, merged tensor in the compute dtype)`` for every step of ``plan``."""
         op = self._op(plan.operator)
         self._allow(plan)
-        for step in plan.steps:
+        for step, merged in self._merged(op, plan, plan.steps):
+            yield step.name, merged
+
+    def _merged(self, op: MergeOperator, plan: MergePlan, steps: Sequence[TensorStep], *, to_model: bool = False
+                ) -> Iterator[tuple[TensorStep, torch.Tensor]]:
+        """``(step, merged tensor)`` for each step, in order, in the compute dtype (``to_model``:
+        in its target's dtype), checked for NaN/Inf (unless the plan allows them). The parents' tensors are read in the calling
+        thread (a checkpoint is never read from two threads); the steps merge side by side as
+        :func:`merged_tensors` merges them (:mod:`evomm.pipeline`), so the results are the same."""
+        def read_inputs() -> Iterator[TensorStep]:
+            for step in steps:
+                for alias in step_aliases(plan, step):
+                    self._read(alias, step.name)
+                yield step
+
+        def merge_one(step: TensorStep) -> tuple[TensorStep, torch.Tensor]:
             merged = merge_step(op, plan, step, self._read)
+            if to_model:
+                merged = merged.to(self.targets[step.name].dtype)
             if not plan.allow_nonfinite:
                 check_output(merged, plan.operator, step.name)
-            yield step.name, merged
+            return step, merged
+
+        with single_threaded_torch():
+            yield from in_order(read_inputs(), merge_one, merge_threads())
 
     def _allow(self, plan: MergePlan) -> None:
         """Remember whether ``plan`` lets parents hold NaN/Inf: a parent tensor is checked when
@@ -473,19 +412,13 @@ class InMemoryMerger:
         op = self._op(plan.operator)
         self._allow(plan)
         identity = (plan.operator, plan.models, plan.base, plan.seed, plan.dtype, plan.allow_nonfinite)
+        todo = [step for step in plan.steps if step.name in self.targets  # not e.g. a tied head
+                and (force or self._applied.get(step.name) != (identity, step))]
         with torch.no_grad():
-            for step in plan.steps:
-                target = self.targets.get(step.name)
-                if target is None:
-                    continue  # e.g. a tied head: it is the embedding
-                key = (identity, step)
-                if not force and self._applied.get(step.name) == key:
-                    continue
-                merged = merge_step(op, plan, step, self._read).to(target.dtype)
-                if not plan.allow_nonfinite:  # checked before the model changes: it stays consistent
-                    check_output(merged, plan.operator, step.name)
-                target.copy_(merged)
-                self._applied[step.name] = key
+            # each merged tensor is checked before the model changes: it stays consistent
+            for step, merged in self._merged(op, plan, todo, to_model=True):
+                self.targets[step.name].copy_(merged)
+                self._applied[step.name] = (identity, step)
         return self.model
 
     def invalidate(self) -> None:

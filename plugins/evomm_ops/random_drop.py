@@ -136,8 +136,6 @@ def _seeded_dare_mask(n: int, density: float, seed: int, device: torch.device) -
     return splitmix_mask(n, dare_level(density), seed, device)
 
 
-
-
 def _signed64(v: int) -> int:
     """An unsigned 64-bit integer as the int64 with the same bits."""
     return v - 2**64 if v >= 2**63 else v
@@ -151,7 +149,8 @@ def _shr(z: torch.Tensor, bits: int) -> torch.Tensor:
 def splitmix_mask(n: int, level: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """DARE's flat keep mask in torch, on any device: entry ``i`` is kept when bits
     ``16 * (i % 4)`` up of word ``i // 4`` of the SplitMix64 stream ``seed``, as an unsigned
-    16-bit integer, are below ``level`` (what :func:`splitmix_mask_array` computes on CPU). int64 arithmetic wraps as the generator's uint64 arithmetic does.
+    16-bit integer, are below ``level`` (what :func:`splitmix_mask_array` computes on CPU).
+    int64 arithmetic wraps as the generator's uint64 arithmetic does.
 
     Example:
         >>> splitmix_mask(6, 32768, 1234567).tolist()
