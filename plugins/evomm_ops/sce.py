@@ -12,7 +12,9 @@ With task vectors ``d_i = model_i - base``:
    entries whose sign differs, and zero entries, are erased; the result is
    ``base + sum_i w_i d_i [agree_i] / max(sum_i w_i [agree_i], 1e-6)``.
 
-The top-k selection ranks the variances with evomm's exact rank selection
+The variance is the two-pass ``mean((d - mean d)^2)`` (mergekit: ``torch.var``, several times
+slower on CPU; the two can round differently by an ulp). The top-k selection ranks the variances
+with evomm's exact rank selection
 (:func:`evomm_ops.sparsify.rank_window_keep_`, ties ranked by flat index, as TIES' trimming);
 mergekit calls ``torch.topk``, which may break exact ties differently (continuous variances have
 none). Otherwise mergekit's arithmetic, operation for operation: float32 results are bit-identical
@@ -49,7 +51,12 @@ def variance_mask(task_vectors: torch.Tensor, density: float) -> torch.Tensor:
         [0.0, 1.0, 0.0, 0.0]
     """
     import torch
-    var = torch.var(task_vectors, dim=0, unbiased=False)
+    # mean((d - mean(d))^2) over the models: what mergekit's torch.var(dim=0, unbiased=False)
+    # computes, 9x faster on CPU (torch.var reduces across the leading axis with a strided
+    # Welford pass: 0.63 s against 0.07 s for two models of 2.9M entries); the variances may
+    # round differently by an ulp, which moves the top-k cut only between near-equal entries
+    centred = task_vectors - task_vectors.mean(dim=0)
+    var = centred.square_().mean(dim=0)
     if density <= 0:
         return torch.zeros_like(var)
     if density >= 1:
