@@ -71,6 +71,12 @@ DESIGNS = {
     # stage-1 steps, stage-2 steps, share of ja questions answered in English, rehearsal weight
     "W1": dict(s1=300, s2=500, ja_en=0.2, rehearse=0.3, vbase=400, ja_steps=300),
     "W2": dict(s1=0, s2=800, ja_en=0.2, rehearse=0.3, vbase=400, ja_steps=300),
+    # W3 with half the VLM steps (a screen; vbase and ja copied from W1's cache)
+    "W3s": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300),
+    # W3s without stage 1 (is the projector then unreadable by the ja parent alone?)
+    "W4s": dict(s1=0, s2=400, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300),
+    # W3s with a ja parent closer to vbase (100 steps)
+    "W5s": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=100),
     # a smoke test of the script (seconds of CPU, meaningless numbers)
     "Wq": dict(s1=3, s2=3, ja_en=0.2, rehearse=0.3, vbase=3, ja_steps=3),
     "W3": dict(s1=300, s2=500, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300),
@@ -218,7 +224,6 @@ def main() -> None:
     ft = dict(lr=1e-3, batch_size=32, freeze=("model.embed_tokens.", "lm_head."), seed=seed)
     if (mdir / "vbase" / "config.json").is_file():
         vbase = LlamaForCausalLM.from_pretrained(str(mdir / "vbase"))
-        ja = LlamaForCausalLM.from_pretrained(str(mdir / "ja"))
     else:
         vbase = LlamaForCausalLM.from_pretrained(args.base)
         train_lm(
@@ -227,6 +232,9 @@ def main() -> None:
         times["vbase"] = round(time.perf_counter() - t0, 1)
         vbase.save_pretrained(str(mdir / "vbase"))
         tok.save_pretrained(str(mdir / "vbase"))
+    if (mdir / "ja" / "config.json").is_file():
+        ja = LlamaForCausalLM.from_pretrained(str(mdir / "ja"))
+    else:
         ja = copy.deepcopy(vbase)
         train_lm(ja, tok, TrainConfig(steps=d["ja_steps"], mix=dict(JA_V_MIX), **ft), progress=False)
         ja.save_pretrained(str(mdir / "ja"))
