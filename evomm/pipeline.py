@@ -49,6 +49,14 @@ def single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _one_torch_thread() -> None:
+    """A merge thread's torch (OpenMP / BLAS) runs one thread: the thread count is per thread,
+    and a new thread starts at the library's default, whose reductions round differently from
+    the caller's single thread (results must not depend on which thread merged a tensor)."""
+    import torch
+    torch.set_num_threads(1)
+
+
 def in_order(items: Iterable[_S], fn: Callable[[_S], _R], workers: int) -> Iterator[_R]:
     """``fn(item)`` for each item, in order, computed by up to ``workers`` threads at once (at
     most ``workers`` results pending). An error is raised in the caller; work not started yet
@@ -63,7 +71,8 @@ def in_order(items: Iterable[_S], fn: Callable[[_S], _R], workers: int) -> Itera
             yield fn(item)
         return
     pending: deque[Future[_R]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evomm-merge") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evomm-merge",
+                            initializer=_one_torch_thread) as pool:
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))

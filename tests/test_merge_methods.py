@@ -19,6 +19,7 @@ from evomm.cli import main
 from evomm.errors import MergeError
 from evomm.layout import ModuleKind
 from evomm.operators import TensorContext
+from evomm.pipeline import single_threaded_torch
 from tests.tiny_models import make_tiny_model, perturb_model, read_all
 
 #: mergekit 0.1.5's method registry (mergekit/merge_methods/registry.py), written out here.
@@ -84,14 +85,12 @@ def test_new_methods_merge_checkpoints(models: dict[str, Path], tmp_path: Path, 
     separate = method != "karcher"  # mergekit's base policies: karcher's is IGNORED, the others' not
     for name in base:
         ctx = TensorContext(name, ModuleKind.OTHER, None, 0)
-        if separate:
-            want = op().merge([a[name], b[name]], base[name], parameters, [per_model, per_model], ctx)
-        else:
-            want = op().merge([base[name], a[name], b[name]], None, parameters, [per_model] * 3, ctx)
-        # not torch.equal: karcher's norms and dot products (BLAS reductions) were seen to differ
-        # by one float32 ulp between the executor's worker thread and this call on the same
-        # inputs; a wrongly placed base changes every entry by far more
-        torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-8, msg=name)
+        with single_threaded_torch():  # as the executor's merge threads compute (one thread each)
+            if separate:
+                want = op().merge([a[name], b[name]], base[name], parameters, [per_model, per_model], ctx)
+            else:
+                want = op().merge([base[name], a[name], b[name]], None, parameters, [per_model] * 3, ctx)
+        assert torch.equal(got[name], want), name
 
 
 @pytest.mark.parametrize(("method", "parameters"), [("nearswap", {"t": 0.01}), ("arcee_fusion", {})])

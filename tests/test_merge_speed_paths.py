@@ -388,6 +388,20 @@ def test_in_order_keeps_the_order_and_raises_in_the_caller() -> None:
     assert got == [x * 10 for x in range(7)]
 
 
+def test_a_merge_thread_reduces_as_the_calling_thread() -> None:
+    """A merge thread's BLAS/OpenMP thread count starts at the library default; unless it is set
+    to the caller's one thread, reductions (dot, norms: karcher, DARE rescale) differ in the last
+    bit depending on which thread merged the tensor."""
+    from evomm.pipeline import in_order, single_threaded_torch
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2_000_000, generator=g), torch.randn(2_000_000, generator=g)
+    with single_threaded_torch():
+        ref = torch.dot(x, y)
+        got = list(in_order(range(4), lambda _: torch.dot(x, y), workers=2))
+    assert all(torch.equal(v, ref) for v in got), (ref, got)
+
+
 def test_abandoned_prefetching_generator_stops_cleanly(zoo: dict[str, Path]) -> None:
     plugins = get_plugins()
     recipe = _recipe("linear", zoo)

@@ -319,8 +319,9 @@ class HFDirectoryCheckpoint(Checkpoint):
     _KIND_LABEL = ""
     #: how to fix a vocabulary mismatch in strict mode.
     _VOCAB_HINT = (
-        "merge models that share a tokenizer (mergekit's tokenizer surgery is not supported), or, "
-        "when the donor's vocabulary extends the other's, set `vocab: {mode: pad_from_donor}` in the recipe"
+        "set `tokenizer_source: union` (or a `tokenizer:` block) in the merge recipe to merge the "
+        "vocabularies as mergekit does, or, when the donor's vocabulary extends the other's, "
+        "`vocab: {mode: pad_from_donor}`"
     )
 
     def record_dtype(self, out_dir: Path, dtype: str) -> None:
