@@ -26,7 +26,6 @@ from evomm.errors import CheckpointError
 from evomm.layout import ModuleKind, TensorInfo
 
 if TYPE_CHECKING:  # annotations only: importing the interfaces loads no torch
-    import numpy as np
     import torch
 
     from evomm.handle import ModelHandle
@@ -91,20 +90,6 @@ class Checkpoint(ABC):
     @abstractmethod
     def read(self, name: str) -> torch.Tensor:
         """Read one tensor by canonical name (raises CheckpointError when absent)."""
-
-    #: Whether :meth:`read_array` works (the CPU engine, :mod:`evomm.host_merge`, needs it).
-    reads_arrays: bool = False
-
-    def read_array(self, name: str) -> np.ndarray:
-        """Optional: :meth:`read` without torch, as a flat NumPy array of the raw entries
-        (bfloat16 as ``uint16`` bit patterns, see :data:`evomm.safetensors_io.RAW_NUMPY`).
-        Checkpoints that implement it set :attr:`reads_arrays`.
-
-        Example:
-            >>> ck.read_array("model.norm.weight").dtype        # doctest: +SKIP
-            dtype('uint16')
-        """
-        raise CheckpointError(f"{type(self).__name__} cannot read tensors without torch (read_array)")
 
     def check_compatible(self, other: Checkpoint) -> None:
         """Raise :class:`~evomm.errors.IncompatibleModelsError` if ``other`` cannot merge with us.

@@ -4,7 +4,7 @@ A parent tensor holding NaN or Inf, or a merged tensor that came out non-finite 
 dividing by a zero sum of weights, float16 overflow), is a :class:`~evomm.errors.NonFiniteError`
 naming the model or operator and the tensor, unless the merge recipe says
 ``allow_nonfinite: true`` (then neither check runs: see docs/merging.md). Each check is one pass
-over a tensor already in memory (:func:`finite`, :func:`raw_finite`); the file is never read twice.
+over a tensor already in memory (:func:`finite`); the file is never read twice.
 The counts in the message are computed only once a check has failed.
 
 Example:
@@ -18,8 +18,6 @@ Example:
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from evomm.errors import NonFiniteError
 
@@ -85,30 +83,3 @@ def check_output(t: torch.Tensor, operator: str, name: str) -> None:
         raise output_error(_counts(t), operator, name)
 
 
-def raw_finite(raw: np.ndarray, dtype: str) -> bool:
-    """Whether the raw entries of a ``dtype`` tensor (bfloat16 as its ``uint16`` bit patterns,
-    see :data:`evomm.safetensors_io.RAW_NUMPY`) are all finite.
-
-    Example:
-        >>> raw_finite(np.array([0x3F80, 0x7F80], np.uint16), "bfloat16")   # 1.0, +inf
-        False
-    """
-    if raw.size == 0:
-        return True
-    if dtype == "bfloat16" or raw.dtype == np.float16:
-        # Inf/NaN have every exponent bit set: shifted left past the sign bit, they are the
-        # largest patterns (bfloat16 from 0xFF00, float16 from 0xF800); one max pass, 0.6-0.7 ns
-        limit = 0xFF00 if dtype == "bfloat16" else 0xF800
-        return int(np.max(raw.view(np.uint16) << np.uint16(1))) < limit
-    if raw.dtype.kind != "f":
-        return True
-    # a sum is finite only when every entry is (NaN and Inf propagate): 0.3 ns an entry; only a
-    # non-finite sum, which finite entries can also give (overflow), pays for the exact test
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = raw.sum()
-    return bool(np.isfinite(total)) or bool(np.isfinite(raw).all())
-
-
-#: What the CPU engine's messages say instead of counts (counting bfloat16 bit patterns is not
-#: worth the code in an engine due to be removed).
-RAW_COUNTS = "NaN or Inf values"

@@ -28,7 +28,6 @@ from evomm.errors import CheckpointError
 from evomm.layout import ModuleKind, TensorInfo
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from evomm.handle import ModelHandle
@@ -190,14 +189,6 @@ class StackedCheckpoint(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         alias, src = self.source(name)
         return self._models[alias].read(src)
-
-    @property
-    def reads_arrays(self) -> bool:  # type: ignore[override]
-        return all(self._models[a].reads_arrays for a in self.lane.models())
-
-    def read_array(self, name: str) -> np.ndarray:
-        alias, src = self.source(name)
-        return self._models[alias].read_array(src)
 
     def writer(self, out_dir: Path, max_shard_bytes: int = 5 * 2**30) -> CheckpointWriter:
         return self._meta.writer(out_dir, max_shard_bytes)

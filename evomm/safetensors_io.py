@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
-
 from evomm.adapters import CheckpointWriter
 from evomm.errors import CheckpointError
 from evomm.safetensors_header import FIX, ITEMSIZE, read_header
@@ -39,9 +37,6 @@ if TYPE_CHECKING:
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
-#: How :meth:`SafetensorsIndex.read_array` holds each dtype: bfloat16 as its ``uint16`` bit
-#: patterns (NumPy has no bfloat16); dtypes not listed have no raw-array form.
-RAW_NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
 
 #: Tensors of at least this many bytes are memory-mapped rather than read; smaller ones (norms,
@@ -252,27 +247,6 @@ class SafetensorsIndex:
         buf = torch.empty(size, dtype=torch.uint8)
         _read_into(path, offset, memoryview(buf.numpy()), name)
         return buf.view(getattr(torch, dtype)).reshape(shape)
-
-    def read_array(self, name: str) -> np.ndarray:
-        """:meth:`read` without torch: the tensor as a flat NumPy array of its raw entries
-        (:data:`RAW_NUMPY`: bfloat16 as ``uint16`` bit patterns), mapped or read as :meth:`read`
-        does; writable (a copy-on-write map never writes through to the file).
-
-        Raises:
-            CheckpointError: the tensor is missing, or its dtype has no raw-array form.
-        """
-        path = self._file_of[self._check(name)]
-        offset, size = self._span[name]
-        dtype = self._meta[name][1]
-        if dtype not in RAW_NUMPY:
-            raise CheckpointError(f"tensor {name!r} of {self.directory} has dtype {dtype}, which has no raw-array form")
-        kind = np.dtype(RAW_NUMPY[dtype])
-        if size >= max(MAP_MIN_BYTES, 1):
-            region, at = _mmap_region(path, offset, size, name)
-            return np.frombuffer(region, dtype=kind, count=size // kind.itemsize, offset=at)
-        buf = np.empty(size // kind.itemsize, dtype=kind)
-        _read_into(path, offset, memoryview(buf).cast("B"), name)
-        return buf
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._file_of)

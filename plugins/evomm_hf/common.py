@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import CheckpointError, IncompatibleModelsError, TaskError
 from evomm.layout import ModuleKind, TensorInfo
@@ -370,17 +368,6 @@ class HFDirectoryCheckpoint(Checkpoint):
 
     def read(self, name: str) -> torch.Tensor:
         return self._index.read(self.require(name).stored_name)
-
-    @property
-    def reads_arrays(self) -> bool:  # type: ignore[override]
-        """Safetensors weights read without torch; pickle weights do not."""
-        return isinstance(self._index, SafetensorsIndex)
-
-    def read_array(self, name: str) -> np.ndarray:
-        """:meth:`read` as a flat raw NumPy array (:meth:`SafetensorsIndex.read_array`)."""
-        if not isinstance(self._index, SafetensorsIndex):
-            return super().read_array(name)
-        return self._index.read_array(self.require(name).stored_name)
 
     @property
     def hf_config(self) -> Any:
