@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import ConfigDict
+
 from evomm.errors import CheckpointError
 from evomm.layout import ModuleKind, TensorInfo
 
@@ -33,7 +35,8 @@ if TYPE_CHECKING:  # annotations only: importing the interfaces loads no torch
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model named in a recipe.
+    """A model named in a recipe: the one model-reference type (merge, evolve and DFS recipes
+    all resolve their model entries to it; evolve recipes validate ``parents:`` as it directly).
 
     Attributes:
         name: the alias recipes use for it (``ja``, ``math``, ``base``).
@@ -43,6 +46,8 @@ class ModelRef:
         trust_remote_code: passed to transformers; off unless a recipe turns it on for this model.
         allow_pickle: accept pickle ``.bin`` weights (unsafe: they can run code on load).
     """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # an unknown key in a recipe is an error
 
     name: str
     path: str

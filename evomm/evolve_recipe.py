@@ -45,6 +45,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evomm.adapters import ModelRef
 from evomm.conditions import Condition, parse_condition
 from evomm.errors import ConfigError
 from evomm.recipe import key_path
@@ -54,19 +55,6 @@ ALGORITHMS = ("nsga2", "nsga3", "moead", "cmaes", "de", "ga", "random")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Strict):
-    """A model: alias, local path or hub id, adapter (auto-detected when omitted).
-    ``allow_pickle: true`` accepts pickle weights (``pytorch_model.bin``; unsafe: pickle can run
-    code); on ``base_model`` it is the decoded merge recipes' top-level ``allow_pickle``."""
-
-    name: str
-    path: str
-    adapter: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
 
 
 class Bounds(_Strict):
@@ -300,8 +288,8 @@ class EvolveRecipe(_Strict):
     name: str = "evolve"
     seed: int = 0
     dtype: str = "float32"
-    parents: list[ModelSpec] = Field(min_length=1)
-    base_model: ModelSpec | None = None
+    parents: list[ModelRef] = Field(min_length=1)
+    base_model: ModelRef | None = None
     objectives: list[Objective] = Field(min_length=1)
     tasks: dict[str, TaskOptions] = Field(default_factory=dict)
     cheap_first: CheapFirst | None = None
@@ -379,7 +367,7 @@ class EvolveRecipe(_Strict):
             used += [n for n in names if n is not None and n not in used]
         return used
 
-    def model(self, alias: str) -> ModelSpec:
+    def model(self, alias: str) -> ModelRef:
         for m in [*self.parents, *([self.base_model] if self.base_model else [])]:
             if m.name == alias:
                 return m
@@ -408,11 +396,11 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> EvolveRecipe:
             seen.add(where)
             value = err.get("input")
             msg = err["msg"]
-            if err["type"] == "extra_forbidden":
+            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
                 msg = "unknown key (check the spelling; see docs/evolution.md for the keys)"
-            elif err["type"] == "missing":
+            elif err["type"] in ("missing", "missing_argument"):
                 msg = "required key is missing"
-            lines.append(f"  {where}: {msg} (got {value!r})" if err["type"] != "missing" else f"  {where}: {msg}")
+            lines.append(f"  {where}: {msg} (got {value!r})" if "missing" not in err["type"] else f"  {where}: {msg}")
         raise ConfigError(f"{source}: invalid evolve recipe:\n" + "\n".join(lines)) from None
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from evomm.adapters import ModelRef
 from evomm.errors import ConfigError
-from evomm.evolve_recipe import EvolveRecipe, ModelSpec, Stage
+from evomm.evolve_recipe import EvolveRecipe, Stage
 from evomm.execute import InMemoryMerger, merge_to_dir, open_models
 from evomm.genome import Genome, apply_genome, derive_genome
 from evomm.handle import ModelHandle
@@ -45,13 +46,13 @@ class PSCandidate:
         return json.loads(self.recipe_json)
 
 
-def stage_parents(recipe: EvolveRecipe, stage: Stage, ctx: StageContext) -> list[ModelSpec]:
+def stage_parents(recipe: EvolveRecipe, stage: Stage, ctx: StageContext) -> list[ModelRef]:
     """The parents of a stage: ``stage.parents`` (aliases; ``@previous`` = the previous stage's
     child), default all recipe parents with the previous child (if any) first."""
-    prev: ModelSpec | None = None
+    prev: ModelRef | None = None
     if ctx.previous:
         p = ctx.previous[-1]
-        prev = ModelSpec(name=f"{p['name']}_child", path=str(p["model_dir"]))
+        prev = ModelRef(f"{p['name']}_child", str(p["model_dir"]))
     if stage.parents is None:
         return ([prev] if prev else []) + list(recipe.parents)
     out = []

@@ -108,6 +108,11 @@ class ModelEntry(BaseModel):
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
+    def ref(self, alias: str, *, allow_pickle: bool = False) -> ModelRef:
+        """This entry as the :class:`ModelRef` adapters open (``allow_pickle``: the recipe-wide key)."""
+        return ModelRef(alias, self.model, self.adapter, self.revision, self.trust_remote_code,
+                        self.allow_pickle or allow_pickle)
+
 
 #: ``vocab.mode`` values: ``strict`` (every parent has the donor's embedding/head shapes) or
 #: ``pad_from_donor`` (smaller parents' rows for the donor's extra ids are the donor's rows).
@@ -272,7 +277,7 @@ class MergeRecipe(BaseModel):
     def refs(self) -> list[ModelRef]:
         """One :class:`ModelRef` per entry of ``models``, in order."""
         return [
-            ModelRef(a, m.model, m.adapter, m.revision, m.trust_remote_code, m.allow_pickle or self.allow_pickle)
+            m.ref(a, allow_pickle=self.allow_pickle)
             for m, a in zip(self.models, self.aliases())
         ]
 

@@ -114,6 +114,22 @@ def test_path_recipe_round_trip() -> None:
         DFSPath.from_dict({"parents": ["a", "b"], "path": [{"model": "c", "layer": 0}]})
 
 
+def test_dfs_recipe_parents_are_merge_recipe_model_entries() -> None:
+    from evomm_dfs.recipe import parse_dfs_recipe
+
+    from evomm.adapters import ModelRef
+
+    base = {"merge_method": "dfs", "path": [{"model": "a", "layer": 0}]}
+    rec = parse_dfs_recipe(base | {"models": [{"model": "x", "name": "a", "allow_pickle": True},
+                                               {"model": "y", "name": "b", "revision": "r"}]})
+    assert rec.refs() == [ModelRef("a", "x", allow_pickle=True), ModelRef("b", "y", revision="r")]
+    with pytest.raises(ConfigError, match=r"models\[1\]\.name: a DFS parent needs a name"):
+        parse_dfs_recipe(base | {"models": [{"model": "x", "name": "a"}, {"model": "y"}]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.parameters: a DFS parent takes no"):
+        parse_dfs_recipe(base | {"models": [{"model": "x", "name": "a", "parameters": {"weight": 1}},
+                                            {"model": "y", "name": "b"}]})
+
+
 def test_dfs_is_a_search_space_kind_with_its_parameters_not_an_operator() -> None:
     from evomm.plugins import load_plugins
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evomm.adapters import ModelRef
 from evomm.errors import ConfigError
 from evomm.evolve_recipe import MergeTemplate, parse_recipe
 from evomm.genome import apply_genome, derive_genome
@@ -130,6 +131,13 @@ def test_recipe_errors_name_key_path_and_value():
         parse_recipe(base | {"objectives": [{"name": "o", "task": "t", "constraint": "at least 3"}]})
     with pytest.raises(ConfigError, match=r"budgett.*unknown key"):
         parse_recipe(base | {"budgett": {}})
+    # parents are ModelRefs (the one model-reference type): their keys are checked like any other
+    with pytest.raises(ConfigError, match=r"parents\[0\]\.pth: unknown key"):
+        parse_recipe(base | {"parents": [{"name": "a", "pth": "x"}]})
+    with pytest.raises(ConfigError, match=r"parents\[0\]\.path: required key is missing"):
+        parse_recipe(base | {"parents": [{"name": "a"}]})
+    parsed = parse_recipe(base | {"parents": [{"name": "a", "path": "x", "revision": "v1"}]})
+    assert parsed.parents[0] == ModelRef("a", "x", revision="v1")
     with pytest.raises(ConfigError, match="cmaes optimises one objective"):
         parse_recipe(base | {"algorithm": {"name": "cmaes"},
                              "objectives": [{"name": "o", "task": "t"}, {"name": "p", "task": "t"}]})

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evomm.adapters import Checkpoint, ModelRef
 from evomm.errors import ConfigError
+from evomm.recipe import ModelEntry
 
 from .path import DFSPath
 
@@ -38,23 +39,12 @@ if TYPE_CHECKING:
 DEFAULT_ADAPTER = "hf-causal-lm"
 
 
-class ParentSpec(BaseModel):
-    """One parent of a DFS recipe (an entry of ``models:``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    name: str
-    adapter: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-
-
 class DFSRecipe(BaseModel):
     """A validated DFS recipe (see the module docstring)."""
 
     model_config = ConfigDict(extra="allow")
     merge_method: Literal["dfs"]
-    models: list[ParentSpec] = Field(min_length=2, max_length=2)
+    models: list[ModelEntry] = Field(min_length=2, max_length=2)  # as in a merge recipe
     path: list[dict[str, Any]] = Field(min_length=1)
     dtype: str = "float32"
     format: Literal["auto", "frankenmerge", "dfs"] = "auto"
@@ -64,7 +54,7 @@ class DFSRecipe(BaseModel):
         return DFSPath.from_dict({"parents": [p.name for p in self.models], "path": self.path}, "dfs recipe")
 
     def refs(self) -> list[ModelRef]:
-        return [ModelRef(p.name, p.model, p.adapter, p.revision, p.trust_remote_code) for p in self.models]
+        return [p.ref(p.name or "") for p in self.models]
 
 
 def is_dfs_recipe(data: Any) -> bool:
@@ -87,6 +77,13 @@ def parse_dfs_recipe(data: Any, source: str = "dfs recipe", recipe_dir: Path | N
     except ValidationError as exc:
         msgs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(msgs)) from None
+    for i, p in enumerate(recipe.models):
+        if not p.name:
+            raise ConfigError(f"{source}: models[{i}].name: a DFS parent needs a name, which path steps use "
+                              f"(e.g. name: ja); got {p.model!r} without one")
+        if p.parameters:
+            raise ConfigError(f"{source}: models[{i}].parameters: a DFS parent takes no operator parameters "
+                              "(a path step's scale is in `path:`); remove the key")
     if recipe.dtype not in ("float32", "float16", "bfloat16", "float64"):
         raise ConfigError(f"{source}: dtype={recipe.dtype!r}; use float32, float16, bfloat16 or float64")
     if recipe_dir is not None:

@@ -231,7 +231,7 @@ def build_dfs_space(stage: Any, ctx: StageContext) -> DFSSpace:
     specs = stage_parents(recipe, stage, ctx)
     if stage.parents is None:
         specs = specs[:2]  # default: the previous child (if any) as A, then the recipe's parents
-    refs = [ModelRef(s.name, s.path, s.adapter, s.revision, s.trust_remote_code) for s in specs]
+    refs = list(specs)
     # same entries as the params space's lineage (name, kind, candidate, model_dir, recipe, ...)
     lineage = [dict(p) | {"stage": p.get("name"), "model_dir": str(p.get("model_dir") or "")}
                for p in ctx.previous]
