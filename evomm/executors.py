@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -84,6 +85,17 @@ class JobResult:
     tasks: dict[str, TaskOut] = field(default_factory=dict)
     merge_seconds: float = 0.0
     failed: str | None = None
+    worker: str = ""
+
+    @property
+    def seconds(self) -> float:
+        """The worker's time on the job: merge plus every task."""
+        return self.merge_seconds + sum(t.seconds for t in self.tasks.values())
+
+
+def worker_name() -> str:
+    """This process as a worker: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def stage_space(recipe: EvolveRecipe, stage_index: int, run_dir: Path, plugins: Plugins,
@@ -124,8 +136,8 @@ class Worker:
         except NonFiniteError as exc:
             if not exc.output:
                 raise  # a parent holds NaN/Inf: every candidate would; the run stops, clearly
-            return JobResult(job.key, merge_seconds=time.perf_counter() - t0, failed=str(exc))
-        out = JobResult(job.key, merge_seconds=time.perf_counter() - t0)
+            return JobResult(job.key, merge_seconds=time.perf_counter() - t0, failed=str(exc), worker=worker_name())
+        out = JobResult(job.key, merge_seconds=time.perf_counter() - t0, worker=worker_name())
         for task, res in self.objs.evaluate_items(handle, job.items).items():
             out.tasks[task] = TaskOut(
                 n=self.objs.task_size(task), ids=list(res.item_ids),
@@ -192,7 +204,15 @@ class ExecutorContext:
 
 
 class Executor(ABC):
-    """Runs jobs and yields ``(index in jobs, result)`` as they finish."""
+    """Runs jobs and yields ``(index in jobs, result)`` as they finish.
+
+    Attributes (shown by the dashboard): ``name``, ``worker_count`` (how many jobs run at once) and
+    ``lost_jobs`` (jobs run again because their worker died).
+    """
+
+    name: str = ""
+    worker_count: int = 1
+    lost_jobs: int = 0
 
     @abstractmethod
     def run(self, jobs: Sequence[Job], before: Callable[[], None]) -> Iterator[tuple[int, JobResult]]:
@@ -213,6 +233,8 @@ class ExecutorKind:
 
 class LocalExecutor(Executor):
     """In this process, one job after the other (the job starts when the driver asks for it)."""
+
+    name = "local"
 
     def __init__(self, ctx: ExecutorContext) -> None:
         self.worker = ctx.local()
@@ -254,8 +276,10 @@ def _run_job(job: Job) -> JobResult:
 class ProcessExecutor(Executor):
     """``workers`` local processes (spawned), each with its own space and parents, threads split."""
 
+    name = "processes"
+
     def __init__(self, ctx: ExecutorContext) -> None:
-        self.n = ctx.settings.workers
+        self.n = self.worker_count = ctx.settings.workers
         threads = max(1, (os.cpu_count() or 1) // self.n)
         spec = ctx.spec
         spec.threads = spec.threads or threads
@@ -302,6 +326,7 @@ class ProcessExecutor(Executor):
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
+        self.lost_jobs += len(lost)
         worst = max(lost, key=lambda j: self.attempts.get(j.key, 0))
         if self.attempts.get(worst.key, 0) >= MAX_ATTEMPTS:
             raise SearchError(f"a worker process died {MAX_ATTEMPTS} times while candidate {worst.key} was "

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from evomm.objectives import ObjectiveSet
     from evomm.racing import Strategy
     from evomm.records import CandidateRecord
+    from evomm.worker_board import WorkerBoard
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Pending:
         stopped: the strategy stopped it before the last round.
         timings: seconds per phase, summed over its jobs.
         rounds: how many rounds it took part in.
+        workers: seconds of its jobs per worker (``host:pid``).
     """
 
     key: str
@@ -56,6 +58,7 @@ class Pending:
     stopped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
+    workers: dict[str, float] = field(default_factory=dict)
 
 
 class Rounds:
@@ -74,18 +77,21 @@ class Rounds:
         clock: seconds (the loop's clock: tests pass a fake one).
         whole: tasks known to report a needed metric without per-item values (scored whole from
             then on; shared by the stage's generations, learnt from results).
+        board: counts jobs out and back per worker for the dashboard (``workers.json``).
     """
 
     def __init__(self, stage: str, strategy: Strategy, store: ItemStore, objs: ObjectiveSet,
                  infos: Sequence[ObjectiveInfo], executor: Executor, before: Callable[[], None],
                  archive: Callable[[Pending], CandidateRecord], on_job: Callable[[float], None],
-                 clock: Callable[[], float] = time.perf_counter, whole: set[str] | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, whole: set[str] | None = None,
+                 board: WorkerBoard | None = None) -> None:
         self.stage, self.strategy, self.store, self.objs, self.infos = stage, strategy, store, objs, infos
         self.executor, self.before, self.archive, self.on_job = executor, before, archive, on_job
         self.sizes = {t: objs.task_size(t) for t in objs.tasks}
         self.needed = {t: [m for o in objs.objectives for tt, m, _ in o.terms if tt == t] for t in objs.tasks}
         self.clock = clock
         self.whole = whole if whole is not None else set()
+        self.board = board
 
     def items(self, p: Pending) -> CandidateItems:
         return self.store.get(self.stage, p.key)
@@ -114,6 +120,8 @@ class Rounds:
 
     def _store(self, p: Pending, res: JobResult) -> None:
         p.timings["merge"] = p.timings.get("merge", 0.0) + res.merge_seconds
+        if res.worker:
+            p.workers[res.worker] = p.workers.get(res.worker, 0.0) + res.seconds
         if res.failed is not None:
             p.failed = res.failed
         rows = []
@@ -157,11 +165,17 @@ class Rounds:
                     jobs.append(job)
                     owners.append(p)
             t0 = self.clock()
+            if self.board is not None:
+                self.board.submitted(len(jobs))
             for i, res in self.executor.run(jobs, self.before):
                 self._store(owners[i], res)
+                if self.board is not None:
+                    self.board.finished(res.worker, res.key, res.seconds, self.executor.lost_jobs)
                 self._flush(pendings)
                 self.on_job(self.clock() - t0)
                 t0 = self.clock()
+            if self.board is not None:
+                self.board.round_done()
             if r + 1 < self.strategy.n_rounds:
                 self._decide(pendings, front, generation, r)
             self._flush(pendings)

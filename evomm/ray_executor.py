@@ -52,10 +52,12 @@ class _Actor:
 class RayExecutor(Executor):
     """Jobs on Ray actors (see the module docstring)."""
 
+    name = "ray"
+
     def __init__(self, ctx: ExecutorContext) -> None:
         ray = _ray()
         s = ctx.settings
-        self.n = s.workers
+        self.n = self.worker_count = s.workers
         cpus = s.num_cpus_per_worker or max(1, (os.cpu_count() or 1) // self.n)
         if not ray.is_initialized():
             if s.address:
@@ -95,6 +97,7 @@ class RayExecutor(Executor):
                         raise SearchError(f"a Ray worker died {MAX_ATTEMPTS} times while candidate {jobs[i].key} "
                                           f"was being scored; the last error: {exc}") from None
                     log.warning("warning: a Ray worker died; candidate %s runs again on a new worker", jobs[i].key)
+                    self.lost_jobs += 1
                     self.actors[slot] = self.cls.remote(self.blob)
                     queue.insert(0, i)
                     free.append(slot)

@@ -52,6 +52,7 @@ from evomm.progress import bar as progress_bar
 from evomm.racing import Strategy, make_strategy
 from evomm.records import CandidateRecord, RunInfo
 from evomm.space import SearchSpace
+from evomm.worker_board import WORKERS_NAME, WorkerBoard
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 #: How many recent candidates estimate the time of the next one (wall-time budgets).
@@ -211,6 +212,8 @@ class EvolutionLoop:
         self.on_evaluated, self.stop, self.clock = on_evaluated, stop, clock
         self.recent: deque[float] = deque(maxlen=RECENT)  # seconds of the last new candidates
         self._t0, self._spent0 = clock(), 0.0  # clock() at _spent0 seconds of stage time
+        ex = self.executor
+        self.board = WorkerBoard(Path(run.run_dir) / WORKERS_NAME, ex.name or type(ex).__name__, ex.worker_count)
         self.stage_dir = Path(run.run_dir) / "stages" / stage
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.infos = [ObjectiveInfo(o.name, o.direction, c) for o, c in
@@ -272,7 +275,7 @@ class EvolutionLoop:
 
     def _rounds(self, strategy: Strategy) -> Rounds:
         return Rounds(self.stage, strategy, self.items, self.objs, self.infos, self.executor, self._before_job,
-                      self._record, self._job_done, self.clock, self._whole_tasks)
+                      self._record, self._job_done, self.clock, self._whole_tasks, self.board)
 
     def _job_done(self, seconds: float) -> None:
         self.recent.append(seconds)
@@ -298,6 +301,8 @@ class EvolutionLoop:
             values, stderr, evaluation, more = strategy.final(est, self.objs)
             extra = {"feasible": self.objs.feasible(values), "strategy": strategy.name, "rounds": p.rounds,
                      **strategy.note(), **more}
+            if p.workers:  # seconds per worker (host:pid): the dashboard's per-worker totals
+                extra["workers"] = {w: round(sec, 3) for w, sec in p.workers.items()}
             rec = CandidateRecord(
                 id=cid, generation=gen, genome=genome, plan_hash=p.key, metrics=est.metrics,
                 objectives=values, timings=timings, extra=extra, stage=self.stage, genes=genes,

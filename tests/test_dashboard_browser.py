@@ -144,6 +144,15 @@ def test_records_appended_to_a_live_run_appear_within_seconds(run: Path, browser
         page.wait_for_function("(n) => document.getElementById('front-plot').data.find(t => t.name === 'Pareto front')"
                                ".customdata.length === n", arg=len(saved["front"]), timeout=5000)
         assert trace(page, "Pareto front")["ids"] == [r["id"] for r in saved["front"]]
+        (live / "workers.json").write_text(json.dumps({
+            "executor": "processes", "workers": 2, "in_flight": 3, "busy": 2, "lost_jobs": 1, "state": "running",
+            "updated": 50.0, "rows": [{"worker": "vm:4242", "jobs": 5, "seconds": 9.0, "last_candidate": "k",
+                                       "last_seen": 47.5}]}))
+        page.wait_for_function("document.getElementById('workers').textContent.includes('2 of 2 busy')",
+                               timeout=LIVE_WITHIN_S * 1000)
+        text = page.text_content("#workers")
+        assert "3 job(s) in flight" in text and "1 job(s) run again" in text and "vm:4242" in text, text
+        assert "2.5 s before the last update" in text, text
         warn = page.text_content("#warn")
         assert "being written" in warn and f"skipped (not records): line {first + 1}" in warn, warn
         print(f"appended records shown after {seen_after:.1f} s")

@@ -4,8 +4,10 @@ resumed with workers ends with the uninterrupted archive."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import evo_items as I  # noqa: E402
 
 from evomm.evolve_recipe import parse_recipe  # noqa: E402
 from evomm.runner import evolve  # noqa: E402
+from evomm.worker_board import WorkerBoard, read_workers  # noqa: E402
 
 HERE = Path(__file__).parent
 GENS, POP = 3, 6
@@ -48,6 +51,15 @@ def test_processes_executor_gives_the_local_archive(tmp_path, local):
     assert got == C.essence(local)  # ids, stages, genomes, digests, objectives, in order
     assert {r["evaluation"] for r in C.records(local)} == {"full", "subset"}  # racing decided something
     assert _items(tmp_path / "run") == _items(local)
+    # who scored what (the dashboard's Workers table): the two worker processes, never the driver
+    names = {w for r in C.records(tmp_path / "run") for w in r["extra"].get("workers", {})}
+    assert len(names) == 2 and f"{socket.gethostname()}:{os.getpid()}" not in names
+    board = read_workers(tmp_path / "run")
+    assert board is not None and board["executor"] == "processes" and board["workers"] == 2
+    assert board["in_flight"] == 0 and board["state"] == "idle" and board["lost_jobs"] == 0
+    assert {r["worker"] for r in board["rows"]} <= names
+    assert {w for r in C.records(local) for w in r["extra"].get("workers", {})} == {
+        f"{socket.gethostname()}:{os.getpid()}"}  # local: this process
 
 
 def test_a_killed_worker_is_replaced_and_its_job_runs_again(tmp_path, local, monkeypatch, caplog):
@@ -60,6 +72,8 @@ def test_a_killed_worker_is_replaced_and_its_job_runs_again(tmp_path, local, mon
     ids = [r[0] for r in got]
     assert len(ids) == len(set(ids))
     assert "a worker process died" in caplog.text
+    board = read_workers(tmp_path / "run")
+    assert board is not None and board["lost_jobs"] >= 1
 
 
 def test_ray_executor_gives_the_local_archive(tmp_path, local):
@@ -88,3 +102,26 @@ def test_driver_killed_and_resumed_with_workers_ends_as_an_uninterrupted_run(tmp
     assert res.returncode == 0, res.stderr
     assert C.essence(run_dir) == C.essence(local)
     shutil.rmtree(plugins)
+
+
+def test_worker_board_counts_jobs_out_and_back_and_replaces_its_file(tmp_path):
+    now = [100.0]
+    path = tmp_path / "workers.json"
+    board = WorkerBoard(path, "processes", 2, clock=lambda: now[0], every=1.0)
+    board.submitted(3)
+    assert read_workers(tmp_path) | {"rows": None} == {
+        "executor": "processes", "workers": 2, "in_flight": 3, "busy": 2, "lost_jobs": 0, "state": "running",
+        "updated": 100.0, "rows": None}
+    board.finished("h:1", "k1", 2.5)
+    assert read_workers(tmp_path)["in_flight"] == 3  # written at most once a second
+    now[0] = 101.5
+    board.finished("h:2", "k2", 1.0, lost_jobs=1)
+    got = read_workers(tmp_path)
+    assert (got["in_flight"], got["busy"], got["lost_jobs"]) == (1, 1, 1)
+    assert got["rows"] == [{"worker": "h:1", "jobs": 1, "seconds": 2.5, "last_candidate": "k1", "last_seen": 100.0},
+                           {"worker": "h:2", "jobs": 1, "seconds": 1.0, "last_candidate": "k2", "last_seen": 101.5}]
+    board.round_done()
+    assert read_workers(tmp_path)["state"] == "idle"
+    assert not (tmp_path / "workers.json.tmp").exists()
+    path.write_text("[1, 2")  # half-written or damaged: no board, no error
+    assert read_workers(tmp_path) is None

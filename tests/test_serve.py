@@ -174,6 +174,28 @@ def test_malformed_and_half_written_lines_break_nothing(tmp_path: Path) -> None:
     assert [r["id"] for r in get(app, "/api/candidates")["records"]] == [r["id"] for r in good[:3]]
 
 
+def test_workers_live_state_and_per_worker_seconds(tmp_path: Path) -> None:
+    run = made_up_run(tmp_path / "run", 4, pop=2, layers=1)
+    app = App(run)
+    assert get(app, "/api/run")["workers"] is None  # no executor has written workers.json
+    board = {"executor": "processes", "workers": 2, "in_flight": 3, "busy": 2, "lost_jobs": 1, "state": "running",
+             "updated": 10.0, "rows": [{"worker": "h:1", "jobs": 4, "seconds": 8.0, "last_candidate": "k",
+                                        "last_seen": 9.0}]}
+    (run / "workers.json").write_text(json.dumps(board))
+    assert get(app, "/api/run")["workers"] == board  # read on every request: live, not cached
+    (run / "workers.json").write_text('{"executor": "proc')  # damaged: shown as none, no error
+    assert get(app, "/api/run")["workers"] is None
+    # a racing candidate scored on two workers counts for both, with its seconds on each
+    recs = lines(run)
+    extra = [{"workers": {"h:1": 1.5, "h:2": 0.5}}, {"workers": {"h:1": 2.0}}]
+    with (run / "archive.jsonl").open("a") as fh:
+        for i, ex in enumerate(extra):
+            fh.write(json.dumps(dict(recs[-1], id=f"c0090{i}", generation=7, extra=ex)) + "\n")
+    rows = {r["worker"]: r for r in get(app, "/api/progress")["workers"]}
+    assert rows == {"h:1": {"worker": "h:1", "candidates": 2, "seconds": 3.5, "last_generation": 7},
+                    "h:2": {"worker": "h:2", "candidates": 1, "seconds": 0.5, "last_generation": 7}}
+
+
 def test_a_later_stage_shows_the_children_it_was_built_on(tmp_path: Path) -> None:
     run = made_up_run(tmp_path / "run", 4, pop=2, layers=1)
     meta = json.loads((run / "run.json").read_text())

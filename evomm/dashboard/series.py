@@ -101,21 +101,23 @@ def time_breakdown(children: Sequence[CandidateRecord]) -> dict[str, dict[str, f
     return {k: {"total": total[k], "mean": total[k] / seen[k], "count": seen[k]} for k in sorted(total)}
 
 
-def worker_of(rec: CandidateRecord) -> str | None:
-    """The worker that evaluated ``rec`` when the record says (``worker``, top level or extra)."""
-    w = rec.extra.get("worker")
-    return None if w is None else str(w)
+def worker_seconds(rec: CandidateRecord) -> dict[str, float]:
+    """Seconds per worker that scored ``rec`` (``extra.workers``: ``host:pid`` -> seconds; an
+    older record's single ``extra.worker`` gets the candidate's whole time)."""
+    many = rec.extra.get("workers")
+    if isinstance(many, dict):
+        return {str(w): float(s) for w, s in many.items() if isinstance(s, (int, float))}
+    one = rec.extra.get("worker")
+    return {} if one is None else {str(one): candidate_seconds(rec)}
 
 
 def workers(children: Sequence[CandidateRecord]) -> list[dict[str, Any]]:
     """One row per worker named in the records: candidates, seconds, last generation."""
     rows: dict[str, dict[str, Any]] = {}
     for r in children:
-        w = worker_of(r)
-        if w is None:
-            continue
-        row = rows.setdefault(w, {"worker": w, "candidates": 0, "seconds": 0.0, "last_generation": r.generation})
-        row["candidates"] += 1
-        row["seconds"] += candidate_seconds(r)
-        row["last_generation"] = max(row["last_generation"], r.generation)
+        for w, sec in worker_seconds(r).items():
+            row = rows.setdefault(w, {"worker": w, "candidates": 0, "seconds": 0.0, "last_generation": r.generation})
+            row["candidates"] += 1
+            row["seconds"] += sec
+            row["last_generation"] = max(row["last_generation"], r.generation)
     return list(rows.values())

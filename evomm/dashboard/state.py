@@ -19,6 +19,7 @@ from evomm.errors import SearchError
 from evomm.front import ObjectiveInfo, pareto_front, pick
 from evomm.records import CandidateRecord
 from evomm.rundir import ARCHIVE_NAME, RESCORE_PREFIX, RUN_NAME, objective_infos, read_rescores, read_run
+from evomm.worker_board import read_workers
 
 from .reader import ArchiveTail, finite_or_none
 from .series import progress_series, throughput, time_breakdown, workers
@@ -188,7 +189,7 @@ class RunState:
                 "stage": self.default_stage(), "records": len(records), "skipped": self.tail.skipped[-20:],
                 "skipped_count": len(self.tail.skipped), "pending_bytes": self.tail.pending,
                 "rescores": sorted(held_out(self.run_dir)), "arrival_per_minute": rate,
-                "executor": self._executor(),
+                "executor": self._executor(), "workers": read_workers(self.run_dir),
                 "previous": [{k: p.get(k) for k in ("name", "kind", "candidate", "objectives")}
                              for p in meta.get("previous", []) if isinstance(p, dict)],
             }

@@ -48,6 +48,7 @@
     if (run.executor) counts += " · executor " + run.executor.name + " × " + run.executor.workers;
     if (run.arrival_per_minute) counts += " · " + fmt(run.arrival_per_minute) + " candidates/min now";
     $("counts").textContent = counts;
+    drawWorkers();
     const warn = [];
     if (run.skipped_count) warn.push(run.skipped_count + " archive line(s) skipped (not records): line " +
       run.skipped.map((s) => s.line).join(", "));
@@ -416,9 +417,30 @@
       lay.legend = { font: { size: 10 } };
       Plotly.react(div, traces, lay, PLOT_CFG);
     }
-    const w = p.workers || [];
-    $("workers").innerHTML = w.length ? "<h2>Workers</h2><table><tr><th>worker</th><th>candidates</th><th>seconds</th><th>last generation</th></tr>" +
-      w.map((r) => "<tr><td>" + esc(r.worker) + "</td><td>" + r.candidates + "</td><td>" + fmt(r.seconds) + "</td><td>" + r.last_generation + "</td></tr>").join("") + "</table>" : "";
+    drawWorkers();
+  }
+
+  /* Workers: the live state the driver writes (workers.json: in flight, per worker jobs and last
+     seen) beside the archive's per-worker totals (candidates, seconds, last generation). */
+  function drawWorkers() {
+    const live = (S.run && S.run.workers) || null, done = (S.progress && S.progress.workers) || [];
+    const rows = new Map(done.map((r) => [r.worker, { worker: r.worker, candidates: r.candidates, seconds: r.seconds, gen: r.last_generation }]));
+    for (const r of (live && live.rows) || []) {
+      const row = rows.get(r.worker) || { worker: r.worker };
+      Object.assign(row, { jobs: r.jobs, last: r.last_candidate, seen: r.last_seen });
+      rows.set(r.worker, row);
+    }
+    if (!live && !rows.size) { $("workers").innerHTML = ""; return; }
+    const now = live && live.updated ? live.updated : Date.now() / 1000;
+    let head = "";
+    if (live) {
+      const state = S.run.status === "running" ? (live.busy + " of " + live.workers + " busy, " + live.in_flight + " job(s) in flight") : "run " + S.run.status + ", no job in flight";
+      head = '<p class="workers-live">' + esc(live.executor) + " × " + live.workers + ": " + esc(state) +
+        (live.lost_jobs ? " · " + live.lost_jobs + " job(s) run again after a worker died" : "") + "</p>";
+    }
+    $("workers").innerHTML = "<h2>Workers</h2>" + head + "<table><tr><th>worker</th><th>candidates</th><th>seconds</th><th>last generation</th><th>jobs (this run of the driver)</th><th>last job back</th></tr>" +
+      [...rows.values()].map((r) => "<tr><td>" + esc(r.worker) + "</td><td>" + fmt(r.candidates) + "</td><td>" + fmt(r.seconds) + "</td><td>" + fmt(r.gen) +
+        "</td><td>" + fmt(r.jobs) + "</td><td>" + (r.seen ? fmt(Math.max(0, now - r.seen)) + " s before the last update" : "–") + "</td></tr>").join("") + "</table>";
   }
 
   // ---- held-out re-scores (evomm rescore) ----------------------------------------------------
