@@ -35,6 +35,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "racing": {"fitness": {"strategy": "racing"}},
     "irt": {"fitness": {"strategy": "irt"}},
     "racing x2": {"fitness": {"strategy": "racing"}, "executor": {"name": "processes", "workers": 2}},
+    "full x2": {"fitness": {"strategy": "full"}, "executor": {"name": "processes", "workers": 2}},
     "racing-geo": {"fitness": {"strategy": "racing", "rounds": [20, 50, 100, 200, "100%"]}},
 }
 
@@ -138,9 +139,9 @@ def synthetic_recipe(setting: dict[str, Any], pop: int, gens: int, n_items: int)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    base = next(r for r in rows if r["setting"] == "full")
+    base = next((r for r in rows if r["setting"] == "full"), rows[0])  # ratios against full, else the first
     lines = [f"{'setting':<10} {'items (children)':>16} {'x fewer':>8} {'items (+parents)':>16} {'wall s':>8} "
-             f"{'HV fitness':>10} {'HV test':>8} {'vs full':>8} {'front':>5} {'full-scored':>11}"]
+             f"{'HV fitness':>10} {'HV test':>8} {'vs ' + base['setting'][:5]:>8} {'front':>5} {'full-scored':>11}"]
     for r in rows:
         fewer = base["items_children"] / max(r["items_children"], 1)
         rel = r["hv_test"] / base["hv_test"] - 1 if base["hv_test"] else float("nan")
@@ -188,10 +189,11 @@ def main() -> None:
     print()
     print(table(rows))
     by = {r["setting"]: r for r in rows}
-    if "racing" in by and "racing x2" in by:
-        same = by["racing"]["essence"] == by["racing x2"]["essence"]
-        print(f"\nracing x2 archive == racing archive: {same}; "
-              f"wall speed-up x2 workers: {by['racing']['wall_s'] / by['racing x2']['wall_s']:.2f}x")
+    for one in ("full", "racing"):
+        if one in by and f"{one} x2" in by:
+            same = by[one]["essence"] == by[f"{one} x2"]["essence"]
+            print(f"{one} x2 archive == {one} archive: {same}; "
+                  f"wall speed-up x2 workers: {by[one]['wall_s'] / by[f'{one} x2']['wall_s']:.2f}x")
     print(f"runs: {out}")
 
 
