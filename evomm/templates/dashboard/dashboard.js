@@ -440,7 +440,7 @@
     }
     $("workers").innerHTML = "<h2>Workers</h2>" + head + "<table><tr><th>worker</th><th>candidates</th><th>seconds</th><th>last generation</th><th>jobs (this run of the driver)</th><th>last job back</th></tr>" +
       [...rows.values()].map((r) => "<tr><td>" + esc(r.worker) + "</td><td>" + fmt(r.candidates) + "</td><td>" + fmt(r.seconds) + "</td><td>" + fmt(r.gen) +
-        "</td><td>" + fmt(r.jobs) + "</td><td>" + (r.seen ? fmt(Math.max(0, now - r.seen)) + " s before the last update" : "–") + "</td></tr>").join("") + "</table>";
+        "</td><td>" + fmt(r.jobs) + "</td><td>" + (r.seen ? Math.max(0, now - r.seen).toFixed(1) + " s before the last update" : "–") + "</td></tr>").join("") + "</table>";
   }
 
   // ---- held-out re-scores (evomm rescore) ----------------------------------------------------
