@@ -77,8 +77,9 @@ def resolve_model_dir(ref: ModelRef) -> Path:
     if looks_local(ref.path):
         if not p.exists():
             raise CheckpointError(
-                f"model {ref.name!r}: local path {ref.path!r} does not exist; check the `model:` "
-                "entry of the recipe (relative paths are relative to the current directory)"
+                f"model {ref.name!r}: local path {ref.path!r} does not exist; check its `model:` (merge "
+                "recipe) or `path:` (evolve recipe) entry; a relative path is read from the recipe's directory "
+                "when it exists there, else from the current directory"
             )
         gguf_file = find_gguf(p)
         if gguf_file is not None:
@@ -111,8 +112,8 @@ def _snapshot(ref: ModelRef) -> Path:
             raise OfflineError(
                 f"model {ref.name!r}: hub id {ref.path!r} is not in the local Hugging Face cache and "
                 "HF_HUB_OFFLINE=1 forbids downloading it; download it on a machine with network "
-                "(`huggingface-cli download ORG/NAME --local-dir DIR`) and give `model: DIR` as a "
-                "local path, or unset HF_HUB_OFFLINE"
+                f"(`huggingface-cli download {ref.path} --local-dir DIR`) and give DIR instead of the hub id "
+                "(`model: DIR` in a merge recipe, `path: DIR` in an evolve recipe), or unset HF_HUB_OFFLINE"
             ) from None
         raise CheckpointError(f"model {ref.name!r}: cannot fetch {ref.path!r} from the hub: {exc}") from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:

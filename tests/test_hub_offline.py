@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from evomm.adapters import ModelRef
 from evomm.data import load_hub
-from evomm.errors import OfflineError
-from evomm.hub import OFFLINE_VARIABLES, is_offline
+from evomm.errors import CheckpointError, OfflineError
+from evomm.hub import OFFLINE_VARIABLES, is_offline, resolve_model_dir
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,14 @@ def test_false_values_are_not_offline(monkeypatch) -> None:
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
         monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
         assert not is_offline()
+
+
+def test_a_hub_model_missing_offline_says_how_to_get_it_at_once(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(OfflineError, match=r"huggingface-cli download org/tiny-model --local-dir DIR.*"
+                                           r"`path: DIR` in an evolve recipe"):
+        resolve_model_dir(ModelRef("ja", "org/tiny-model"))
+    with pytest.raises(CheckpointError, match=r"'\./nowhere' does not exist; check its `model:` \(merge recipe\) "
+                                              r"or `path:` \(evolve recipe\)"):
+        resolve_model_dir(ModelRef("ja", "./nowhere"))
