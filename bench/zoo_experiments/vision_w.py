@@ -15,8 +15,9 @@ One run = one design x one seed, all in plain torch on top of a text base (``--b
    the grafted ja (= VLM genes zeroed), per-layer task arithmetic searched by CMA-ES on dev
    (fitness: strict + char ROUGE-L), reported on test with an image-shuffled control.
 
-Results (seed 0, W1 and W2) and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept
-under ``--cache`` (vbase and ja are reused when present; the VLM is saved as ``vlm``).
+Results and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept under ``--cache``
+(``<design>_s<seed>/{vbase,ja,vlm}``; each is reused when present, so W6s/W7s run on W3s's
+models by copying them in first).
 
 Usage::
 
@@ -80,7 +81,17 @@ DESIGNS = {
     # a smoke test of the script (seconds of CPU, meaningless numbers)
     "Wq": dict(s1=3, s2=3, ja_en=0.2, rehearse=0.3, vbase=3, ja_steps=3),
     "W3": dict(s1=300, s2=500, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300),
+    # W3s's models (copy vbase, ja and vlm into the cache) searched with a fitness that rewards
+    # image use: dev strict minus dev strict with shuffled images, plus the graded term
+    "W6s": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, fit="image"),
+    # W3s with a ja parent that never sees an English caption (no caption_cross): reading an
+    # English-like context and answering in Japanese is left to the merge, so that the grafted ja
+    # parent should not read the projector's image tokens (copy vbase and vlm from W3s)
+    "W7s": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, ja_mix="nocross"),
 }
+
+#: ja parent mixes: the default (``td.JA_VLM_MIX``) and W7s's, without ``caption_cross``.
+JA_MIXES = {"nocross": {"caption_ja": 0.7, "ja_other_eos": 0.3}}
 
 
 def vbase_mix() -> dict[str, float]:
@@ -199,7 +210,10 @@ class Merger:
         return self.vlm
 
 
-def fitness(r):
+def fitness(r, mode="plain"):
+    """Dev fitness: strict + graded; ``image``: strict - shuffled strict + graded (rewards image use)."""
+    if mode == "image":
+        return r["strict"] - r["shuffled_strict"] + r["rouge"]
     return r["strict"] + r["rouge"]
 
 
@@ -236,32 +250,41 @@ def main() -> None:
         ja = LlamaForCausalLM.from_pretrained(str(mdir / "ja"))
     else:
         ja = copy.deepcopy(vbase)
-        train_lm(ja, tok, TrainConfig(steps=d["ja_steps"], mix=dict(JA_V_MIX), **ft), progress=False)
+        mix = dict(JA_MIXES[d["ja_mix"]] if "ja_mix" in d else JA_V_MIX)
+        train_lm(ja, tok, TrainConfig(steps=d["ja_steps"], mix=mix, **ft), progress=False)
         ja.save_pretrained(str(mdir / "ja"))
         times["ja"] = round(time.perf_counter() - t0, 1)
-    model, processor = zvlm.init_vlm(mdir / "vbase", seed)
-    en = zvlm.vqa_rows("en_vqa", "train", 4000, seed)
-    jq = zvlm.vqa_rows("ja_vqa", "train", 4000, seed)
-    for r in jq:
-        r["answer"] = r["spec"].color if r["kind"] == "colour" else r["spec"].shape
-    if d["s1"]:
+    if (mdir / "vlm" / "config.json").is_file():  # reused (W6s/W7s: W3s's VLM copied in)
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(str(mdir / "vlm")).eval()
+        processor = zvlm.build_processor(tok)
+    else:
+        model, processor = zvlm.init_vlm(mdir / "vbase", seed)
+        en = zvlm.vqa_rows("en_vqa", "train", 4000, seed)
+        jq = zvlm.vqa_rows("ja_vqa", "train", 4000, seed)
+        for r in jq:
+            r["answer"] = r["spec"].color if r["kind"] == "colour" else r["spec"].shape
+        if d["s1"]:
+            train_vlm2(
+                model, processor, en, steps=d["s1"], lr=2e-3, seed=seed, freeze_lm=True, rehearse=0, tok=tok
+            )
+        rows2 = en + jq[: int(len(en) * d["ja_en"] / (1 - d["ja_en"]))] if d["ja_en"] else en
         train_vlm2(
-            model, processor, en, steps=d["s1"], lr=2e-3, seed=seed, freeze_lm=True, rehearse=0, tok=tok
+            model,
+            processor,
+            rows2,
+            steps=d["s2"],
+            lr=1e-3,
+            seed=seed,
+            freeze_lm=False,
+            rehearse=d["rehearse"],
+            tok=tok,
         )
-    rows2 = en + jq[: int(len(en) * d["ja_en"] / (1 - d["ja_en"]))] if d["ja_en"] else en
-    train_vlm2(
-        model,
-        processor,
-        rows2,
-        steps=d["s2"],
-        lr=1e-3,
-        seed=seed,
-        freeze_lm=False,
-        rehearse=d["rehearse"],
-        tok=tok,
-    )
-    times["vlm"] = round(time.perf_counter() - t0, 1)
-    zvlm.save_vlm(model, processor, mdir / "vlm")
+        times["vlm"] = round(time.perf_counter() - t0, 1)
+        zvlm.save_vlm(model, processor, mdir / "vlm")
+    mode = d.get("fit", "plain")
+    shuf_dev = mode == "image"
 
     ja_dev = Scorer(processor, zvlm.vqa_rows("ja_vqa", "dev", 200, seed))
     en_test = Scorer(processor, zvlm.vqa_rows("en_vqa", "test", 400, seed))
@@ -270,7 +293,7 @@ def main() -> None:
     base_sd = dict(vbase.state_dict())
     ja_sd = dict(ja.state_dict())
     merger = Merger(model, base_sd, lm_sd(model), ja_sd, L)
-    res = {"design": args.design, "seed": seed, "times": times, "test": {}, "dev": {}}
+    res = {"design": args.design, "seed": seed, "times": times, "test": {}, "dev": {}, "fitness": mode}
 
     def report(name, a, b):
         m = merger(a, b)
@@ -287,8 +310,8 @@ def main() -> None:
     grid = {}
     for a in (0.5, 1.0, 1.5):
         for b in (0.5, 1.0, 1.5, 2.0):
-            grid[(a, b)] = ja_dev.score(merger(a, b))
-    best = max(grid, key=lambda k: fitness(grid[k]))
+            grid[(a, b)] = ja_dev.score(merger(a, b), shuffled=shuf_dev)
+    best = max(grid, key=lambda k: fitness(grid[k], mode))
     res["dev"]["grid"] = {f"{a},{b}": v for (a, b), v in grid.items()}
     print("grid best", best, grid[best], flush=True)
     report("best_uniform", *best)
@@ -298,12 +321,13 @@ def main() -> None:
     es = cma.CMAEvolutionStrategy(
         x0, 0.4, {"bounds": [-1, 3], "popsize": 10, "seed": seed + 1, "verbose": -9}
     )
-    n, bestx, bestf = 0, x0, fitness(grid[best])
+    n, bestx, bestf = 0, x0, fitness(grid[best], mode)
     while n < args.evals:
         xs = es.ask()
         fs = []
         for x in xs:
-            f = fitness(ja_dev.score(merger(list(x[: L + 1]), list(x[L + 1 :]))))
+            r = ja_dev.score(merger(list(x[: L + 1]), list(x[L + 1 :])), shuffled=shuf_dev)
+            f = fitness(r, mode)
             fs.append(-f)
             if f > bestf:
                 bestf, bestx = f, list(x)
