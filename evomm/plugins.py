@@ -154,21 +154,7 @@ def load_plugins(
         autoload = os.environ.get(ENV_NO_AUTOLOAD, "") not in ("1", "true", "yes")
 
     if autoload:
-        eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-        for ep in eps:
-            if ep.name in disabled or pm.has_plugin(ep.name):
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}; "
-                    f"disable it with {ENV_DISABLE}={ep.name}"
-                ) from exc
-            pm.register(plugin, name=ep.name)
-            dist = getattr(ep, "dist", None)
-            origin = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
-            loaded.append(PluginInfo(ep.name, origin))
+        loaded += _load_entry_points(pm, disabled)
 
     env_dirs = [d for d in os.environ.get(ENV_PLUGINS_DIR, "").split(os.pathsep) if d]
     for f in _plugin_files([*env_dirs, *plugins_dirs]):
@@ -210,6 +196,26 @@ def load_plugins(
     _register(pm, "evomm_register_commands", plugins.commands)
     _register(pm, "evomm_register_executors", plugins.executors)
     return plugins
+
+
+def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> list[PluginInfo]:
+    """Register every installed plugin of the ``evomm`` entry-point group, by name, but the disabled."""
+    loaded = []
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in disabled or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}; "
+                f"disable it with {ENV_DISABLE}={ep.name}"
+            ) from exc
+        pm.register(plugin, name=ep.name)
+        dist = getattr(ep, "dist", None)
+        origin = f"entry point {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
+        loaded.append(PluginInfo(ep.name, origin))
+    return loaded
 
 
 def _register(pm: pluggy.PluginManager, hook_name: str, registry: Registry[Any]) -> None:

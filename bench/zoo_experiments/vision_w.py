@@ -88,6 +88,10 @@ DESIGNS = {
     # English-like context and answering in Japanese is left to the merge, so that the grafted ja
     # parent should not read the projector's image tokens (copy vbase and vlm from W3s)
     "W7s": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, ja_mix="nocross"),
+    # the vision tower and projector frozen at their random init, only the LM layers learn to
+    # read the image tokens: nothing descended from vbase alone can read them, so the VLM's LM
+    # vector is needed to see (copy vbase and ja from W3s)
+    "W8s": dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True),
 }
 
 #: ja parent mixes: the default (``td.JA_VLM_MIX``) and W7s's, without ``caption_cross``.
@@ -104,13 +108,16 @@ JA_V_MIX = td.JA_VLM_MIX
 # ------------------------------------------------------------------ VLM training
 
 
-def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok):
-    """Like zvlm.train_vlm, plus a text rehearsal loss (vbase's mix) weighted ``rehearse``."""
+def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok, freeze_vision=False):
+    """Like zvlm.train_vlm, plus a text rehearsal loss (vbase's mix) weighted ``rehearse``;
+    ``freeze_vision``: the vision tower and projector stay at their (random) init."""
     import math
 
     for name, p in model.named_parameters():
         lm = "language_model" in name or name.startswith("lm_head")
-        p.requires_grad_(not ((freeze_lm and lm) or name.startswith(zvlm.FROZEN_IN_VLM)))
+        vis = "vision_tower" in name or "multi_modal_projector" in name
+        frozen = (freeze_lm and lm) or (freeze_vision and vis) or name.startswith(zvlm.FROZEN_IN_VLM)
+        p.requires_grad_(not frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -280,6 +287,7 @@ def main() -> None:
             freeze_lm=False,
             rehearse=d["rehearse"],
             tok=tok,
+            freeze_vision=d.get("freeze_vision", False),
         )
         times["vlm"] = round(time.perf_counter() - t0, 1)
         zvlm.save_vlm(model, processor, mdir / "vlm")
