@@ -126,7 +126,8 @@ def measure(name: str, data: dict[str, Any], out: Path, held_out: Any, plugins: 
     }
 
 
-def synthetic_recipe(setting: dict[str, Any], pop: int, gens: int, n_items: int, objectives: int = 2) -> dict[str, Any]:
+def synthetic_recipe(setting: dict[str, Any], pop: int, gens: int, n_items: int, objectives: int = 2,
+                     algorithm: str | None = None) -> dict[str, Any]:
     """The synthetic suite (tests/evo_items.py): two 0/1 tasks of ``n_items`` items, 4 genes;
     ``objectives=1``: the first task only, searched by CMA-ES (the paper's single-objective setting)."""
     import evo_items as I
@@ -137,6 +138,8 @@ def synthetic_recipe(setting: dict[str, Any], pop: int, gens: int, n_items: int,
         data["objectives"] = data["objectives"][:1]
         data["tasks"] = {"items_a": data["tasks"]["items_a"]}
         data["stages"][0]["algorithm"] = {"name": "cmaes", "pop_size": pop}
+    if algorithm:
+        data["stages"][0]["algorithm"] = {"name": algorithm, "pop_size": pop}
     data.pop("fitness")
     if "cheap_first" in setting:
         setting = {"fitness": {"strategy": "subset", "subset": max(1, n_items * 3 // 10), "margin": 0.05}}
@@ -167,6 +170,7 @@ def main() -> None:
     p.add_argument("--out", help="keep the runs here (a new directory; default: a temporary one)")
     p.add_argument("--objectives", type=int, choices=(1, 2), default=2,
                    help="synthetic suite: 2 (NSGA-II, two tasks in trade-off) or 1 (CMA-ES on the first task)")
+    p.add_argument("--algorithm", help="synthetic suite: the search algorithm (default nsga2, cmaes for one objective)")
     p.add_argument("--suite", choices=("demo", "synthetic"), default="demo",
                    help="demo: the toy zoo; synthetic: tests/evo_items.py's tasks (--items each, default "
                    "1000): a suite large enough that the item count does not cap racing's gain")
@@ -190,7 +194,8 @@ def main() -> None:
                 import evo_items as I
 
                 n = args.items or 1000
-                data = synthetic_recipe(SETTINGS[name], args.pop or 16, args.generations or 8, n, args.objectives)
+                data = synthetic_recipe(SETTINGS[name], args.pop or 16, args.generations or 8, n, args.objectives,
+                                        args.algorithm)
                 rows.append(measure(name, data, out, synthetic_held_out(n), plugins=I.plugins()))
             print(f"{name}: {rows[-1]['wall_s']:.1f} s, {rows[-1]['items_children']} item evaluations", flush=True)
     print()
