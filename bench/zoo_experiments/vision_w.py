@@ -16,8 +16,9 @@ One run = one design x one seed, all in plain torch on top of a text base (``--b
    (fitness: strict + char ROUGE-L), reported on test with an image-shuffled control.
 
 Results and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept under ``--cache``
-(``<design>_s<seed>/{vbase,ja,vlm}``; each is reused when present, so W6s/W7s run on W3s's
-models by copying them in first).
+(``<design>_s<seed>/{vbase,ja,vlm}``; each is reused when present, so W6s/W7s/W3m run on W3s's
+models and W9s/W10s/W11s on W8s's by copying them in first). Per-layer-and-module genes:
+``per_module`` (2 or 4 genes per layer and parent); image-use fitness: ``fit="image"``.
 
 Usage::
 
@@ -92,6 +93,28 @@ DESIGNS = {
     # read the image tokens: nothing descended from vbase alone can read them, so the VLM's LM
     # vector is needed to see (copy vbase and ja from W3s)
     "W8s": dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True),
+    # W8s's / W3s's models (copy vbase, ja and vlm in) with a gene per layer *and module*
+    # (attention + its norm, MLP + its norm) and per parent: 14 genes instead of 8
+    "W9s": dict(
+        s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=True
+    ),
+    # W9s with W6s's image-use fitness (strict - shuffled strict + graded on dev)
+    "W10s": dict(
+        s1=0,
+        s2=600,
+        ja_en=0.0,
+        rehearse=0.3,
+        vbase=400,
+        ja_steps=300,
+        freeze_vision=True,
+        per_module=True,
+        fit="image",
+    ),
+    # W9s with four genes per layer and parent (q/k; v/o + input norm; gate/up + post norm; down): 26 genes
+    "W11s": dict(
+        s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=4
+    ),
+    "W3m": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, per_module=True),
 }
 
 #: ja parent mixes: the default (``td.JA_VLM_MIX``) and W7s's, without ``caption_cross``.
@@ -188,15 +211,38 @@ def lm_sd(model) -> dict:
     return sd
 
 
-def group(key: str) -> int:
+def group(key: str, per_module: bool = False) -> int:
+    """Gene group of a weight: its decoder layer (or, ``per_module``, 2 x layer + 0 for the
+    attention and its norm, + 1 for the MLP and its norm); -1: final norm (embeddings and head
+    have zero task vectors)."""
     if key.startswith("model.layers."):
-        return int(key.split(".")[2])
-    return -1  # final norm (embeddings and head have zero task vectors)
+        layer = int(key.split(".")[2])
+        if not per_module:
+            return layer
+        if per_module == 4:  # W11s: q/k, v/o + input norm, gate/up + post norm, down
+            sub = next(i for i, ns in enumerate(_FINE) if any(n in key for n in ns))
+            return 4 * layer + sub
+        return 2 * layer + (1 if (".mlp." in key or "post_attention_layernorm" in key) else 0)
+    return -1
+
+
+_FINE = (
+    ("q_proj", "k_proj"),
+    ("v_proj", "o_proj", "input_layernorm"),
+    ("gate_proj", "up_proj", "post_attention"),
+    ("down_proj",),
+)
+
+
+def genes_per_layer(per_module) -> int:
+    """Genes per decoder layer and parent: 1 (W1-W8s), 2 (``per_module=True``) or 4."""
+    return 4 if per_module == 4 else 2 if per_module else 1
 
 
 class Merger:
-    def __init__(self, vlm, base_sd, vlm_sd, ja_sd, layers):
-        self.vlm, self.base, self.layers = copy.deepcopy(vlm), base_sd, layers
+    def __init__(self, vlm, base_sd, vlm_sd, ja_sd, layers, per_module=False):
+        self.vlm, self.base, self.layers = copy.deepcopy(vlm), base_sd, layers * genes_per_layer(per_module)
+        self.per_module = per_module
         self.tv = {k: vlm_sd[k] - base_sd[k] for k in base_sd}
         self.tj = {k: ja_sd[k] - base_sd[k] for k in base_sd}
 
@@ -208,7 +254,7 @@ class Merger:
             b = [b] * (self.layers + 1)
         sd = {}
         for k, w in self.base.items():
-            g = group(k)
+            g = group(k, self.per_module)
             sd[k] = w + a[g] * self.tv[k] + b[g] * self.tj[k]
         self.vlm.model.language_model.load_state_dict(
             {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
@@ -297,10 +343,11 @@ def main() -> None:
     ja_dev = Scorer(processor, zvlm.vqa_rows("ja_vqa", "dev", 200, seed))
     en_test = Scorer(processor, zvlm.vqa_rows("en_vqa", "test", 400, seed))
     ja_test = Scorer(processor, zvlm.vqa_rows("ja_vqa", "test", 400, seed))
-    L = vbase.config.num_hidden_layers
+    per_module = d.get("per_module", False)
+    L = vbase.config.num_hidden_layers * genes_per_layer(per_module)  # gene groups before the final norm
     base_sd = dict(vbase.state_dict())
     ja_sd = dict(ja.state_dict())
-    merger = Merger(model, base_sd, lm_sd(model), ja_sd, L)
+    merger = Merger(model, base_sd, lm_sd(model), ja_sd, vbase.config.num_hidden_layers, per_module)
     res = {"design": args.design, "seed": seed, "times": times, "test": {}, "dev": {}, "fitness": mode}
 
     def report(name, a, b):
