@@ -114,6 +114,19 @@ DESIGNS = {
     "W11s": dict(
         s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=4
     ),
+    # W9s searched with a wider CMA-ES: population 16, initial step 0.8 (instead of 10 and 0.4)
+    "W12s": dict(
+        s1=0,
+        s2=600,
+        ja_en=0.0,
+        rehearse=0.3,
+        vbase=400,
+        ja_steps=300,
+        freeze_vision=True,
+        per_module=True,
+        popsize=16,
+        sigma=0.8,
+    ),
     "W3m": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, per_module=True),
 }
 
@@ -374,7 +387,9 @@ def main() -> None:
 
     x0 = [best[0]] * (L + 1) + [best[1]] * (L + 1)
     es = cma.CMAEvolutionStrategy(
-        x0, 0.4, {"bounds": [-1, 3], "popsize": 10, "seed": seed + 1, "verbose": -9}
+        x0,
+        d.get("sigma", 0.4),
+        {"bounds": [-1, 3], "popsize": d.get("popsize", 10), "seed": seed + 1, "verbose": -9},
     )
     n, bestx, bestf = 0, x0, fitness(grid[best], mode)
     while n < args.evals:
