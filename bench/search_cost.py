@@ -10,6 +10,9 @@ equals another setting's (``racing x2`` must equal ``racing``).
 
     .venv/bin/python bench/search_cost.py --quick          # a few minutes on 2 cores
     .venv/bin/python bench/search_cost.py                  # the demo's own sizes
+    .venv/bin/python bench/search_cost.py --suite synthetic --items 500 --pop 12 --generations 6
+    .venv/bin/python bench/search_cost.py --suite synthetic --objectives 1 --items 5000 \
+        --pop 12 --generations 16 --algorithm random --settings full,racing,racing-geo
 
 The zoo is the demo's (built once by ``evomm demo`` or ``evomm zoo build``; ``--zoo DIR``).
 """
