@@ -112,7 +112,7 @@ def _snapshot(ref: ModelRef) -> Path:
             raise OfflineError(
                 f"model {ref.name!r}: hub id {ref.path!r} is not in the local Hugging Face cache and "
                 "HF_HUB_OFFLINE=1 forbids downloading it; download it on a machine with network "
-                f"(`huggingface-cli download {ref.path} --local-dir DIR`) and give DIR instead of the hub id "
+                f"(`huggingface-cli download {ref.path} --local-dir DIR`) and give that local path instead of the hub id "
                 "(`model: DIR` in a merge recipe, `path: DIR` in an evolve recipe), or unset HF_HUB_OFFLINE"
             ) from None
         raise CheckpointError(f"model {ref.name!r}: cannot fetch {ref.path!r} from the hub: {exc}") from exc
