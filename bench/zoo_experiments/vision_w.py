@@ -69,6 +69,9 @@ def cut(text: str) -> str:
     return text.strip()
 
 
+# W9s: W8s's models with a gene per layer *and module*; W10s-W12s vary it
+_W9S = dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=True)
+
 DESIGNS = {
     # stage-1 steps, stage-2 steps, share of ja questions answered in English, rehearsal weight
     "W1": dict(s1=300, s2=500, ja_en=0.2, rehearse=0.3, vbase=400, ja_steps=300),
@@ -95,38 +98,13 @@ DESIGNS = {
     "W8s": dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True),
     # W8s's / W3s's models (copy vbase, ja and vlm in) with a gene per layer *and module*
     # (attention + its norm, MLP + its norm) and per parent: 14 genes instead of 8
-    "W9s": dict(
-        s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=True
-    ),
+    "W9s": _W9S,
     # W9s with W6s's image-use fitness (strict - shuffled strict + graded on dev)
-    "W10s": dict(
-        s1=0,
-        s2=600,
-        ja_en=0.0,
-        rehearse=0.3,
-        vbase=400,
-        ja_steps=300,
-        freeze_vision=True,
-        per_module=True,
-        fit="image",
-    ),
+    "W10s": {**_W9S, "fit": "image"},
     # W9s with four genes per layer and parent (q/k; v/o + input norm; gate/up + post norm; down): 26 genes
-    "W11s": dict(
-        s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=4
-    ),
+    "W11s": {**_W9S, "per_module": 4},
     # W9s searched with a wider CMA-ES: population 16, initial step 0.8 (instead of 10 and 0.4)
-    "W12s": dict(
-        s1=0,
-        s2=600,
-        ja_en=0.0,
-        rehearse=0.3,
-        vbase=400,
-        ja_steps=300,
-        freeze_vision=True,
-        per_module=True,
-        popsize=16,
-        sigma=0.8,
-    ),
+    "W12s": {**_W9S, "popsize": 16, "sigma": 0.8},
     "W3m": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, per_module=True),
 }
 
