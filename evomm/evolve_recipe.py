@@ -286,7 +286,7 @@ class EvolveRecipe(_Strict):
     """A complete evolve recipe (see module docstring)."""
 
     name: str = "evolve"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and pymoo's seed range
     dtype: str = "float32"
     parents: list[ModelRef] = Field(min_length=1)
     base_model: ModelRef | None = None

@@ -81,6 +81,18 @@ class RandomSearch:
         self.n_gen += 1
 
 
+def cma_seed(seed: int) -> int:
+    """The seed handed to the `cma` package for the run seed ``seed``: `cma` seeds numpy from the
+    clock for 0 (and None), so a CMA-ES run with seed 0 would not repeat; 0 maps to 2**32 - 1, a
+    seed no other run seed gives (run seeds are below 2**32).
+
+    Example:
+        >>> cma_seed(0), cma_seed(7)
+        (4294967295, 7)
+    """
+    return seed if seed else 2**32 - 1
+
+
 def make_algorithm(cfg: Algorithm, space: SearchSpace, n_obj: int, seed: int) -> Any:
     """A pymoo algorithm (or :class:`RandomSearch`) for ``cfg``.
 
@@ -251,6 +263,8 @@ class EvolutionLoop:
                           xl=0.0, xu=1.0)
         alg = make_algorithm(self.alg_cfg, self.space, len(self.objs.names), self.run.seed)
         alg.setup(problem, termination=MaximumGenerationTermination(10**9), seed=self.run.seed, verbose=False)
+        if self.alg_cfg.name == "cmaes":  # pymoo hands the seed to `cma`, which reads 0 as "from the clock"
+            alg.options["seed"] = cma_seed(self.run.seed)
         state = _State(alg, np_state=np.random.RandomState(self.run.seed).get_state())
         self._save(state)  # generation 0 has a checkpoint too: a stop before its end adds its time
         return state
