@@ -7,8 +7,9 @@ each round a strategy says which candidates stop. Every strategy is a :class:`St
 * ``subset``: the first ``subset`` items of each task, then the rest only for candidates whose
   subset values, made ``margin`` more optimistic, are not dominated by the front of the earlier
   generations (today's cheap-first; the subset's items are reused, never scored again).
-* ``racing``: rounds over each task's items shuffled once with the run seed
-  (``rounds: [20, 50, 100%]``); after a round a candidate stops when its optimistic bound
+* ``racing``: rounds over each task's items shuffled once with the run seed (by default 20
+  items, doubling, then the rest: :data:`evomm.evolve_recipe.DEFAULT_ROUNDS`; or
+  ``rounds: [20, 50, 100%]``); after a round a candidate stops when its optimistic bound
   (:func:`evomm.fitness.estimate`, at ``confidence``) is infeasible or dominated by the front of
   the earlier generations or by the pessimistic bound of another candidate of the generation.
   With ``confidence: 1`` the bounds are the item range and no candidate that full evaluation

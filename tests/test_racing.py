@@ -54,6 +54,8 @@ def test_item_results_add_up_to_the_objective_values(tmp_path):
             assert rec.objectives == pytest.approx(I.true_values(rec.genome))
         else:
             assert rec.items_evaluated < 2 * I.N_ITEMS and set(rec.stderr) == {"a", "b"}
+            # the default rounds double from 20 items: a stopped candidate scored 20 or 40 of 80
+            assert {len(per[(rec.plan_hash, t)]) for t in ("items_a", "items_b")} in ({20}, {40})
 
 
 @pytest.mark.parametrize(("seed", "confidence", "rounds"), [
