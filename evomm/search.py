@@ -83,8 +83,8 @@ class RandomSearch:
 
 def cma_seed(seed: int) -> int:
     """The seed handed to the `cma` package for the run seed ``seed``: `cma` seeds numpy from the
-    clock for 0 (and None), so a CMA-ES run with seed 0 would not repeat; 0 maps to 2**32 - 1, a
-    seed no other run seed gives (run seeds are below 2**32).
+    clock for 0 (and None), so a CMA-ES run with seed 0 would not repeat; 0 maps to 2**32 - 1 (the
+    one collision: run seeds 0 and 2**32 - 1 draw the same CMA-ES samples).
 
     Example:
         >>> cma_seed(0), cma_seed(7)
