@@ -18,7 +18,10 @@ One run = one design x one seed, all in plain torch on top of a text base (``--b
 Results and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept under ``--cache``
 (``<design>_s<seed>/{vbase,ja,vlm}``; each is reused when present, so W6s/W7s/W3m run on W3s's
 models and W9s/W10s/W11s on W8s's by copying them in first). Per-layer-and-module genes:
-``per_module`` (2 or 4 genes per layer and parent); image-use fitness: ``fit="image"``.
+``per_module`` (2 or 4 genes per layer and parent); image-use fitness: ``fit="image"``; a stage-2
+loss pulling the VLM LM's layer-0 outputs at the image positions towards vbase's on the image's
+English caption (W13s, W14s): ``align`` (its weight). Designs that only differ in the search can
+share models: copy ``vbase``, ``ja`` (and ``vlm``) into the new design's cache directory first.
 
 Usage::
 
@@ -69,7 +72,7 @@ def cut(text: str) -> str:
     return text.strip()
 
 
-# W9s: W8s's models with a gene per layer *and module*; W10s-W12s vary it
+# W9s: W8s's models with a gene per layer *and module*; W10s-W14s vary it
 _W9S = dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=True)
 
 DESIGNS = {
@@ -105,6 +108,11 @@ DESIGNS = {
     "W11s": {**_W9S, "per_module": 4},
     # W9s searched with a wider CMA-ES: population 16, initial step 0.8 (instead of 10 and 0.4)
     "W12s": {**_W9S, "popsize": 16, "sigma": 0.8},
+    # W9s + a stage-2 loss pulling the VLM LM's layer-0 outputs at the 16 image positions towards
+    # vbase's layer-0 outputs on the image's English caption (``caption_targets``), weight ``align``
+    "W13s": {**_W9S, "align": 1.0},
+    # W13s with the alignment weighted 5 (W13s learnt only the image-independent part of the targets)
+    "W14s": {**_W9S, "align": 5.0},
     "W3m": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, per_module=True),
 }
 
@@ -122,9 +130,50 @@ JA_V_MIX = td.JA_VLM_MIX
 # ------------------------------------------------------------------ VLM training
 
 
-def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok, freeze_vision=False):
+def caption_text(color: str, shape: str) -> str:
+    """W13s: the image's English caption as vbase reads it (``red circle. ``, as in ``caption_en``),
+    left-padded with spaces to the image's token count (one character = one token), so that the
+    caption's last character sits where the last image token sits and the question follows at
+    the same distance as in caption QA; ``yellow triangle.`` (17 with its space) drops the space."""
+    text = f"{color} {shape}. "
+    if len(text) > zvlm.IMAGE_TOKENS:
+        text = text.rstrip()
+    return text.rjust(zvlm.IMAGE_TOKENS)
+
+
+def layer0_hook(lm, store: dict):
+    """Record the output of decoder layer 0 of ``lm`` (a Llama model) in ``store["h"]``."""
+
+    def keep(module, args, out):
+        store["h"] = out[0] if isinstance(out, tuple) else out
+
+    return lm.layers[0].register_forward_hook(keep)
+
+
+def caption_targets(vbase, tok) -> dict:
+    """(colour, shape) -> vbase's layer-0 outputs (IMAGE_TOKENS x hidden) on the padded caption
+    after ``Q: `` (the VLM's English prompt prefix): 24 fixed targets."""
+    from evomm_zoo.images import COLORS, SHAPES
+
+    out, store = {}, {}
+    hook = layer0_hook(vbase.model, store)
+    with torch.no_grad():
+        for c in COLORS:
+            for s in SHAPES:
+                ids = tok("Q: " + caption_text(c, s), return_tensors="pt").input_ids
+                assert ids.shape[1] == 4 + zvlm.IMAGE_TOKENS, ids.shape
+                vbase.model(input_ids=ids)
+                out[(c, s)] = store["h"][0, -zvlm.IMAGE_TOKENS :].clone()
+    hook.remove()
+    return out
+
+
+def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok, freeze_vision=False,
+               align=0.0, targets=None):  # fmt: skip
     """Like zvlm.train_vlm, plus a text rehearsal loss (vbase's mix) weighted ``rehearse``;
-    ``freeze_vision``: the vision tower and projector stay at their (random) init."""
+    ``freeze_vision``: the vision tower and projector stay at their (random) init; ``align``
+    (W13s): weight of the normalised MSE between the LM's layer-0 outputs at the image positions
+    and ``targets[(colour, shape)]`` (:func:`caption_targets`)."""
     import math
 
     for name, p in model.named_parameters():
@@ -146,9 +195,21 @@ def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, 
     rng = random.Random(f"vlm2-{seed}")
     stream = MixStream(vbase_mix(), seed + 100)
     cache: dict = {}
+    store: dict = {}
+    hook = layer0_hook(model.model.language_model, store) if align else None
+    image_id = tok.convert_tokens_to_ids(zvlm.IMAGE_MARK)
     model.train()
-    for _ in range(steps):
-        loss = model(**zvlm.collate_vqa(processor, rng.sample(rows, 32), cache)).loss
+    for step in range(steps):
+        batch_rows = rng.sample(rows, 32)
+        batch = zvlm.collate_vqa(processor, batch_rows, cache)
+        loss = model(**batch).loss
+        if align:
+            h = store["h"][batch["input_ids"] == image_id].view(len(batch_rows), zvlm.IMAGE_TOKENS, -1)
+            t = torch.stack([targets[(r["spec"].color, r["spec"].shape)] for r in batch_rows])
+            la = ((h - t) ** 2).mean() / (t**2).mean()
+            loss = loss + align * la
+            if step in (0, steps // 2) or step == steps - 1:
+                print(f"align step {step}: {la.item():.4f}", flush=True)
         if rehearse and not freeze_lm:
             loss = loss + rehearse * model(**collate(tok, stream.batch(16))).loss
         opt.zero_grad(set_to_none=True)
@@ -156,6 +217,8 @@ def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+    if hook is not None:
+        hook.remove()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -325,6 +388,8 @@ def main() -> None:
             rehearse=d["rehearse"],
             tok=tok,
             freeze_vision=d.get("freeze_vision", False),
+            align=d.get("align", 0.0),
+            targets=caption_targets(vbase, tok) if d.get("align") else None,
         )
         times["vlm"] = round(time.perf_counter() - t0, 1)
         zvlm.save_vlm(model, processor, mdir / "vlm")
@@ -353,6 +418,10 @@ def main() -> None:
     report("ja_grafted", 0.0, 1.0)
     report("linear_0.5", 0.5, 0.5)
     report("ta_1_1", 1.0, 1.0)
+    if d.get("align"):  # the composition W13s builds in (a diagnostic, not searched): the VLM's
+        # layer 0 (both modules), the ja parent's layers 1+ and final norm
+        g = genes_per_layer(per_module)
+        report("constructed", [1.0] * g + [0.0] * (L + 1 - g), [0.0] * g + [1.0] * (L + 1 - g))
     grid = {}
     for a in (0.5, 1.0, 1.5):
         for b in (0.5, 1.0, 1.5, 2.0):
@@ -389,6 +458,7 @@ def main() -> None:
     report("evolved_ja_zeroed", a, [0.0] * (L + 1))
     report("evolved_vlm_zeroed", [0.0] * (L + 1), b)
     res["times"]["total"] = round(time.perf_counter() - t0, 1)
+    res["times"]["cpu"] = round(time.process_time(), 1)  # CPU seconds of the whole run
     Path(args.out).write_text(json.dumps(res, ensure_ascii=False, indent=1))
 
 
