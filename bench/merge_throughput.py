@@ -64,6 +64,7 @@ import yaml
 
 #: name -> (hidden, layers, intermediate, vocab, heads, kv heads)
 SIZES = {
+    "1b": (2048, 22, 5632, 32000, 32, 4),  # TinyLlama-1.1B's shape: where the merge, not start-up, is the time
     "350m": (1024, 24, 2816, 32000, 16, 8),
     "120m": (768, 12, 2048, 32000, 12, 4),
     "tiny": (256, 4, 688, 8000, 8, 4),
