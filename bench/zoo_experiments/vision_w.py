@@ -20,7 +20,10 @@ Results and the next designs: docs/toy-zoo.md, "Issue 22". Models are kept under
 models and W9s/W10s/W11s on W8s's by copying them in first). Per-layer-and-module genes:
 ``per_module`` (2 or 4 genes per layer and parent); image-use fitness: ``fit="image"``; a stage-2
 loss pulling the VLM LM's layer-0 outputs at the image positions towards vbase's on the image's
-English caption (W13s, W14s): ``align`` (its weight). Designs that only differ in the search can
+English caption (W13s, W14s): ``align`` (its weight). Fourth attempt (W15s-W32s, helpers in
+``vision_w2.py``): ``fit="kindmin"``, ``align_layer``, ``tower`` (pretrain the tower, then freeze
+it), ``s1_layers`` (the VLM's LM learns only these layers), ``align_span="prompt"``, ``dev`` (dev
+items), ``ties`` (TIES / DARE-TIES), ``hidden`` (a larger base from ``vision_base.py``). Designs that only differ in the search can
 share models: copy ``vbase``, ``ja`` (and ``vlm``) into the new design's cache directory first.
 
 Usage::
@@ -39,31 +42,13 @@ import time
 from pathlib import Path
 
 import torch
+import vision_w2 as vw2
 from evomm_zoo import textdata as td
 from evomm_zoo import vlm as zvlm
 from evomm_zoo.images import draw
 from evomm_zoo.text import TrainConfig, collate, train_lm
 from evomm_zoo.textdata import MixStream
-
-
-def lcs(a: str, b: str) -> int:
-    """Length of the longest common subsequence of two strings (dynamic programming)."""
-    prev = [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0]
-        for j, cb in enumerate(b):
-            cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(pred: str, ref: str) -> float:
-    """Character-level ROUGE-L F1."""
-    n = lcs(pred, ref)
-    if n == 0:
-        return 0.0
-    p, r = n / len(pred), n / len(ref)
-    return 2 * p * r / (p + r)
+from vision_w2 import rouge_l
 
 
 def cut(text: str) -> str:
@@ -74,6 +59,9 @@ def cut(text: str) -> str:
 
 # W9s: W8s's models with a gene per layer *and module*; W10s-W14s vary it
 _W9S = dict(s1=0, s2=600, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, freeze_vision=True, per_module=True)
+# W21s (fourth attempt): a pretrained, frozen tower; the VLM's LM learns in layer 0 only
+_W21S = {**_W9S, "align": 1.0, "tower": 300, "s1": 600, "s1_layers": (0,), "s2": 0}
+_W24S = {**_W21S, "tower": 1000}  # W21s with the tower pretrained 1000 steps
 
 DESIGNS = {
     # stage-1 steps, stage-2 steps, share of ja questions answered in English, rehearsal weight
@@ -113,6 +101,34 @@ DESIGNS = {
     "W13s": {**_W9S, "align": 1.0},
     # W13s with the alignment weighted 5 (W13s learnt only the image-independent part of the targets)
     "W14s": {**_W9S, "align": 5.0},
+    # ---- fourth attempt (docs/toy-zoo.md): helpers in vision_w2.py
+    # W13s's models (copy vbase, ja, vlm) searched with the per-kind fitness: 2 x min over
+    # (colour, shape) of strict minus chance, + graded (vision_w2.kind_min_fitness)
+    "W15s": {**_W9S, "align": 1.0, "fit": "kindmin"},
+    # W13s aligning the output of layer 1 (VLM layers 0-1 + ja layer 2 is the built-in composition)
+    "W16s": {**_W9S, "align": 1.0, "align_layer": 1},
+    # W13s on a pretrained vision tower (per-patch colour + shape classification, 300 steps; then
+    # frozen; the projector stays at its random init, frozen: vision_w2.pretrain_tower)
+    "W17s": {**_W9S, "align": 1.0, "tower": 300},
+    # W21s / W24s / W28s on a larger text base: hidden 128, 4 layers, MLP 512 (vision_base.py, as --base)
+    "W18s": {**_W21S, "hidden": 128},
+    "W29s": {**_W24S, "hidden": 128},
+    "W32s": {**_W24S, "align_span": "prompt", "hidden": 128},
+    # W24s's models searched through TIES / DARE-TIES (density 0.5)
+    "W19s": {**_W24S, "ties": {"density": 0.5}},
+    "W20s": {**_W24S, "ties": {"density": 0.5, "dare": True}},
+    # the VLM's LM learns in layer 0 only (layers 1-2 and final norm stay vbase's): a reader whose
+    # outputs vbase's later layers answer from; W21s on W17s's pretrained tower, W22s on the random one
+    "W21s": _W21S,
+    "W22s": {**_W21S, "tower": 0},
+    # W21s's models (copy vbase, ja, vlm) searched with W15s's per-kind fitness
+    "W23s": {**_W21S, "fit": "kindmin"},
+    # W21s with the tower pretrained 1000 steps instead of 300 (per-patch shape accuracy 0.89 at 300)
+    "W24s": _W24S,
+    # W24s aligning the whole prompt's layer-0 outputs (image + question positions; vision_w2.prompt_targets)
+    "W28s": {**_W24S, "align_span": "prompt"},
+    "W30s": {**_W24S, "align_span": "prompt", "align": 3.0},  # W28s with the alignment weighted 3
+    "W31s": {**_W24S, "align_span": "prompt", "dev": 400},  # W28s searched on 400 dev items
     "W3m": dict(s1=150, s2=250, ja_en=0.0, rehearse=0.3, vbase=400, ja_steps=300, per_module=True),
 }
 
@@ -141,22 +157,22 @@ def caption_text(color: str, shape: str) -> str:
     return text.rjust(zvlm.IMAGE_TOKENS)
 
 
-def layer0_hook(lm, store: dict):
-    """Record the output of decoder layer 0 of ``lm`` (a Llama model) in ``store["h"]``."""
+def layer0_hook(lm, store: dict, layer: int = 0):
+    """Record the output of decoder layer ``layer`` (0 unless W16s) of ``lm`` (a Llama model) in ``store["h"]``."""
 
     def keep(module, args, out):
         store["h"] = out[0] if isinstance(out, tuple) else out
 
-    return lm.layers[0].register_forward_hook(keep)
+    return lm.layers[layer].register_forward_hook(keep)
 
 
-def caption_targets(vbase, tok) -> dict:
-    """(colour, shape) -> vbase's layer-0 outputs (IMAGE_TOKENS x hidden) on the padded caption
-    after ``Q: `` (the VLM's English prompt prefix): 24 fixed targets."""
+def caption_targets(vbase, tok, layer: int = 0) -> dict:
+    """(colour, shape) -> vbase's layer-``layer`` outputs (IMAGE_TOKENS x hidden) on the padded
+    caption after ``Q: `` (the VLM's English prompt prefix): 24 fixed targets."""
     from evomm_zoo.images import COLORS, SHAPES
 
     out, store = {}, {}
-    hook = layer0_hook(vbase.model, store)
+    hook = layer0_hook(vbase.model, store, layer)
     with torch.no_grad():
         for c in COLORS:
             for s in SHAPES:
@@ -169,17 +185,20 @@ def caption_targets(vbase, tok) -> dict:
 
 
 def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, tok, freeze_vision=False,
-               align=0.0, targets=None):  # fmt: skip
+               align=0.0, targets=None, align_layer=0, only_layers=None):  # fmt: skip
     """Like zvlm.train_vlm, plus a text rehearsal loss (vbase's mix) weighted ``rehearse``;
     ``freeze_vision``: the vision tower and projector stay at their (random) init; ``align``
     (W13s): weight of the normalised MSE between the LM's layer-0 outputs at the image positions
-    and ``targets[(colour, shape)]`` (:func:`caption_targets`)."""
+    and ``targets[(colour, shape)]`` (:func:`caption_targets`); ``only_layers`` (W21s): of the LM,
+    only these decoder layers learn."""
     import math
 
     for name, p in model.named_parameters():
         lm = "language_model" in name or name.startswith("lm_head")
         vis = "vision_tower" in name or "multi_modal_projector" in name
         frozen = (freeze_lm and lm) or (freeze_vision and vis) or name.startswith(zvlm.FROZEN_IN_VLM)
+        if only_layers is not None and lm:
+            frozen = frozen or not any(f"language_model.layers.{i}." in name for i in only_layers)
         p.requires_grad_(not frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98))
@@ -196,17 +215,20 @@ def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, 
     stream = MixStream(vbase_mix(), seed + 100)
     cache: dict = {}
     store: dict = {}
-    hook = layer0_hook(model.model.language_model, store) if align else None
+    hook = layer0_hook(model.model.language_model, store, align_layer) if align else None
     image_id = tok.convert_tokens_to_ids(zvlm.IMAGE_MARK)
     model.train()
     for step in range(steps):
         batch_rows = rng.sample(rows, 32)
         batch = zvlm.collate_vqa(processor, batch_rows, cache)
         loss = model(**batch).loss
-        if align:
+        if align and len(next(iter(targets))) == 3:  # W28s: image and question positions
+            la = vw2.prompt_align_loss(store["h"], batch_rows, targets)
+        elif align:
             h = store["h"][batch["input_ids"] == image_id].view(len(batch_rows), zvlm.IMAGE_TOKENS, -1)
             t = torch.stack([targets[(r["spec"].color, r["spec"].shape)] for r in batch_rows])
             la = ((h - t) ** 2).mean() / (t**2).mean()
+        if align:
             loss = loss + align * la
             if step in (0, steps // 2) or step == steps - 1:
                 print(f"align step {step}: {la.item():.4f}", flush=True)
@@ -251,7 +273,8 @@ class Scorer:
         strict = sum(cut(o) == r["answer"] for o, r in zip(out, self.rows))
         graded = sum(rouge_l(cut(o), r["answer"]) for o, r in zip(out, self.rows))
         exact = sum(o.strip() == r["answer"] for o, r in zip(out, self.rows))
-        return {
+        kinds = {pre + k: v for k, v in vw2.kind_counts(out, self.rows, cut).items()}
+        return kinds | {
             pre + "exact": exact,
             pre + "strict": strict,
             pre + "rouge": round(graded, 2),
@@ -294,11 +317,15 @@ def genes_per_layer(per_module) -> int:
 
 
 class Merger:
-    def __init__(self, vlm, base_sd, vlm_sd, ja_sd, layers, per_module=False):
+    def __init__(self, vlm, base_sd, vlm_sd, ja_sd, layers, per_module=False, ties=None):
         self.vlm, self.base, self.layers = copy.deepcopy(vlm), base_sd, layers * genes_per_layer(per_module)
-        self.per_module = per_module
+        self.per_module, self.ties = per_module, ties
         self.tv = {k: vlm_sd[k] - base_sd[k] for k in base_sd}
         self.tj = {k: ja_sd[k] - base_sd[k] for k in base_sd}
+        if ties:  # W19s/W20s: {"density": d, "dare": bool}; trimmed once (the masks do not
+            # depend on the coefficients), sign election per merge (vision_w2.ties_delta)
+            self.tv = vw2.trim(self.tv, ties["density"], ties.get("dare", False), 1)
+            self.tj = vw2.trim(self.tj, ties["density"], ties.get("dare", False), 2)
 
     def __call__(self, a, b):
         """a, b: per group (layers then final norm) coefficient lists, or scalars."""
@@ -309,7 +336,8 @@ class Merger:
         sd = {}
         for k, w in self.base.items():
             g = group(k, self.per_module)
-            sd[k] = w + a[g] * self.tv[k] + b[g] * self.tj[k]
+            x, y = a[g] * self.tv[k], b[g] * self.tj[k]
+            sd[k] = w + (vw2.ties_delta(x, y) if self.ties else x + y)
         self.vlm.model.language_model.load_state_dict(
             {k[6:]: v for k, v in sd.items() if k.startswith("model.")}
         )
@@ -318,7 +346,10 @@ class Merger:
 
 
 def fitness(r, mode="plain"):
-    """Dev fitness: strict + graded; ``image``: strict - shuffled strict + graded (rewards image use)."""
+    """Dev fitness: strict + graded; ``image``: strict - shuffled strict + graded (rewards image
+    use); ``kindmin``: :func:`vision_w2.kind_min_fitness` (W15s)."""
+    if mode == "kindmin":
+        return vw2.kind_min_fitness(r)
     if mode == "image":
         return r["strict"] - r["shuffled_strict"] + r["rouge"]
     return r["strict"] + r["rouge"]
@@ -341,6 +372,8 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.base)
     t0 = time.perf_counter()
     times = {}
+    if "hidden" in d:  # W18s runs on a larger base only
+        assert json.loads((Path(args.base) / "config.json").read_text())["hidden_size"] == d["hidden"]
     mdir = Path(args.cache) / f"{args.design}_s{seed}"
     ft = dict(lr=1e-3, batch_size=32, freeze=("model.embed_tokens.", "lm_head."), seed=seed)
     if (mdir / "vbase" / "config.json").is_file():
@@ -368,35 +401,36 @@ def main() -> None:
         processor = zvlm.build_processor(tok)
     else:
         model, processor = zvlm.init_vlm(mdir / "vbase", seed)
+        if d.get("tower"):  # W17s: a pretrained tower (then frozen by ``freeze_vision``)
+            res_tower = vw2.pretrain_tower(model, seed, steps=d["tower"])
+            print("tower", res_tower, flush=True)
+            times["tower"], times["tower_fit"] = round(time.perf_counter() - t0, 1), res_tower
         en = zvlm.vqa_rows("en_vqa", "train", 4000, seed)
         jq = zvlm.vqa_rows("ja_vqa", "train", 4000, seed)
         for r in jq:
             r["answer"] = r["spec"].color if r["kind"] == "colour" else r["spec"].shape
-        if d["s1"]:
+        kw = dict(freeze_vision=d.get("freeze_vision", False), align=d.get("align", 0.0),
+                  targets=(vw2.prompt_targets(vbase, tok, caption_text, layer0_hook, d.get("align_layer", 0))
+                           if d.get("align_span") == "prompt" else caption_targets(vbase, tok, d.get("align_layer", 0))
+                           ) if d.get("align") else None,
+                  align_layer=d.get("align_layer", 0))  # fmt: skip
+        if d.get("s1_layers") is not None:  # W21s: stage 1 trains only these LM layers (+ align, rehearsal)
+            train_vlm2(model, processor, en, steps=d["s1"], lr=1e-3, seed=seed, freeze_lm=False,
+                       rehearse=d["rehearse"], tok=tok, only_layers=d["s1_layers"], **kw)  # fmt: skip
+        elif d["s1"]:
             train_vlm2(
                 model, processor, en, steps=d["s1"], lr=2e-3, seed=seed, freeze_lm=True, rehearse=0, tok=tok
             )
         rows2 = en + jq[: int(len(en) * d["ja_en"] / (1 - d["ja_en"]))] if d["ja_en"] else en
-        train_vlm2(
-            model,
-            processor,
-            rows2,
-            steps=d["s2"],
-            lr=1e-3,
-            seed=seed,
-            freeze_lm=False,
-            rehearse=d["rehearse"],
-            tok=tok,
-            freeze_vision=d.get("freeze_vision", False),
-            align=d.get("align", 0.0),
-            targets=caption_targets(vbase, tok) if d.get("align") else None,
-        )
+        if d["s2"]:
+            train_vlm2(model, processor, rows2, steps=d["s2"], lr=d.get("s2_lr", 1e-3), seed=seed,
+                       freeze_lm=False, rehearse=d["rehearse"], tok=tok, **kw)  # fmt: skip
         times["vlm"] = round(time.perf_counter() - t0, 1)
         zvlm.save_vlm(model, processor, mdir / "vlm")
     mode = d.get("fit", "plain")
     shuf_dev = mode == "image"
 
-    ja_dev = Scorer(processor, zvlm.vqa_rows("ja_vqa", "dev", 200, seed))
+    ja_dev = Scorer(processor, zvlm.vqa_rows("ja_vqa", "dev", d.get("dev", 200), seed))
     en_test = Scorer(processor, zvlm.vqa_rows("en_vqa", "test", 400, seed))
     ja_test = Scorer(processor, zvlm.vqa_rows("ja_vqa", "test", 400, seed))
     per_module = d.get("per_module", False)
@@ -404,10 +438,14 @@ def main() -> None:
     base_sd = dict(vbase.state_dict())
     ja_sd = dict(ja.state_dict())
     merger = Merger(model, base_sd, lm_sd(model), ja_sd, vbase.config.num_hidden_layers, per_module)
+    # W19s/W20s: the searched merges (grid, CMA-ES, evolved, ablations) by TIES / DARE-TIES; the
+    # parents and the untuned merges stay plain
+    smerger = Merger(model, base_sd, lm_sd(model), ja_sd, merger.layers // genes_per_layer(per_module),
+                     per_module, d["ties"]) if d.get("ties") else merger  # fmt: skip
     res = {"design": args.design, "seed": seed, "times": times, "test": {}, "dev": {}, "fitness": mode}
 
-    def report(name, a, b):
-        m = merger(a, b)
+    def report(name, a, b, mg=merger):
+        m = mg(a, b)
         res["test"][name] = {
             "ja": ja_test.score(m, shuffled=True, sample=6),
             "en": en_test.score(m, shuffled=True),
@@ -419,17 +457,17 @@ def main() -> None:
     report("linear_0.5", 0.5, 0.5)
     report("ta_1_1", 1.0, 1.0)
     if d.get("align"):  # the composition W13s builds in (a diagnostic, not searched): the VLM's
-        # layer 0 (both modules), the ja parent's layers 1+ and final norm
-        g = genes_per_layer(per_module)
+        # layer 0 (both modules; W16s: layers 0-1), the ja parent's later layers and final norm
+        g = genes_per_layer(per_module) * (1 + d.get("align_layer", 0))
         report("constructed", [1.0] * g + [0.0] * (L + 1 - g), [0.0] * g + [1.0] * (L + 1 - g))
     grid = {}
     for a in (0.5, 1.0, 1.5):
         for b in (0.5, 1.0, 1.5, 2.0):
-            grid[(a, b)] = ja_dev.score(merger(a, b), shuffled=shuf_dev)
+            grid[(a, b)] = ja_dev.score(smerger(a, b), shuffled=shuf_dev)
     best = max(grid, key=lambda k: fitness(grid[k], mode))
     res["dev"]["grid"] = {f"{a},{b}": v for (a, b), v in grid.items()}
     print("grid best", best, grid[best], flush=True)
-    report("best_uniform", *best)
+    report("best_uniform", *best, mg=smerger)
     import cma
 
     x0 = [best[0]] * (L + 1) + [best[1]] * (L + 1)
@@ -443,7 +481,7 @@ def main() -> None:
         xs = es.ask()
         fs = []
         for x in xs:
-            r = ja_dev.score(merger(list(x[: L + 1]), list(x[L + 1 :])), shuffled=shuf_dev)
+            r = ja_dev.score(smerger(list(x[: L + 1]), list(x[L + 1 :])), shuffled=shuf_dev)
             f = fitness(r, mode)
             fs.append(-f)
             if f > bestf:
@@ -454,9 +492,9 @@ def main() -> None:
     bestx = [round(float(v), 3) for v in bestx]
     res["genome"] = bestx
     a, b = bestx[: L + 1], bestx[L + 1 :]
-    report("evolved", a, b)
-    report("evolved_ja_zeroed", a, [0.0] * (L + 1))
-    report("evolved_vlm_zeroed", [0.0] * (L + 1), b)
+    report("evolved", a, b, smerger)
+    report("evolved_ja_zeroed", a, [0.0] * (L + 1), smerger)
+    report("evolved_vlm_zeroed", [0.0] * (L + 1), b, smerger)
     res["times"]["total"] = round(time.perf_counter() - t0, 1)
     res["times"]["cpu"] = round(time.process_time(), 1)  # CPU seconds of the whole run
     Path(args.out).write_text(json.dumps(res, ensure_ascii=False, indent=1))

@@ -26,14 +26,14 @@ from evomm_zoo.generate import greedy_generate  # noqa: E402
 from evomm_zoo.images import COLORS, SHAPES  # noqa: E402
 
 
-def alignment(vlm, vbase, tok, proc, seed: int) -> None:
+def alignment(vlm, vbase, tok, proc, seed: int, layer: int = 0) -> None:
     """Normalised MSE per image position against the share of the targets' variance that depends
     on the caption, and which of the 24 targets is nearest to each row's layer-0 outputs."""
-    targets = vw.caption_targets(vbase, tok)
+    targets = vw.caption_targets(vbase, tok, layer)
     rows = zvlm.vqa_rows("en_vqa", "dev", 128, seed)
     batch = zvlm.collate_vqa(proc, rows, {})
     store: dict = {}
-    hook = vw.layer0_hook(vlm.model.language_model, store)
+    hook = vw.layer0_hook(vlm.model.language_model, store, layer)
     with torch.no_grad():
         vlm(**batch)
     hook.remove()
@@ -56,7 +56,7 @@ def alignment(vlm, vbase, tok, proc, seed: int) -> None:
     )
 
 
-def per_kind(vlm, vbase, ja, proc, genome: list[float], seed: int) -> None:
+def per_kind(vlm, vbase, ja, proc, genome: list[float], seed: int, layer: int = 0) -> None:
     """Strict per question kind (true and shuffled images) and the commonest answers, for the
     evolved child and the constructed composition (VLM layer 0 + ja layers 1-2)."""
     merger = vw.Merger(
@@ -67,13 +67,13 @@ def per_kind(vlm, vbase, ja, proc, genome: list[float], seed: int) -> None:
         vbase.config.num_hidden_layers,
         True,
     )
-    n = len(genome) // 2
+    n, k = len(genome) // 2, 2 * (layer + 1)  # k: the VLM's modules in the constructed child
     rows = zvlm.vqa_rows("ja_vqa", "test", 400, seed)
     sc = vw.Scorer(proc, rows)
     words = {"colour": set(COLORS.values()), "shape": set(SHAPES.values())}
     for name, a, b in (
         ("evolved", genome[:n], genome[n:]),
-        ("constructed", [1.0, 1.0] + [0.0] * (n - 2), [0.0, 0.0] + [1.0] * (n - 2)),
+        ("constructed", [1.0] * k + [0.0] * (n - k), [0.0] * k + [1.0] * (n - k)),
     ):
         model = merger(a, b)
         for tag, images in (("true", sc.images), ("shuffled", sc.shuf)):
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--models", required=True, help="<cache>/<design>_s<seed> of vision_w.py")
     ap.add_argument("--result", required=True, help="vision_w.py's --out JSON (for the genome)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layer", type=int, default=0, help="the aligned layer (W16s: 1)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     random.seed(0)
@@ -129,8 +130,8 @@ def main() -> None:
     ja = LlamaForCausalLM.from_pretrained(str(models / "ja"))
     vlm = LlavaForConditionalGeneration.from_pretrained(str(models / "vlm")).eval()
     proc = zvlm.build_processor(tok)
-    alignment(vlm, vbase, tok, proc, args.seed)
-    per_kind(vlm, vbase, ja, proc, json.loads(Path(args.result).read_text())["genome"], args.seed)
+    alignment(vlm, vbase, tok, proc, args.seed, args.layer)
+    per_kind(vlm, vbase, ja, proc, json.loads(Path(args.result).read_text())["genome"], args.seed, args.layer)
     caption_reading(models, tok)
 
 
