@@ -46,9 +46,9 @@ import vision_w2 as vw2
 from evomm_zoo import textdata as td
 from evomm_zoo import vlm as zvlm
 from evomm_zoo.images import draw
+from evomm_zoo.scoring import char_rouge_l as rouge_l  # the zoo's graded VQA metric
 from evomm_zoo.text import TrainConfig, collate, train_lm
 from evomm_zoo.textdata import MixStream
-from vision_w2 import rouge_l
 
 
 def cut(text: str) -> str:

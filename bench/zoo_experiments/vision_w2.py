@@ -36,26 +36,6 @@ def kind_min_fitness(r: dict) -> float:
     return 2 * min(gains) + r["rouge"]
 
 
-def lcs(a: str, b: str) -> int:
-    """Length of the longest common subsequence of two strings (dynamic programming)."""
-    prev = [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0]
-        for j, cb in enumerate(b):
-            cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(pred: str, ref: str) -> float:
-    """Character-level ROUGE-L F1."""
-    n = lcs(pred, ref)
-    if n == 0:
-        return 0.0
-    p, r = n / len(pred), n / len(ref)
-    return 2 * p * r / (p + r)
-
-
 # ------------------------------------------------------------------ a pretrained vision tower
 
 
