@@ -172,7 +172,18 @@ class ParameterSpace(SearchSpace):
         return name
 
     def materialize_reference(self, name: str) -> ModelHandle:
+        """The reference model ``name``; a parent that lacks the donor's vision tower or
+        projector (a text LM in an LLM-into-VLM merge) runs *grafted*: the donor with this
+        parent's tensors, so it can be scored on the same (image) tasks as the children."""
+        from evomm.layout import DONOR_ONLY_KINDS
+
         ck = self.checkpoints[self._alias_of(name)]
+        donor = self.checkpoints[self.donor]
+        if ck is not donor and any(i.kind in DONOR_ONLY_KINDS and n not in ck.layout for n, i in donor.layout.items()):
+            weights = {n: ck.read(n) for n in ck.layout if n in donor.layout}
+            model = donor.load_model(dtype=self._torch_dtype(), weights=weights)
+            model.eval()
+            return donor.handle(model)
         model = ck.load_model(dtype=self._torch_dtype())
         model.eval()
         return ck.handle(model)

@@ -27,8 +27,9 @@ G, M = ParamScope.GLOBAL, ParamScope.PER_MODEL
 CHUNK = 1 << 18
 
 #: Search bounds and validity range of a per-model weight. mergekit accepts any float; we bound
-#: it so that the evolutionary genome has meaningful limits (negative weights subtract a model).
-WEIGHT_LOW, WEIGHT_HIGH = -1.0, 2.0
+#: it so that the evolutionary genome has meaningful limits (negative weights subtract a model;
+#: the toy zoo's vision search scales a task vector up to 3x: its evolved genes reach 2.9).
+WEIGHT_LOW, WEIGHT_HIGH = -1.0, 3.0
 
 
 def weight_spec(default: float | None = None) -> ParamSpec:
