@@ -3,6 +3,7 @@ and the toy vision tasks (scored through fake handles)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -107,12 +108,87 @@ def test_clip_finetunes_change_only_the_image_tower(micro_zoo):
     assert changed and all(k.startswith("visual.") for k in changed)
 
 
-def test_zoo_json_has_vision_scores(micro_zoo):
+def test_zoo_json_has_vision_scores_and_table(micro_zoo, capsys):
+    from evomm_zoo.cli import run_info
+    from evomm_zoo.vision_search import TABLE_ROWS
+
     info = json.loads((micro_zoo / "zoo.json").read_text())
     assert "vision" in info["parts"]
-    assert {"accuracy", "shuffled", "n"} <= set(info["scores"]["vlm"]["ja_vqa"])
     assert set(info["scores"]["clip_shape"]) == {"shape_cls", "color_cls"}
     assert info["curves"]["vlm"] and info["wall_s"]["vision_vlm"] >= 0
+    table = info["vision_table"]
+    assert tuple(table["rows"]) == TABLE_ROWS and table["split"] == "test"
+    for row in table["rows"].values():
+        for task in ("ja_vqa", "en_vqa"):
+            c = row[task]
+            assert c["n"] == 8 and 0 <= c["right"] <= 8 and 0 <= c["shuffled"] <= 8 and 0 <= c["rouge"] <= 8
+    # the run the table came from is an ordinary run directory, its best child the evolved row
+    archive = [json.loads(line) for line in (micro_zoo / table["run"] / "archive.jsonl").read_text().splitlines()]
+    assert table["evolved_id"] in {r["id"] for r in archive} and table["evaluations"] == 5
+    assert len(table["examples"]["evolved"]) == len(table["examples"]["items"]) == 8
+    run_info(argparse.Namespace(out=str(micro_zoo), scale="micro", seed=0))
+    out = capsys.readouterr().out
+    assert "Japanese VQA" in out and "evolved_vlm_zeroed" in out and "issue 22's bar" in out
+
+
+def _table(**right):
+    """A vision table whose Japanese VQA strict counts are ``right`` (400 items, shuffled 30)."""
+    from evomm_zoo.vision_search import TABLE_ROWS
+
+    def cell(r):
+        return {"n": 400, "right": r, "shuffled": min(r, 30), "rouge": float(r)}
+
+    return {k: {"ja_vqa": cell(right.get(k, 10)), "en_vqa": cell(0)} for k in TABLE_ROWS}
+
+
+def test_check_bar_holds_each_condition_to_its_threshold():
+    from evomm_zoo.vision_search import check_bar
+
+    good = dict(vlm=0, ja_grafted=41, evolved=124, **{"linear_0.5": 53, "task_arithmetic_1": 111})
+    assert all(check_bar(_table(**good)).values())
+    # 3x the better parent: 124 < 3 x 42
+    assert not check_bar(_table(**{**good, "ja_grafted": 42}))["three_x_parent"]
+    # chance (1/6 + 1/4) / 2 of 400 = 83.3, + 10 points = 123.3
+    assert not check_bar(_table(**{**good, "evolved": 123}))["above_chance"]
+    assert not check_bar(_table(**{**good, "task_arithmetic_1": 124}))["beats_untuned"]
+    assert not check_bar(_table(**{**good, "evolved_vlm_zeroed": 84}))["ablations_collapse"]
+    assert check_bar(_table(**{**good, "evolved_vlm_zeroed": 83}))["ablations_collapse"]
+    rows = _table(**good)
+    rows["evolved"]["ja_vqa"]["shuffled"] = 100  # gain 24 < 2 sqrt(224) = 29.9
+    assert not check_bar(rows)["image_gain"]
+    rows["evolved"]["ja_vqa"]["shuffled"] = 90  # gain 34 > 2 sqrt(214) = 29.3
+    assert check_bar(rows)["image_gain"]
+    assert not check_bar(_table(vlm=0, ja_grafted=0, evolved=0))["three_x_parent"]
+
+
+def test_text_parent_of_a_vlm_merge_is_scored_grafted_on_the_donor(micro_zoo, tmp_path):
+    """A text LM parent cannot see: as a reference it runs with the VLM donor's tower and
+    projector, and equals the merge that gives it weight 1 and the VLM weight 0."""
+    from evomm_zoo.vision_search import table_points, vision_recipe
+    from safetensors.torch import load_file
+
+    from evomm.evolve_recipe import parse_recipe
+    from evomm.plugins import get_plugins
+    from evomm.runner import build_space
+
+    recipe = parse_recipe(vision_recipe(micro_zoo, "micro", 0), "test")
+    space = build_space(recipe, 0, tmp_path, get_plugins(), [])
+    try:
+        handle = space.materialize_reference("ja")
+        assert "image" in handle.capabilities
+        model = handle.model
+        ja = load_file(str(micro_zoo / "models" / "ja_vision" / "model.safetensors"))
+        vlm = load_file(str(micro_zoo / "models" / "vlm" / "model.safetensors"))
+        sd = model.state_dict()
+        assert torch.equal(sd["model.language_model.layers.1.mlp.up_proj.weight"], ja["model.layers.1.mlp.up_proj.weight"])
+        assert torch.equal(sd["lm_head.weight"], ja["lm_head.weight"])
+        tower = [k for k in vlm if "vision_tower" in k or "multi_modal_projector" in k]
+        assert tower and all(torch.equal(sd["model." + k], vlm[k]) for k in tower)
+        grafted = {k: v.clone() for k, v in sd.items()}
+        merged = space.materialize(space.decode(table_points(space, None)["ja_grafted"])).model.state_dict()
+        assert all(torch.allclose(grafted[k], merged[k], atol=1e-6) for k in grafted)
+    finally:
+        space.close()
 
 
 class _OracleVQA:
@@ -331,3 +407,70 @@ def test_vision_merge_pipeline_end_to_end(micro_zoo, tmp_path):
     assert res.metrics["accuracy"] == pytest.approx(
         sum(o == r["answer"] for o, r in zip(outs, rows)) / len(rows)
     )
+
+
+def test_prompt_align_loss_is_the_normalised_mse_over_each_rows_span():
+    from evomm_zoo.images import ImageSpec
+    from evomm_zoo.reader import prompt_align_loss
+
+    g = torch.Generator().manual_seed(0)
+    t1, t2 = torch.randn(5, 3, generator=g), torch.randn(7, 3, generator=g)
+    targets = {("red", "circle", "colour"): t1, ("blue", "star", "shape"): t2}
+    rows = [{"spec": ImageSpec("red", "circle"), "kind": "colour"}, {"spec": ImageSpec("blue", "star"), "kind": "shape"}]
+    h = torch.randn(2, 12, 3, generator=g)
+    diff = torch.cat([h[0, 4:9] - t1, h[1, 4:11] - t2])
+    ref = (diff**2).sum() / diff.numel() / (torch.cat([t1, t2]) ** 2).mean()
+    assert torch.allclose(prompt_align_loss(h, rows, targets), ref)
+
+
+def test_train_reader_changes_only_layer_0_of_the_language_model(micro_zoo):
+    from evomm_zoo import reader
+    from evomm_zoo import vlm as zvlm
+    from evomm_zoo.textdata import VBASE_MIX
+    from transformers import AutoProcessor, AutoTokenizer, LlamaForCausalLM, LlavaForConditionalGeneration
+
+    vbase = LlamaForCausalLM.from_pretrained(str(micro_zoo / "models" / "vbase")).eval()
+    tok = AutoTokenizer.from_pretrained(str(micro_zoo / "models" / "vbase"))
+    en, ja = reader.prompt_targets(vbase, tok), reader.prompt_targets(vbase, tok, lang=1)
+    assert len(en) == len(ja) == 48
+    # target spans: caption (16) + question + " A: " / " 答: " (one token a character)
+    assert en[("red", "circle", "colour")].shape[0] == 16 + len("What colour is it?") + 4
+    assert ja[("red", "circle", "colour")].shape[0] == 16 + len("なにいろ？") + 4
+    model = LlavaForConditionalGeneration.from_pretrained(str(micro_zoo / "models" / "vlm"))
+    processor = AutoProcessor.from_pretrained(str(micro_zoo / "models" / "vlm"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    log = reader.train_reader(model, processor, zvlm.vqa_rows("en_vqa", "train", 16, 0), en, steps=2, seed=0,
+                              rehearse_mix=dict(VBASE_MIX), ja_rows=zvlm.vqa_rows("ja_vqa", "train", 16, 0),
+                              ja_targets=ja, align_ja=1.0)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model.language_model.layers.0.") for k in changed)
+    assert log["align"] is not None and len(log["curve"]) == 2
+
+
+def test_a_text_only_zoo_is_extended_and_a_missing_table_resumed(tmp_path):
+    """Asking a text-only zoo for its vision half copies the text half (not rebuilt: same bytes,
+    same recorded times) and adds the vision half; a zoo whose search never wrote its table
+    gets the table from the (resumed) run, equal to the first."""
+    import hashlib
+
+    from evomm_zoo import build_zoo
+
+    out = tmp_path / "zoo"
+    build_zoo("micro", out=out, seed=0, parts=("text",), progress=False)
+
+    def digest(path):
+        return hashlib.sha256((out / path).read_bytes()).hexdigest()
+
+    before = {m: digest(f"models/{m}/model.safetensors") for m in ("base", "ja", "math")}
+    text_times = json.loads((out / "zoo.json").read_text())["wall_s"]
+    build_zoo("micro", out=out, seed=0, progress=False)
+    info = json.loads((out / "zoo.json").read_text())
+    assert info["parts"] == ["text", "vision"] and "vision_table" in info
+    assert {m: digest(f"models/{m}/model.safetensors") for m in before} == before
+    assert info["wall_s"]["text_base"] == text_times["text_base"]
+    table = info.pop("vision_table")
+    (out / "zoo.json").write_text(json.dumps(info))
+    build_zoo("micro", out=out, seed=0, progress=False)
+    again = json.loads((out / "zoo.json").read_text())["vision_table"]
+    assert again["rows"] == table["rows"] and again["evolved_id"] == table["evolved_id"]

@@ -36,7 +36,7 @@ after the text half is written, and returns a fragment merged into ``zoo.json``.
 Example:
     >>> from evomm_zoo import default_zoo_dir
     >>> default_zoo_dir("micro", seed=1).name
-    'micro-v2-s1'
+    'micro-v3-s1'
 """
 
 from evomm import hookimpl

@@ -37,6 +37,12 @@ TEXT_MODELS: tuple[str, ...] = ("base", "ja", "math")
 #: ``scores``, ``wall_s``, ``curves``, each a dict keyed by the vision part's names).
 VISION_BUILDER = "evomm_zoo.vision:build_vision"
 
+#: ``module:function`` running the vision half's evolution on a built zoo, called as
+#: ``fn(zoo_dir: Path, scale: str, seed: int, progress: bool) -> dict`` once the zoo is in place
+#: (its run directory, ``<zoo>/runs/vision``, names the zoo's final paths); it returns a fragment
+#: merged into ``zoo.json`` (``vision_table``, ``wall_s``).
+VISION_SEARCH = "evomm_zoo.vision_search:search_vision"
+
 
 def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
     """The cache directory of a zoo: ``$EVOMM_CACHE/zoo/<scale>-v<version>-s<seed>``.
@@ -45,7 +51,7 @@ def default_zoo_dir(scale: str = "demo", seed: int = 0) -> Path:
 
     Example:
         >>> default_zoo_dir("demo").name
-        'demo-v2-s0'
+        'demo-v3-s0'
     """
     if scale not in SCALES:
         raise ConfigError(f"unknown zoo scale {scale!r}; use one of {', '.join(SCALES)}")
@@ -61,8 +67,9 @@ def read_zoo_json(zoo: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_complete(zoo: Path, scale: str, seed: int, parts: Sequence[str]) -> bool:
-    """Whether ``zoo`` holds a complete build of this recipe version, scale, seed and parts."""
+def is_complete(zoo: Path, scale: str, seed: int, parts: Sequence[str], *, searched: bool = True) -> bool:
+    """Whether ``zoo`` holds a complete build of this recipe version, scale, seed and parts
+    (with the vision part, also its search's ``vision_table`` unless ``searched`` is false)."""
     info = read_zoo_json(zoo)
     return bool(
         info
@@ -71,6 +78,7 @@ def is_complete(zoo: Path, scale: str, seed: int, parts: Sequence[str]) -> bool:
         and info.get("scale") == scale
         and info.get("seed") == seed
         and set(parts) <= set(info.get("parts", []))
+        and (not searched or "vision" not in parts or "vision_table" in info)
     )
 
 
@@ -190,8 +198,8 @@ def build_text(
     }
 
 
-def _vision_builder():
-    mod_name, fn_name = VISION_BUILDER.split(":")
+def _vision_builder(spec: str = VISION_BUILDER):
+    mod_name, fn_name = spec.split(":")
     try:
         return getattr(importlib.import_module(mod_name), fn_name)
     except (ModuleNotFoundError, AttributeError):
@@ -245,8 +253,13 @@ def build_zoo(
     wanted = [p for p in parts if p != "vision" or _vision_builder() is not None]
     if not force and is_complete(out, scale, seed, wanted):
         return out
-    # the cache is rebuilt when parts are missing; an explicit --out only with --force
-    overwrite = force or out == default_zoo_dir(scale, seed)
+    if not force and "vision" in wanted and is_complete(out, scale, seed, wanted, searched=False):
+        _search_vision(out, scale, seed, progress)  # an interrupted search resumes
+        return out
+    # the cache is rebuilt when parts are missing, an explicit --out only with --force; a
+    # complete text-only zoo of this recipe is extended in place (its text half is kept)
+    extend = "vision" in wanted and is_complete(out, scale, seed, ("text",))
+    overwrite = force or extend or out == default_zoo_dir(scale, seed)
     if not overwrite and read_zoo_json(out) is not None:
         raise OutputError(
             f"--out {out} holds a toy zoo of another scale, seed or parts than asked ({scale}, seed {seed}, "
@@ -255,7 +268,10 @@ def build_zoo(
     with staged_output(out, overwrite=overwrite, command="zoo build") as tmp:
         t0 = time.perf_counter()
         info: dict[str, Any] = {"scale": scale, "seed": seed, "recipe_version": RECIPE_VERSION}
-        _merge(info, build_text(tmp, scale, seed, progress))
+        if extend and not force:
+            _merge(info, _copy_text_half(out, tmp))  # only the vision half is missing
+        else:
+            _merge(info, build_text(tmp, scale, seed, progress))
         built = ["text"]
         if "vision" in parts:
             builder = _vision_builder()
@@ -268,7 +284,38 @@ def build_zoo(
         info["wall_s"]["total"] = round(time.perf_counter() - t0, 2)
         info["complete"] = True
         (tmp / "zoo.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
+    if "vision" in built:
+        _search_vision(out, scale, seed, progress)
     return out
+
+
+def _copy_text_half(zoo: Path, tmp: Path) -> dict[str, Any]:
+    """Copy a complete zoo's text half (tokenizer, text models, text data) into ``tmp``; its
+    ``zoo.json`` entries for them."""
+    import shutil
+
+    info = read_zoo_json(zoo) or {}
+    shutil.copytree(zoo / "tokenizer", tmp / "tokenizer")
+    for m in TEXT_MODELS:
+        shutil.copytree(zoo / "models" / m, tmp / "models" / m)
+    for t in TEXT_TASKS:
+        shutil.copytree(zoo / "data" / t, tmp / "data" / t)
+    keep = ("recipe", "models", "scores", "curves", "wall_s", "cpu_s", "tasks")
+    return {k: json.loads(json.dumps(info[k])) for k in keep if k in info}
+
+
+def _search_vision(zoo: Path, scale: str, seed: int, progress: bool) -> None:
+    """Run the vision search on the zoo in place (:data:`VISION_SEARCH`) and add its table to
+    ``zoo.json`` (written whole, by rename)."""
+    search = _vision_builder(VISION_SEARCH)
+    if search is None:
+        return
+    part = search(zoo, scale, seed, progress)
+    info = read_zoo_json(zoo) or {}
+    _merge(info, part)
+    tmp = zoo / "zoo.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False))
+    os.replace(tmp, zoo / "zoo.json")
 
 
 def ensure_zoo(scale: str = "demo", seed: int = 0) -> Path:

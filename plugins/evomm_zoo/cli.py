@@ -104,4 +104,12 @@ def run_info(args: argparse.Namespace) -> int:
     )
     for line in format_scores(info):
         print("  " + line)
+    table = info.get("vision_table")
+    if table:
+        from evomm_zoo.vision_search import format_table
+
+        print(f"\nvision: the VLM x ja_vision merge evolved by CMA-ES ({table['evaluations']} candidates, run "
+              f"{zoo / table['run']}), scored on the held-out {table['split']} split")
+        for line in format_table(table):
+            print(line)
     return 0

@@ -6,6 +6,11 @@ and the math toy models around the base (8 genes), three objectives (Japanese sk
 skill, the combined Japanese-math task, all scored strictly), NSGA-II with cheap-first
 evaluation. It finishes in under 10 minutes on 2 CPU cores including the zoo build.
 
+``--vision`` adds the vision stage (EvoVLM-JP in miniature): the zoo is built with its vision
+half, whose build runs the vision search (:mod:`evomm_zoo.vision_search`, into
+``<zoo>/runs/vision``); the demo prints its held-out table, exports the evolved VLM to
+``--out``/``vision-child`` and draws ``--out``/``vision-grid.png``.
+
 ``--out`` must be new, empty or a previous demo's output (recognised by its
 :data:`~evomm.outputs.MARKER`): a previous demo's run is resumed (a finished one is only shown
 again) and its knee child exported anew. Any other non-empty directory is refused; nothing there
@@ -87,6 +92,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the zoo and of the search")
     p.add_argument("--fast", action="store_true", help="a smaller search (about a minute after the zoo)")
     p.add_argument("--zoo", metavar="DIR", help="use this zoo directory instead of building the cached one")
+    p.add_argument("--vision", action="store_true",
+                   help="add the vision stage (EvoVLM-JP in miniature): the zoo's VLM x Japanese-LM merge evolved by "
+                   "CMA-ES, its held-out table, the evolved VLM exported and an image grid (about 12 more minutes "
+                   "on 2 cores the first time, then reused from the zoo)")
     p.set_defaults(func=run)
 
 
@@ -103,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     claim_demo_dir(out, reads=[Path(args.zoo)] if args.zoo else [])
-    print("[1/4] toy zoo (built once, then reused) ...", flush=True)
-    zoo = Path(args.zoo) if args.zoo else build_zoo("demo", seed=args.seed, parts=("text",))
+    parts = ("text", "vision") if args.vision else ("text",)
+    print(f"[1/4] toy zoo ({' + '.join(parts)}; built once, then reused) ...", flush=True)
+    zoo = Path(args.zoo) if args.zoo else build_zoo("demo", seed=args.seed, parts=parts)
     t_zoo = time.perf_counter() - t0
     run_dir = out / "run"
     plugins = get_plugins(args.plugins_dir)
@@ -120,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         child_dir, rec = export_run_candidate(run_dir, child_dir, pick_how="knee", plugins=plugins, overwrite=True)
     print(front_table(infos, front, parents, {rec.id: "knee (exported)"} if rec else {}))
     _say_composition(infos, front, parents)
+    vision = _vision_stage(zoo, out, plugins) if args.vision else None
     total = time.perf_counter() - t0
     print(f"\n[4/4] done in {total / 60:.1f} min (zoo {t_zoo:.0f} s, evolution {result.reason})")
     print(f"  zoo:          {zoo}")
@@ -127,7 +138,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"  report:       {run_dir / 'report.html'}")
     if rec is not None:
         print(f"  knee child:   {child_dir}  ({rec.id}; README.md model card, merge.yaml)")
+    if vision:
+        print(f"  vision run:   {vision['run']}  (report.html)")
+        print(f"  vision child: {vision['child']}  (a LLaVA checkpoint; README.md model card)")
+        print(f"  image grid:   {vision['grid']}")
     return 0
+
+
+def _vision_stage(zoo: Path, out: Path, plugins: Any) -> dict[str, Path] | None:
+    """Show the zoo's vision search (run by the zoo build): the held-out table, the evolved VLM
+    exported to ``out/vision-child`` and the image grid ``out/vision-grid.png``."""
+    from evomm.export import export_run_candidate
+    from evomm_zoo import read_zoo_json
+    from evomm_zoo.vision_grid import write_grid
+    from evomm_zoo.vision_search import format_table
+
+    table = (read_zoo_json(zoo) or {}).get("vision_table")
+    if not table:
+        print("\n[vision] this zoo has no vision table: build it with `evomm zoo build` (text + vision)")
+        return None
+    run_dir = zoo / table["run"]
+    print(f"\n[vision] EvoVLM-JP in miniature: the VLM x ja_vision merge, CMA-ES over {table['evaluations']} candidates "
+          f"on the dev split ({run_dir}); held-out {table['split']} split:")
+    for line in format_table(table):
+        print(line)
+    child, _ = export_run_candidate(run_dir, out / "vision-child", candidate=table["evolved_id"], plugins=plugins,
+                                    overwrite=True)  # fmt: skip
+    grid = write_grid(table, zoo / "data" / "ja_vqa", out / "vision-grid.png")
+    return {"run": run_dir, "child": child, "grid": grid}
 
 
 def _say_composition(infos: Any, front: Any, parents: Any) -> None:

@@ -14,7 +14,7 @@ from evomm_zoo.text import ArchConfig, TrainConfig
 from evomm_zoo.textdata import BASE_MIX, JA_MIX, MATH_MIX
 
 #: Version of the build recipe (part of the cache directory name and of ``zoo.json``).
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 SCALES: tuple[str, ...] = ("micro", "demo")
 

@@ -109,7 +109,9 @@ def collate(tokenizer, examples: list[Example]) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning-rate factor of ``step``: linear warm-up over ``cfg.warmup`` of the steps, then
+    cosine decay to 10% (every zoo training run uses it)."""
     warm = max(1, int(cfg.warmup * cfg.steps))
     if step < warm:
         return (step + 1) / warm
@@ -141,7 +143,7 @@ def train_lm(
         p.requires_grad_(not name.startswith(cfg.freeze) if cfg.freeze else True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     stream = MixStream(cfg.mix, cfg.seed)
     every = max(1, cfg.steps // 30)
     curve, acc, t0, c0 = [], [], time.perf_counter(), time.process_time()

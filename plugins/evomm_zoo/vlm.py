@@ -1,8 +1,8 @@
 """The toy zoo's tiny LLaVA: a CLIP vision tower on 32x32 drawn images + the zoo's base LM.
 
 The VLM is a transformers ``LlavaForConditionalGeneration`` whose language model starts as a copy
-of ``<zoo>/models/base``; it is trained (vision tower, projector and language model together) on
-English questions about Pillow-drawn shapes (:mod:`evomm_zoo.images`). It is saved with
+of the vision base (``<zoo>/models/vbase``); :mod:`evomm_zoo.reader` trains it on English
+questions about Pillow-drawn shapes (:mod:`evomm_zoo.images`). It is saved with
 ``save_pretrained`` together with a ``LlavaProcessor`` (the zoo tokenizer + a CLIP image
 processor), so ``LlavaForConditionalGeneration.from_pretrained`` and
 ``AutoProcessor.from_pretrained`` reload it like a downloaded checkpoint.
@@ -13,15 +13,14 @@ Prompts put the image where a caption would sit, right after the question marker
 
 Example::
 
-    model, processor = init_vlm(zoo / "models" / "base", seed=0)
-    log = train_vlm(model, processor, vqa_rows("en_vqa", "train", 2000, 0), steps=600)
+    model, processor = init_vlm(zoo / "models" / "vbase", seed=0)
+    reader.pretrain_tower(model, vqa_rows("en_vqa", "train", 2000, 0), steps=1000, seed=0)
     save_vlm(model, processor, zoo / "models" / "vlm")
 """
 
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,6 @@ SPLIT_SEEDS: dict[str, range] = {
 
 VQA_TASKS: tuple[str, ...] = ("en_vqa", "ja_vqa")
 
-#: Kept fixed while training the VLM, as in the zoo's text fine-tunes: the language model's
-#: embeddings and head (smaller language-model task vector: norm 6.8 instead of 14.7, and the
-#: English VQA score is as good or better; see docs/toy-zoo.md).
-FROZEN_IN_VLM: tuple[str, ...] = ("model.language_model.embed_tokens", "lm_head")
 
 
 def vqa_prompt(task: str, question: str) -> str:
@@ -199,68 +194,6 @@ def collate_vqa(processor, rows: list[dict], cache: dict, eos_loss: bool = True)
             cache[r["spec"]] = pixels([draw(r["spec"])])[0]
     pix = torch.stack([cache[r["spec"]] for r in rows])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pix}
-
-
-def train_vlm(
-    model, processor, rows: list[dict], *, steps: int, lr: float = 2e-3, batch_size: int = 32,
-    seed: int = 0, progress: bool = True, freeze_lm: bool = False, eos_loss: bool = True,
-    freeze: tuple[str, ...] = (),
-) -> dict[str, Any]:  # fmt: skip
-    """Train the VLM in place on VQA ``rows`` (AdamW, warm-up then cosine decay to 10%).
-
-    Args:
-        model: the ``LlavaForConditionalGeneration`` from :func:`init_vlm`.
-        processor: its processor.
-        rows: training rows (:func:`vqa_rows`).
-        steps: optimiser steps.
-        lr: peak learning rate.
-        batch_size: rows per step.
-        seed: seed of the batch order.
-        progress: show a tqdm bar.
-        freeze_lm: keep the language model and head fixed (train only tower and projector).
-        eos_loss: also train the ``</s>`` after each answer.
-        freeze: further parameter-name prefixes to keep fixed (e.g. the LM's embeddings and head).
-
-    Returns:
-        ``{"curve": [[step, mean loss], ...], "wall_s": seconds}``.
-    """
-    import math
-
-    import torch
-    from tqdm.auto import tqdm
-
-    for name, p in model.named_parameters():
-        lm = "language_model" in name or name.startswith("lm_head")
-        p.requires_grad_(not ((freeze_lm and lm) or (freeze and name.startswith(freeze))))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    warm = max(1, steps // 20)
-
-    def factor(s: int) -> float:
-        if s < warm:
-            return (s + 1) / warm
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    rng = random.Random(f"vlm-batches-{seed}")
-    cache: dict = {}
-    curve, acc, t0, every = [], [], time.perf_counter(), max(1, steps // 30)
-    model.train()
-    for step in tqdm(range(steps), desc="vlm", disable=not progress, leave=False):
-        loss = model(**collate_vqa(processor, rng.sample(rows, batch_size), cache, eos_loss)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        acc.append(loss.item())
-        if (step + 1) % every == 0 or step + 1 == steps:
-            curve.append([step + 1, round(sum(acc) / len(acc), 4)])
-            acc = []
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return {"curve": curve, "wall_s": round(time.perf_counter() - t0, 2)}
 
 
 def generate_answers(model, processor, prompts: list[str], images, *, max_new_tokens: int = 8,
