@@ -49,6 +49,7 @@ from evomm_zoo.images import draw
 from evomm_zoo.scoring import char_rouge_l as rouge_l  # the zoo's graded VQA metric
 from evomm_zoo.text import TrainConfig, collate, train_lm
 from evomm_zoo.textdata import MixStream
+from vision_vqa import FROZEN_IN_VLM
 
 
 def cut(text: str) -> str:
@@ -147,14 +148,11 @@ JA_V_MIX = td.JA_VLM_MIX
 
 
 def caption_text(color: str, shape: str) -> str:
-    """W13s: the image's English caption as vbase reads it (``red circle. ``, as in ``caption_en``),
-    left-padded with spaces to the image's token count (one character = one token), so that the
-    caption's last character sits where the last image token sits and the question follows at
-    the same distance as in caption QA; ``yellow triangle.`` (17 with its space) drops the space."""
-    text = f"{color} {shape}. "
-    if len(text) > zvlm.IMAGE_TOKENS:
-        text = text.rstrip()
-    return text.rjust(zvlm.IMAGE_TOKENS)
+    """W13s: the image's English caption padded to the image's token count
+    (:func:`evomm_zoo.reader.caption_text`, which the zoo's recipe v3 uses)."""
+    from evomm_zoo.reader import caption_text as zoo_caption
+
+    return zoo_caption(color, shape)
 
 
 def layer0_hook(lm, store: dict, layer: int = 0):
@@ -196,7 +194,7 @@ def train_vlm2(model, processor, rows, *, steps, lr, seed, freeze_lm, rehearse, 
     for name, p in model.named_parameters():
         lm = "language_model" in name or name.startswith("lm_head")
         vis = "vision_tower" in name or "multi_modal_projector" in name
-        frozen = (freeze_lm and lm) or (freeze_vision and vis) or name.startswith(zvlm.FROZEN_IN_VLM)
+        frozen = (freeze_lm and lm) or (freeze_vision and vis) or name.startswith(FROZEN_IN_VLM)
         if only_layers is not None and lm:
             frozen = frozen or not any(f"language_model.layers.{i}." in name for i in only_layers)
         p.requires_grad_(not frozen)

@@ -7,11 +7,9 @@ the usage line of ``vision_w.py`` shows).
 
 from __future__ import annotations
 
-import random
-
 import torch
 from evomm_zoo import vlm as zvlm
-from evomm_zoo.images import COLORS, SHAPES, draw
+from evomm_zoo.images import COLORS, SHAPES
 
 #: question kind -> number of classes (chance of a random well-formed answer = 1 / classes).
 KIND_CLASSES = {"colour": len(COLORS), "shape": len(SHAPES)}
@@ -40,55 +38,14 @@ def kind_min_fitness(r: dict) -> float:
 
 
 def pretrain_tower(model, seed: int, steps: int = 300, lr: float = 2e-3, batch: int = 64) -> dict:
-    """W17s: pretrain the VLM's (random-init) CLIP vision tower in place, as LLaVA's tower is a
-    pretrained CLIP, before any VLM training: a linear head on *every* patch output of the last
-    encoder layer (the features LLaVA passes to the projector, CLS dropped) predicts the image's
-    colour and its shape (cross-entropy, 6 + 4 classes), so each patch must carry the whole
-    image's colour and shape. Train-split images only; the head is thrown away. The projector is
-    not touched (it stays at its random init when the design freezes it).
+    """W17s: pretrain the VLM's (random-init) CLIP vision tower in place before any VLM training
+    (per-patch colour + shape heads on the train images; the zoo's recipe v3 does the same:
+    :func:`evomm_zoo.reader.pretrain_tower`, which this calls)."""
+    from evomm_zoo.reader import pretrain_tower as zoo_pretrain
 
-    Returns:
-        ``{"loss": final loss, "acc_colour": ..., "acc_shape": ...}`` (per patch, last batch).
-    """
-    tower = model.model.vision_tower
     rows = zvlm.vqa_rows("en_vqa", "train", 4000, seed)
-    specs = sorted({r["spec"] for r in rows}, key=repr)
-    cols, shps = list(COLORS), list(SHAPES)
-    torch.manual_seed(seed + 7)
-    head = torch.nn.Linear(tower.config.hidden_size, len(cols) + len(shps))
-    for p in tower.parameters():
-        p.requires_grad_(True)
-    params = list(tower.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98))
-    rng = random.Random(f"tower-{seed}")
-    cache: dict = {}
-    tower.train()
-    for _ in range(steps):
-        b = rng.sample(specs, batch)
-        for s in b:
-            if s not in cache:
-                cache[s] = zvlm.pixels([draw(s)])[0]
-        pix = torch.stack([cache[s] for s in b])
-        hs = tower(pixel_values=pix, output_hidden_states=True).hidden_states[-1][:, 1:]
-        logits = head(hs)  # (batch, 16, 10)
-        yc = torch.tensor([cols.index(s.color) for s in b]).repeat_interleave(hs.shape[1])
-        ys = torch.tensor([shps.index(s.shape) for s in b]).repeat_interleave(hs.shape[1])
-        lc = torch.nn.functional.cross_entropy(logits[..., : len(cols)].reshape(-1, len(cols)), yc)
-        ls = torch.nn.functional.cross_entropy(logits[..., len(cols) :].reshape(-1, len(shps)), ys)
-        loss = lc + ls
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-    tower.eval()
-    with torch.no_grad():
-        ac = (logits[..., : len(cols)].reshape(-1, len(cols)).argmax(1) == yc).float().mean()
-        ash = (logits[..., len(cols) :].reshape(-1, len(shps)).argmax(1) == ys).float().mean()
-    return {
-        "loss": round(loss.item(), 4),
-        "acc_colour": round(ac.item(), 3),
-        "acc_shape": round(ash.item(), 3),
-    }
+    res = zoo_pretrain(model, rows, steps=steps, seed=seed, lr=lr, batch_size=batch)
+    return {"loss": res["curve"][-1][1], "acc_colour": res["acc_colour"], "acc_shape": res["acc_shape"]}
 
 
 # ------------------------------------------------------------------ TIES / DARE-TIES
@@ -126,36 +83,18 @@ def ties_delta(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ W28s: align the whole prompt
 
 
-def prompt_targets(vbase, tok, caption_text, hook_fn, layer: int = 0) -> dict:
-    """W28s: (colour, shape, kind) -> vbase's layer-``layer`` outputs at every position from the
-    caption's first character to the end of the prompt on ``Q: <caption><question> A: `` (the
-    caption padded to the image's 16 tokens by ``caption_text``): the image positions *and* the
-    question positions, whose layer-0 outputs in the VLM attend to the image tokens (W13s aligned
-    the image positions only, so the question positions attended over projector outputs that no
-    text ever produced). 48 fixed targets; the VLM's English prompt has the same length token by
-    token (one character = one token), so position i of the target is position 4 + i of the VLM's
-    ``<s>Q: <image x 16>question A: ``."""
-    out, store = {}, {}
-    hook = hook_fn(vbase.model, store, layer)
-    with torch.no_grad():
-        for c in COLORS:
-            for s in SHAPES:
-                for kind, (q, _) in zvlm.QUESTIONS.items():
-                    ids = tok("Q: " + caption_text(c, s) + q + " A: ", return_tensors="pt").input_ids
-                    assert ids.shape[1] == 4 + zvlm.IMAGE_TOKENS + len(q) + 4, ids.shape
-                    vbase.model(input_ids=ids)
-                    out[(c, s, kind)] = store["h"][0, 4:].clone()
-    hook.remove()
-    return out
+def prompt_targets(vbase, tok, caption_text=None, hook_fn=None, layer: int = 0) -> dict:
+    """W28s: vbase's layer-0 outputs over the whole English prompt with the caption in the image's
+    place (:func:`evomm_zoo.reader.prompt_targets`, which the zoo's recipe v3 uses; layer 0 only)."""
+    from evomm_zoo.reader import prompt_targets as zoo_targets
+
+    if layer != 0:
+        raise ValueError("the whole-prompt targets are layer 0's")
+    return zoo_targets(vbase, tok)
 
 
-def prompt_align_loss(h, rows, targets) -> torch.Tensor:
-    """Normalised MSE between the VLM's layer outputs ``h`` (batch x width x hidden, right-padded
-    rows whose prompt starts ``<s>Q: ``) and :func:`prompt_targets`, over each row's span."""
-    hs, ts = [], []
-    for i, r in enumerate(rows):
-        t = targets[(r["spec"].color, r["spec"].shape, r["kind"])]
-        hs.append(h[i, 4 : 4 + len(t)])
-        ts.append(t)
-    h, t = torch.cat(hs), torch.cat(ts)
-    return ((h - t) ** 2).mean() / (t**2).mean()
+def prompt_align_loss(h, rows, targets):
+    """The normalised MSE of :func:`prompt_targets` (:func:`evomm_zoo.reader.prompt_align_loss`)."""
+    from evomm_zoo.reader import prompt_align_loss as zoo_loss
+
+    return zoo_loss(h, rows, targets)
