@@ -59,6 +59,7 @@ def vision_recipe(zoo: Path, scale: str = "demo", seed: int = 0) -> dict[str, An
         data["algorithm"] = {"name": "cmaes", "pop_size": 2, "settings": {"sigma": 0.1}}
         data["budget"] = {"evaluations": 4}
         data["tasks"]["toy_ja_vqa"]["limit"] = 8
+        data["executor"] = {"name": "local"}
     return data
 
 
