@@ -94,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zoo", metavar="DIR", help="use this zoo directory instead of building the cached one")
     p.add_argument("--vision", action="store_true",
                    help="add the vision stage (EvoVLM-JP in miniature): the zoo's VLM x Japanese-LM merge evolved by "
-                   "CMA-ES, its held-out table, the evolved VLM exported and an image grid (about 12 more minutes "
+                   "CMA-ES, its held-out table, the evolved VLM exported and an image grid (about 9-11 more minutes "
                    "on 2 cores the first time, then reused from the zoo)")
     p.set_defaults(func=run)
 

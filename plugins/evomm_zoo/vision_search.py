@@ -174,7 +174,7 @@ def search_vision(zoo: Path, scale: str, seed: int, progress: bool = True) -> di
     resume = (run_dir / "recipe.yaml").is_file()
     evolve(None if resume else recipe, run_dir, resume=resume, plugins=plugins, progress=progress)
     t_search = time.perf_counter() - t0
-    infos, children, front, _ = load_front(run_dir)
+    _, children, front, _ = load_front(run_dir)
     best = max(front, key=lambda r: r.objectives["ja_vqa"])
     # the run's own held-out scores (rescore-test.json): report.html and the exported child's
     # model card show them beside the fitness
@@ -187,8 +187,7 @@ def search_vision(zoo: Path, scale: str, seed: int, progress: bool = True) -> di
         genome = {k: round(v, 3) for k, v in space.native(points["evolved"]).items()}
     finally:
         space.close()
-    limit = int(vision_recipe(Path(zoo), scale, seed)["tasks"]["toy_ja_vqa"]["limit"])
-    rows, examples = score_rows(recipe, run_dir, points, limit=limit, plugins=plugins)
+    rows, examples = score_rows(recipe, run_dir, points, limit=int(recipe.tasks["toy_ja_vqa"].limit), plugins=plugins)
     table = {
         "split": "test",
         "run": "runs/vision",
