@@ -58,6 +58,8 @@ def write_grid(table: dict[str, Any], task_dir: Path, out: Path, columns: int = 
     fig.suptitle(f"Japanese VQA, held-out test items (right of {n}: {counts})", fontsize=8)
     fig.subplots_adjust(left=0.13, right=0.99, top=0.78, bottom=0.04 + 0.075 * len(rows), wspace=0.25)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
+    tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: no half-drawn PNG
+    fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
+    tmp.replace(out)
     return out

@@ -99,8 +99,9 @@ def _counts(result: Any) -> dict[str, Any]:
     return row
 
 
-def score_rows(recipe: Any, run_dir: Path, points: dict[str, Any], *, limit: int, plugins: Any) -> tuple[dict, dict]:
-    """Score each point on the test split of both VQA tasks (with the image-shuffled control).
+def score_rows(space: Any, data: str, points: dict[str, Any], *, limit: int, plugins: Any) -> tuple[dict, dict]:
+    """Score each point of ``space`` on the test split of both VQA tasks of the zoo ``data``
+    (with the image-shuffled control).
 
     Returns:
         ``(rows, examples)``: ``rows[name] = {"ja_vqa": counts, "en_vqa": counts}``;
@@ -110,25 +111,17 @@ def score_rows(recipe: Any, run_dir: Path, points: dict[str, Any], *, limit: int
     from evomm.evaluation import evaluate_tasks
     from evomm.evolve_recipe import Objective, TaskOptions
     from evomm.objectives import ObjectiveSet
-    from evomm.runner import build_space
-
-    data = str(recipe.tasks["toy_ja_vqa"].data)
     opts = {t: TaskOptions(data=data, split="test", limit=limit) for t in ("toy_ja_vqa", "toy_en_vqa")}
     objs = ObjectiveSet([Objective(name="ja_vqa", task="toy_ja_vqa"), Objective(name="en_vqa", task="toy_en_vqa")],
                         opts, plugins)  # fmt: skip
     rows: dict[str, Any] = {}
     examples: dict[str, Any] = {}
-    space = build_space(recipe, 0, run_dir, plugins, [])
-    try:
-        for name, x in points.items():
-            handle = space.materialize(space.decode(x))
-            results = evaluate_tasks(handle, objs.tasks)
-            rows[name] = {"ja_vqa": _counts(results["toy_ja_vqa"]), "en_vqa": _counts(results["toy_en_vqa"])}
-            details = results["toy_ja_vqa"].details[:EXAMPLES]
-            examples[name] = [d["output"] for d in details]
-            examples["items"] = [{k: d[k] for k in ("image", "question", "answer")} for d in details]
-    finally:
-        space.close()
+    for name, x in points.items():
+        results = evaluate_tasks(space.materialize(space.decode(x)), objs.tasks)
+        rows[name] = {"ja_vqa": _counts(results["toy_ja_vqa"]), "en_vqa": _counts(results["toy_en_vqa"])}
+        details = results["toy_ja_vqa"].details[:EXAMPLES]
+        examples[name] = [d["output"] for d in details]
+        examples["items"] = [{k: d[k] for k in ("image", "question", "answer")} for d in details]
     return rows, examples
 
 
@@ -165,7 +158,7 @@ def search_vision(zoo: Path, scale: str, seed: int, progress: bool = True) -> di
     from evomm.plugins import get_plugins
     from evomm.report import load_front
     from evomm.rescore import rescore_run
-    from evomm.runner import evolve
+    from evomm.runner import build_space, evolve
 
     plugins = get_plugins()
     run_dir = Path(zoo) / "runs" / "vision"
@@ -179,15 +172,14 @@ def search_vision(zoo: Path, scale: str, seed: int, progress: bool = True) -> di
     # the run's own held-out scores (rescore-test.json): report.html and the exported child's
     # model card show them beside the fitness
     rescore_run(run_dir, "test", candidates=best.id, plugins=plugins)
-    from evomm.runner import build_space
-
     space = build_space(recipe, 0, run_dir, plugins, [])
     try:
         points = table_points(space, best.genome)
         genome = {k: round(v, 3) for k, v in space.native(points["evolved"]).items()}
+        rows, examples = score_rows(space, str(recipe.tasks["toy_ja_vqa"].data), points,
+                                    limit=int(recipe.tasks["toy_ja_vqa"].limit), plugins=plugins)  # fmt: skip
     finally:
         space.close()
-    rows, examples = score_rows(recipe, run_dir, points, limit=int(recipe.tasks["toy_ja_vqa"].limit), plugins=plugins)
     table = {
         "split": "test",
         "run": "runs/vision",
